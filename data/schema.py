@@ -1,0 +1,154 @@
+"""The three tables every dataset is turned into, in the schema of the public Kion dataset.
+
+Loaders (synthetic, Kion, MovieLens) all return a :class:`Dataset`; everything downstream (features, training,
+serving) only ever sees this shape, so a new source needs a loader and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+INTERACTION_COLUMNS = ["user_id", "item_id", "last_watch_dt", "total_dur", "watched_pct"]
+USER_COLUMNS = ["user_id", "age", "income", "sex", "kids_flg"]
+ITEM_COLUMNS = [
+    "item_id", "content_type", "title", "release_year", "genres", "countries",
+    "for_kids", "age_rating", "studios", "directors",
+]
+GENRE_SEPARATOR = ", "
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (or table) and what to fix."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    interactions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Content hash of the three tables: ties trained models and feature stores to the data they came from."""
+        h = hashlib.sha256()
+        for frame in (self.interactions, self.users, self.items):
+            h.update(",".join(frame.columns).encode())
+            h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        inter = self.interactions
+        return {
+            "dataset": self.name,
+            "interactions": len(inter),
+            "users": int(inter["user_id"].nunique()),
+            "items": int(inter["item_id"].nunique()),
+            "users_table": len(self.users),
+            "items_table": len(self.items),
+            "start": str(inter["last_watch_dt"].min().date()) if len(inter) else None,
+            "end": str(inter["last_watch_dt"].max().date()) if len(inter) else None,
+        }
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
+            "Check the file's header and separator."
+        )
+
+
+def _integer_ids(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    values = frame[column]
+    if values.isna().any():
+        raise DataError(f"{source}: column '{column}' has {int(values.isna().sum())} empty value(s)")
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype(np.int64)
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna() | (numeric != np.floor(numeric))
+    if bad.any():
+        examples = values[bad].astype(str).head(3).tolist()
+        raise DataError(f"{source}: column '{column}' must hold integer ids; found {examples}")
+    return numeric.astype(np.int64)
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    numeric = pd.to_numeric(frame[column], errors="coerce")
+    bad = numeric.isna() & frame[column].notna()
+    if bad.any():
+        examples = frame.loc[bad, column].astype(str).head(3).tolist()
+        raise DataError(f"{source}: column '{column}' must be numeric; found {examples}")
+    return numeric
+
+
+def normalize_interactions(frame: pd.DataFrame, source: str = "interactions") -> pd.DataFrame:
+    """Check and coerce an interactions table to the canonical dtypes, sorted by time."""
+    _require_columns(frame, INTERACTION_COLUMNS, source)
+    if frame.empty:
+        raise DataError(f"{source}: the table is empty")
+    out = frame.copy()
+    out["user_id"] = _integer_ids(out, "user_id", source)
+    out["item_id"] = _integer_ids(out, "item_id", source)
+    dates = pd.to_datetime(out["last_watch_dt"], errors="coerce")
+    if dates.isna().any():
+        examples = out.loc[dates.isna(), "last_watch_dt"].astype(str).head(3).tolist()
+        raise DataError(f"{source}: column 'last_watch_dt' must hold dates; found {examples}")
+    out["last_watch_dt"] = dates.astype("datetime64[ns]")
+    out["total_dur"] = _numeric(out, "total_dur", source).fillna(0).astype(np.float64)
+    out["watched_pct"] = _numeric(out, "watched_pct", source).fillna(0).clip(0, 100).astype(np.float32)
+    duplicated = out.duplicated(["user_id", "item_id"])
+    if duplicated.any():
+        first = out.loc[duplicated, ["user_id", "item_id"]].iloc[0].tolist()
+        raise DataError(
+            f"{source}: {int(duplicated.sum())} duplicated (user_id, item_id) pair(s), e.g. {first}; "
+            "keep one row per pair (the latest watch), as the Kion format does"
+        )
+    return out.sort_values(["last_watch_dt", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
+    _require_columns(frame, USER_COLUMNS, source)
+    out = frame.copy()
+    out["user_id"] = _integer_ids(out, "user_id", source)
+    if out["user_id"].duplicated().any():
+        raise DataError(f"{source}: user_id {int(out.loc[out['user_id'].duplicated(), 'user_id'].iloc[0])} repeats")
+    for column in ("age", "income", "sex"):
+        out[column] = out[column].fillna("unknown").astype(str)
+    out["kids_flg"] = _numeric(out, "kids_flg", source).fillna(0).astype(np.int8)
+    return out.reset_index(drop=True)
+
+
+def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
+    _require_columns(frame, ITEM_COLUMNS, source)
+    out = frame.copy()
+    out["item_id"] = _integer_ids(out, "item_id", source)
+    if out["item_id"].duplicated().any():
+        raise DataError(f"{source}: item_id {int(out.loc[out['item_id'].duplicated(), 'item_id'].iloc[0])} repeats")
+    for column in ("content_type", "title", "genres", "countries", "studios", "directors", "age_rating"):
+        out[column] = out[column].fillna("").astype(str)
+    out["release_year"] = _numeric(out, "release_year", source).astype(np.float32)
+    out["for_kids"] = _numeric(out, "for_kids", source).fillna(0).astype(np.int8)
+    return out.reset_index(drop=True)
+
+
+def make_dataset(name: str, interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
+                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta) -> Dataset:
+    """Validate the three tables and return them as a :class:`Dataset`; errors name ``sources``."""
+    return Dataset(
+        name=name,
+        interactions=normalize_interactions(interactions, sources[0]),
+        users=normalize_users(users, sources[1]),
+        items=normalize_items(items, sources[2]),
+        meta=meta,
+    )
+
+
+def split_genres(genres: pd.Series) -> list[list[str]]:
+    """Kion stores genres as one comma-separated string per item."""
+    return [[g.strip() for g in str(s).split(",") if g.strip()] for s in genres]

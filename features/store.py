@@ -1,0 +1,174 @@
+"""The feature store: Parquet files with an explicit schema and a fingerprint, and an in-memory online lookup.
+
+Offline, :func:`write_feature_store` writes ``users.parquet`` and ``items.parquet`` plus ``manifest.json``.
+Each Parquet file carries the store's fingerprint in its schema metadata, so a file swapped in from another
+build is caught at load time. Online, :class:`OnlineFeatureTable` holds one table as numpy arrays (sorted ids,
+a float32 matrix, an object matrix of categories) and answers batch lookups with one ``searchsorted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.build import FeatureTables
+
+MANIFEST = "manifest.json"
+TABLES = {"users": "user_id", "items": "item_id"}
+UNKNOWN_CATEGORY = "unknown"
+META_KEY = b"recsys.feature_store"
+
+
+class FeatureStoreError(RuntimeError):
+    """The feature store is missing, incomplete or does not match what it should be."""
+
+
+def arrow_schema(frame: pd.DataFrame, id_column: str) -> pa.Schema:
+    """Explicit schema: int64 id, string categories, float32 numbers; nothing left to inference."""
+    fields = []
+    for name in frame.columns:
+        if name == id_column:
+            fields.append(pa.field(name, pa.int64(), nullable=False))
+        elif frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+            fields.append(pa.field(name, pa.string(), nullable=False))
+        else:
+            fields.append(pa.field(name, pa.float32()))
+    return pa.schema(fields)
+
+
+def _content_hash(frame: pd.DataFrame) -> bytes:
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+
+
+def fingerprint(tables: FeatureTables, source_fingerprint: str) -> str:
+    """Hash of the schemas, the source data's fingerprint, the cut-off and the feature values themselves."""
+    h = hashlib.sha256()
+    h.update(source_fingerprint.encode())
+    h.update(str(tables.as_of).encode())
+    for name, id_column in TABLES.items():
+        frame = getattr(tables, name)
+        h.update(str(arrow_schema(frame, id_column)).encode())
+        h.update(_content_hash(frame))
+    return h.hexdigest()[:16]
+
+
+def write_feature_store(tables: FeatureTables, directory: Path, source_fingerprint: str) -> dict:
+    """Write both tables and the manifest; returns the manifest."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    version = fingerprint(tables, source_fingerprint)
+    manifest = {
+        "version": version,
+        "source_fingerprint": source_fingerprint,
+        "as_of": str(tables.as_of),
+        "genres": tables.genres,
+        "tables": {},
+    }
+    for name, id_column in TABLES.items():
+        frame = getattr(tables, name)
+        schema = arrow_schema(frame, id_column).with_metadata({META_KEY: version.encode()})
+        pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), directory / f"{name}.parquet")
+        manifest["tables"][name] = {"file": f"{name}.parquet", "rows": len(frame), "columns": list(frame.columns)}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise FeatureStoreError(f"no feature store at {directory}: {MANIFEST} is missing; run `recsys features`")
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Lookup:
+    numeric: np.ndarray      # float32 (n, F)
+    categorical: np.ndarray  # object (n, C)
+    known: np.ndarray        # bool (n,): False where the id is not in the store and defaults were used
+
+
+@dataclass
+class OnlineFeatureTable:
+    """One feature table in memory; lookups are vectorised and never raise for unknown ids."""
+
+    ids: np.ndarray
+    numeric: np.ndarray
+    numeric_names: list[str]
+    categorical: np.ndarray
+    categorical_names: list[str]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, id_column: str) -> OnlineFeatureTable:
+        frame = frame.sort_values(id_column)
+        schema = arrow_schema(frame, id_column)
+        cat_names = [f.name for f in schema if f.type == pa.string()]
+        num_names = [f.name for f in schema if f.type == pa.float32()]
+        # The extra last row holds the defaults for unknown ids: missing numbers (CatBoost's NaN), 'unknown'.
+        numeric = np.vstack([frame[num_names].to_numpy(np.float32), np.full((1, len(num_names)), np.nan, np.float32)])
+        categorical = np.vstack([frame[cat_names].to_numpy(object), np.full((1, len(cat_names)), UNKNOWN_CATEGORY, object)])
+        return cls(frame[id_column].to_numpy(np.int64), numeric, num_names, categorical, cat_names)
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row index of each id (the defaults row for unknown ones) and whether it was known."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, ids).clip(max=max(len(self.ids) - 1, 0))
+        known = self.ids[pos] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        return np.where(known, pos, len(self.ids)), known
+
+    def lookup(self, ids: np.ndarray) -> Lookup:
+        rows, known = self.rows(ids)
+        return Lookup(self.numeric[rows], self.categorical[rows], known)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column for all rows (defaults row included), for vectorised cross features."""
+        return self.numeric[:, self.numeric_names.index(name)]
+
+    def columns(self, prefix: str) -> tuple[list[str], np.ndarray]:
+        names = [n for n in self.numeric_names if n.startswith(prefix)]
+        return names, self.numeric[:, [self.numeric_names.index(n) for n in names]]
+
+
+@dataclass
+class OnlineFeatureStore:
+    users: OnlineFeatureTable
+    items: OnlineFeatureTable
+    manifest: dict
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+
+def load_feature_store(directory: Path, expected_version: str | None = None) -> OnlineFeatureStore:
+    """Load both tables once (at start-up), checking every file belongs to the manifest's version."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if expected_version is not None and manifest["version"] != expected_version:
+        raise FeatureStoreError(
+            f"feature store at {directory} is version {manifest['version']} but the models were trained with "
+            f"{expected_version}; retrain (`recsys train`) or point at the matching store"
+        )
+    tables = {}
+    for name, id_column in TABLES.items():
+        path = directory / manifest["tables"][name]["file"]
+        if not path.exists():
+            raise FeatureStoreError(f"feature store at {directory} is missing {path.name}; rebuild it with `recsys train`")
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise FeatureStoreError(f"{path} is not a readable Parquet file ({exc}); rebuild it with `recsys train`") from exc
+        stored = (table.schema.metadata or {}).get(META_KEY, b"").decode()
+        if stored != manifest["version"]:
+            raise FeatureStoreError(
+                f"{path} belongs to feature store version {stored or 'none'}, the manifest says {manifest['version']}"
+            )
+        tables[name] = OnlineFeatureTable.from_frame(table.to_pandas(), id_column)
+    return OnlineFeatureStore(users=tables["users"], items=tables["items"], manifest=manifest)
+

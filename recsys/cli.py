@@ -1,0 +1,108 @@
+"""`recsys`: the command-line face of the project (data, features, train, serve)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from data.schema import DataError
+from recsys.progress import Timings, setup_logging
+from recsys.settings import Settings, get_settings
+
+log = logging.getLogger("recsys")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--dataset", choices=["synthetic", "kion", "movielens-100k", "movielens-1m"],
+                       help="which dataset to load (default: synthetic)")
+    group.add_argument("--data-dir", type=Path, help="folder with a real dataset's files")
+    group.add_argument("--size", choices=["tiny", "small", "default", "kion"], help="synthetic dataset size")
+    group.add_argument("--seed", type=int, help="synthetic dataset seed")
+    group.add_argument("--rating-threshold", type=float, help="MovieLens: ratings >= this are positives")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings object with the command-line flags applied on top of defaults and environment."""
+    settings = get_settings()
+    data_updates = {k: v for k, v in {
+        "dataset": args.dataset, "data_dir": args.data_dir, "size": args.size, "seed": args.seed,
+        "rating_threshold": args.rating_threshold,
+    }.items() if v is not None}
+    if data_updates:
+        settings = settings.model_copy(update={"data": type(settings.data).model_validate(
+            {**settings.data.model_dump(), **data_updates})})
+    return settings
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from data.registry import load_dataset
+
+    settings = settings_from_args(args)
+    timings = Timings()
+    with timings.step(f"load dataset '{settings.data.dataset}'"):
+        dataset = load_dataset(settings.data)
+    print(json.dumps(dataset.summary(), indent=2))
+    if args.export:
+        from data.export import write_kion
+
+        with timings.step(f"export to {args.export} (Kion CSV format)"):
+            write_kion(dataset, args.export)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from data.registry import load_dataset
+    from features.build import build_feature_tables
+    from features.store import write_feature_store
+
+    settings = settings_from_args(args)
+    timings = Timings()
+    with timings.step(f"load dataset '{settings.data.dataset}'"):
+        dataset = load_dataset(settings.data)
+    as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions["last_watch_dt"].max() + pd.Timedelta(days=1)
+    out = args.out or settings.features_dir / dataset.name
+    with timings.step(f"build features as of {as_of.date()}"):
+        tables = build_feature_tables(dataset.interactions, dataset.users, dataset.items, as_of)
+    with timings.step(f"write feature store to {out}"):
+        manifest = write_feature_store(tables, out, dataset.fingerprint())
+    log.info("feature store %s: %d users x %d columns, %d items x %d columns", manifest["version"],
+             len(tables.users), tables.users.shape[1], len(tables.items), tables.items.shape[1])
+    print(timings.table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="load a dataset, print its summary, optionally export it as Kion CSV files")
+    _add_data_args(p)
+    p.add_argument("--export", type=Path, help="write interactions.csv, users.csv, items.csv to this folder")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("features", help="build the Parquet feature store from a dataset")
+    _add_data_args(p)
+    p.add_argument("--as-of", help="cut-off date (default: the day after the last interaction)")
+    p.add_argument("--out", type=Path, help="output folder (default: var/features/<dataset>)")
+    p.set_defaults(func=cmd_features)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(get_settings().log_level)
+    try:
+        return args.func(args)
+    except DataError as exc:
+        log.error("bad data: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

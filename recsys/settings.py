@@ -1,0 +1,117 @@
+"""The one settings object of the project.
+
+Every knob lives here with a default that works out of the box. Any value can be overridden from the
+environment with the ``RECSYS_`` prefix and ``__`` between levels, e.g. ``RECSYS_LIGHTFM__EPOCHS=5`` or
+``RECSYS_DATA__SIZE=tiny``; the CLI sets the same fields from its flags.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
+SyntheticSize = Literal["tiny", "small", "default", "kion"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DataSettings(BaseModel):
+    dataset: DatasetName = "synthetic"
+    data_dir: Path | None = Field(None, description="folder with a real dataset's files (not needed for synthetic)")
+    size: SyntheticSize = Field("default", description="size preset of the built-in synthetic dataset")
+    seed: int = 42
+    rating_threshold: float = Field(4.0, description="MovieLens: ratings >= this count as positive interactions")
+
+
+class SplitSettings(BaseModel):
+    """Three consecutive windows: history (first level), labels (reranker targets), holdout (evaluation)."""
+
+    strategy: Literal["auto", "global", "per_user"] = Field(
+        "auto", description="auto = global time cut for Kion-style logs, per-user for MovieLens"
+    )
+    label_days: int = Field(14, ge=1, description="global: length of the reranker's label window")
+    holdout_days: int = Field(7, ge=1, description="global: length of the evaluation window")
+    label_frac: float = Field(0.1, gt=0, lt=0.5, description="per_user: share of each user's latest events as labels")
+    holdout_frac: float = Field(0.1, gt=0, lt=0.5, description="per_user: share of each user's latest events held out")
+    min_history: int = Field(2, ge=1, description="per_user: users with fewer history events are not split")
+
+
+class LightFMSettings(BaseModel):
+    loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
+    no_components: int = Field(64, ge=2)
+    epochs: int = Field(20, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    item_alpha: float = Field(0.0, ge=0)
+    user_alpha: float = Field(0.0, ge=0)
+    max_sampled: int = Field(10, ge=1)
+    threads: int = Field(2, ge=1)
+    use_features: bool = Field(True, description="feed user demographics and item genres to LightFM")
+
+
+class CandidateSettings(BaseModel):
+    n_lightfm: int = Field(100, ge=1, description="candidates per user from LightFM")
+    n_popular: int = Field(30, ge=0, description="extra candidates from recent popularity")
+    n_cooc: int = Field(30, ge=0, description="extra candidates from item-to-item co-occurrence")
+    popularity_days: int = Field(14, ge=1, description="window for 'recently popular'")
+
+
+class RankerSettings(BaseModel):
+    loss: Literal["YetiRank", "Logloss", "PairLogit"] = "YetiRank"
+    iterations: int = Field(600, ge=1)
+    learning_rate: float = Field(0.08, gt=0)
+    depth: int = Field(6, ge=1, le=12)
+    early_stopping_rounds: int = Field(60, ge=1)
+    validation_share: float = Field(0.2, gt=0, lt=1, description="share of label users for early stopping")
+    max_train_users: int = Field(20_000, ge=10, description="cap on users used to train the reranker")
+    negatives_per_user: int = Field(40, ge=1, description="negatives kept per user (all positives are kept)")
+    threads: int = Field(2, ge=1)
+
+
+class EvalSettings(BaseModel):
+    k: int = Field(10, ge=1)
+    ease_lambda: float = Field(250.0, gt=0)
+    ease_max_items: int = Field(20_000, ge=10, description="EASE inverts an items x items matrix: cap on its size")
+    max_users: int = Field(20_000, ge=10, description="cap on holdout users scored offline")
+
+
+class ServingSettings(BaseModel):
+    max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
+    max_batch_users: int = Field(100, ge=1, description="largest number of users in one /recommend/batch call")
+    model_version: str | None = Field(None, description="pin a trained model pair by version; default: latest")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(PROJECT_ROOT / "var", description="where generated datasets, features and reports go")
+    log_level: str = "INFO"
+    data: DataSettings = DataSettings()
+    split: SplitSettings = SplitSettings()
+    lightfm: LightFMSettings = LightFMSettings()
+    candidates: CandidateSettings = CandidateSettings()
+    ranker: RankerSettings = RankerSettings()
+    eval: EvalSettings = EvalSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.home / "features"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()
