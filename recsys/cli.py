@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from data.schema import DataError
+from training.second_stage import RankerTrainingError
+from training.split import SplitError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import Settings, get_settings
 
@@ -77,6 +79,25 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import train
+    from training.report import metrics_table
+
+    settings = settings_from_args(args)
+    if args.split:
+        settings.split.strategy = args.split
+    result = train(settings)
+    header, rows = metrics_table(result.report)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    recall = result.report["evaluation"]["candidate_recall"]
+    print("candidate recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
+    print(f"models: {', '.join(result.tags)}\nreport: {result.report_dir / 'report.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="cut-off date (default: the day after the last interaction)")
     p.add_argument("--out", type=Path, help="output folder (default: var/features/<dataset>)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train LightFM + CatBoost, evaluate offline, save both to the BentoML store")
+    _add_data_args(p)
+    p.add_argument("--split", choices=["auto", "global", "per_user"], help="time split strategy")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -99,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(get_settings().log_level)
     try:
         return args.func(args)
-    except DataError as exc:
-        log.error("bad data: %s", exc)
+    except (DataError, SplitError, RankerTrainingError) as exc:
+        log.error("%s", exc)
         return 2
 
 

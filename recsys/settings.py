@@ -45,7 +45,7 @@ class LightFMSettings(BaseModel):
     loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
     no_components: int = Field(64, ge=2)
     epochs: int = Field(20, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.1, gt=0)
     item_alpha: float = Field(0.0, ge=0)
     user_alpha: float = Field(0.0, ge=0)
     max_sampled: int = Field(10, ge=1)

@@ -1,0 +1,118 @@
+"""The two trained models in the BentoML model store, and the checks that they belong together.
+
+A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
+``recsys_ranker:<run>`` (CatBoost ``.cbm`` plus the feature-store snapshot it was trained for). Both carry the
+same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
+``bentoml.models.create`` only commits a model when its block finishes, so an interrupted run leaves no
+half-written model behind and never moves ``latest`` to an incomplete pair.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import NotFound
+
+from features.store import FeatureStoreError, OnlineFeatureStore, load_feature_store
+from recsys.candidates import CandidateModel
+from recsys.reranker import FeatureAssembler, Reranker
+
+CANDIDATES = "recsys_candidates"
+RANKER = "recsys_ranker"
+CANDIDATES_DIR = "candidates"
+RANKER_FILE = "ranker.cbm"
+FEATURES_DIR = "features"
+ITEM_IDS_FILE = "item_ids.npy"
+
+
+class ModelStoreError(RuntimeError):
+    """The store does not hold a usable, matching pair of models; the message says how to fix it."""
+
+
+def store_home() -> str:
+    return os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+
+
+def _train_hint() -> str:
+    return f"run `recsys train` (or `make serve`) to create them (BENTOML_HOME={store_home()})"
+
+
+def resolve_version(pinned: str | None = None) -> str:
+    """The version of the pair to serve: the pinned one, or the newest ranker's."""
+    tag = f"{RANKER}:{pinned or 'latest'}"
+    try:
+        return bentoml.models.get(tag).tag.version
+    except NotFound:
+        raise ModelStoreError(f"model {tag} is not in the BentoML model store; {_train_hint()}") from None
+
+
+def get_model(name: str, version: str) -> bentoml.Model:
+    try:
+        return bentoml.models.get(f"{name}:{version}")
+    except NotFound:
+        raise ModelStoreError(
+            f"model {name}:{version} is missing from the BentoML model store although {RANKER}:{version} is there; "
+            f"the pair is incomplete, {_train_hint()}"
+        ) from None
+
+
+def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path,
+              labels: dict[str, str], metadata: dict) -> tuple[str, str]:
+    """Write both models under one version; the ranker goes last so that `latest` is always a whole pair."""
+    with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
+                               metadata=metadata) as model:
+        candidates.save(Path(model.path_of(CANDIDATES_DIR)))
+        candidates_tag = str(model.tag)
+    with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
+                               metadata=metadata) as model:
+        Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
+        np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
+        target = Path(model.path_of(FEATURES_DIR))
+        target.mkdir()
+        for file in Path(feature_dir).iterdir():
+            (target / file.name).write_bytes(file.read_bytes())
+        ranker_tag = str(model.tag)
+    return candidates_tag, ranker_tag
+
+
+@dataclass
+class RankerBundle:
+    reranker: Reranker
+    features: OnlineFeatureStore
+
+
+def load_candidates(model: bentoml.Model) -> CandidateModel:
+    try:
+        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)))
+    except (OSError, ValueError) as exc:
+        raise ModelStoreError(f"model {model.tag} is unreadable ({exc}); {_train_hint()}") from exc
+
+
+def load_ranker(model: bentoml.Model) -> RankerBundle:
+    """CatBoost plus the feature store it was trained for, checked against the fingerprint in the metadata."""
+    expected = model.info.metadata.get("feature_store_version")
+    try:
+        features = load_feature_store(Path(model.path_of(FEATURES_DIR)), expected_version=expected)
+        item_ids = np.load(model.path_of(ITEM_IDS_FILE), allow_pickle=False)
+        assembler = FeatureAssembler(features.users, features.items, item_ids)
+        reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), assembler)
+    except FeatureStoreError as exc:
+        raise ModelStoreError(f"model {model.tag}: {exc}") from exc
+    except Exception as exc:  # a corrupt .cbm or .npy raises CatBoostError / ValueError / OSError
+        raise ModelStoreError(f"model {model.tag} is unreadable ({type(exc).__name__}: {exc}); {_train_hint()}") from exc
+    return RankerBundle(reranker, features)
+
+
+def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
+    """Refuse to serve two models that were not trained together."""
+    a, b = candidates.info.metadata, ranker.info.metadata
+    for key in ("run_id", "dataset_fingerprint", "feature_store_version"):
+        if a.get(key) != b.get(key):
+            raise ModelStoreError(
+                f"{candidates.tag} and {ranker.tag} do not belong together ({key}: {a.get(key)} vs {b.get(key)}); "
+                f"{_train_hint()}"
+            )

@@ -1,0 +1,145 @@
+"""First level: fit LightFM on the known interactions and export a pickle-free :class:`CandidateModel`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from lightfm import LightFM
+from tqdm.auto import tqdm
+
+from data.schema import split_genres
+from recsys.candidates import CandidateModel, kids_segment_key, segment_key
+from recsys.settings import CandidateSettings, LightFMSettings
+
+log = logging.getLogger(__name__)
+
+COOC_NEIGHBOURS = 30
+SEGMENT_ITEMS = 200
+MIN_SEGMENT_USERS = 20
+
+
+def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> sp.csr_matrix:
+    """Identity plus one-hot attribute features, rows normalised to sum 1 (LightFM's convention)."""
+    n = len(ids)
+    vocab: dict[str, int] = {}
+    rows, cols = list(range(n)), list(range(n))
+    for name, values in columns.items():
+        for r, tokens in enumerate(values):
+            for token in tokens:
+                cols.append(n + vocab.setdefault(f"{name}:{token}", len(vocab)))
+                rows.append(r)
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n + len(vocab)))
+    norms = np.asarray(matrix.sum(axis=1)).ravel()
+    return sp.diags(1.0 / norms).astype(np.float32) @ matrix
+
+
+def _user_features(user_ids: np.ndarray, users: pd.DataFrame) -> sp.csr_matrix:
+    static = users.set_index("user_id").reindex(user_ids)
+    columns = {c: [[str(v)] if pd.notna(v) else [] for v in static[c]] for c in ("age", "sex", "income", "kids_flg")}
+    return _one_hot_features(user_ids, columns)
+
+
+def _item_features(items: pd.DataFrame) -> sp.csr_matrix:
+    columns = {
+        "genre": split_genres(items["genres"]),
+        "type": [[v] for v in items["content_type"]],
+        "rating": [[v] if v else [] for v in items["age_rating"]],
+    }
+    return _one_hot_features(items["item_id"].to_numpy(), columns)
+
+
+def _cooccurrence(matrix: sp.csr_matrix, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours of each item by cosine similarity of their audiences, in blocks to bound memory."""
+    n_items = matrix.shape[1]
+    k = min(k, max(n_items - 1, 1))
+    by_item = matrix.T.tocsr()
+    norms = np.sqrt(np.asarray(by_item.sum(axis=1)).ravel()).astype(np.float32)
+    norms[norms == 0] = 1.0
+    indices = np.zeros((n_items, k), dtype=np.int32)
+    scores = np.zeros((n_items, k), dtype=np.float32)
+    for lo in range(0, n_items, block):
+        hi = min(lo + block, n_items)
+        sims = np.asarray((by_item[lo:hi] @ matrix).todense(), dtype=np.float32)
+        sims /= norms[lo:hi, None] * norms[None, :]
+        sims[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        indices[lo:hi] = top
+        scores[lo:hi] = np.take_along_axis(sims, top, axis=1)
+    return indices, scores
+
+
+def _popular(item_pos: np.ndarray, recent: np.ndarray, n_items: int) -> np.ndarray:
+    """Items by recent count, ties broken by all-time count."""
+    recent_counts = np.bincount(item_pos[recent], minlength=n_items)
+    total_counts = np.bincount(item_pos, minlength=n_items)
+    return np.lexsort((-total_counts, -recent_counts)).astype(np.int32)
+
+
+def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, recent: np.ndarray,
+              n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    static = users.set_index("user_id").reindex(known["user_id"].to_numpy())
+    full = [segment_key(a, s, k) for a, s, k in zip(static["age"].fillna("unknown"), static["sex"].fillna("unknown"),
+                                                      static["kids_flg"].fillna(0))]
+    kids = [kids_segment_key(k) for k in static["kids_flg"].fillna(0)]
+    user_of = known["user_id"].to_numpy()
+    keys, lists = [], []
+    for labels in (np.array(full), np.array(kids)):
+        for key in np.unique(labels):
+            in_segment = labels == key
+            if len(np.unique(user_of[in_segment])) < MIN_SEGMENT_USERS:
+                continue
+            keys.append(key)
+            lists.append(_popular(item_pos[in_segment], recent[in_segment], n_items)[:SEGMENT_ITEMS])
+    width = min(SEGMENT_ITEMS, n_items)
+    return np.array(keys, dtype=str), np.array(lists, dtype=np.int32).reshape(len(keys), width)
+
+
+def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
+                        lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42) -> CandidateModel:
+    """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source."""
+    known = known[known["last_watch_dt"] < as_of]
+    extra_items = np.setdiff1d(known["item_id"].unique(), items["item_id"].to_numpy())
+    if len(extra_items):
+        log.warning("%d item ids in the interactions are missing from the items table; using them without features",
+                    len(extra_items))
+        items = pd.concat([items, pd.DataFrame({"item_id": extra_items, "genres": "", "content_type": "", "age_rating": ""})])
+    item_ids = items["item_id"].to_numpy(np.int64)
+    user_ids = np.unique(known["user_id"].to_numpy(np.int64))
+    order = np.lexsort((known["last_watch_dt"].to_numpy(), np.searchsorted(user_ids, known["user_id"].to_numpy())))
+    known = known.iloc[order]
+    user_pos = np.searchsorted(user_ids, known["user_id"].to_numpy())
+    item_pos = pd.Index(item_ids).get_indexer(known["item_id"].to_numpy())
+    matrix = sp.csr_matrix((np.ones(len(known), np.float32), (user_pos, item_pos)), shape=(len(user_ids), len(item_ids)))
+
+    model = LightFM(no_components=lfm.no_components, loss=lfm.loss, learning_rate=lfm.learning_rate,
+                    item_alpha=lfm.item_alpha, user_alpha=lfm.user_alpha, max_sampled=lfm.max_sampled, random_state=seed)
+    user_features = _user_features(user_ids, users) if lfm.use_features else None
+    item_features = _item_features(items) if lfm.use_features else None
+    interactions = matrix.tocoo()
+    for _ in tqdm(range(lfm.epochs), desc=f"LightFM {lfm.loss} ({len(user_ids)} users x {len(item_ids)} items)",
+                  unit="epoch", leave=False):
+        model.fit_partial(interactions, user_features=user_features, item_features=item_features,
+                          epochs=1, num_threads=lfm.threads)
+    user_bias, user_emb = model.get_user_representations(user_features)
+    item_bias, item_emb = model.get_item_representations(item_features)
+    del user_bias  # a per-user constant does not change that user's ranking
+
+    recent = (as_of - known["last_watch_dt"]).dt.days.to_numpy() <= cands.popularity_days
+    segment_keys, segment_popular = _segments(known, users, item_pos, recent, len(item_ids))
+    cooc_indices, cooc_scores = _cooccurrence(matrix, COOC_NEIGHBOURS)
+    return CandidateModel(
+        user_ids=user_ids,
+        item_ids=item_ids,
+        user_vectors=np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32),
+        item_vectors=np.hstack([item_emb, item_bias[:, None]]).astype(np.float32),
+        seen_indptr=np.concatenate([[0], np.cumsum(np.bincount(user_pos, minlength=len(user_ids)))]).astype(np.int64),
+        seen_indices=item_pos.astype(np.int32),
+        popular=_popular(item_pos, recent, len(item_ids)),
+        segment_keys=segment_keys,
+        segment_popular=segment_popular,
+        cooc_indices=cooc_indices,
+        cooc_scores=cooc_scores,
+    )

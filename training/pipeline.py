@@ -1,0 +1,124 @@
+"""`recsys train`: dataset -> split -> LightFM -> CatBoost -> offline evaluation -> refit -> model store.
+
+Three fits of the first level, each on exactly the data its purpose allows:
+  A. history only: candidates and features as of the label window, to train the reranker on;
+  B. history + labels: candidates and features as of the holdout window, to evaluate everything honestly;
+  C. everything: what is served, so served candidates use all that is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import pandas as pd
+
+from data.registry import load_dataset
+from data.schema import Dataset
+from features.build import build_feature_tables
+from features.store import OnlineFeatureTable, write_feature_store
+from recsys import model_store
+from recsys.candidates import CandidateModel
+from recsys.progress import Timings
+from recsys.reranker import FeatureAssembler, Reranker
+from recsys.settings import Settings
+from training.evaluate import evaluate
+from training.first_stage import fit_candidate_model
+from training.report import write_report
+from training.second_stage import fit_ranker
+from training.split import split_interactions
+
+log = logging.getLogger("recsys")
+LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    tags: tuple[str, str]
+    report: dict
+    report_dir: Path
+
+
+def _assembler(tables, model: CandidateModel) -> FeatureAssembler:
+    return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, "user_id"),
+                            OnlineFeatureTable.from_frame(tables.items, "item_id"), model.item_ids)
+
+
+def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings):
+    tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
+    model = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm, settings.candidates,
+                                seed=settings.data.seed)
+    return tables, model
+
+
+def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
+    timings = Timings()
+    started = time.time()
+    if dataset is None:
+        with timings.step(f"load dataset '{settings.data.dataset}'"):
+            dataset = load_dataset(settings.data)
+    fingerprint = dataset.fingerprint()
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{fingerprint[:6]}"
+    log.info("run %s on %s", run_id, dataset.summary())
+
+    with timings.step("split into history / labels / holdout"):
+        split = split_interactions(dataset.interactions, settings.split, dataset.name)
+    for name, window in split.report().items():
+        log.info("  %-13s %s", name, window)
+
+    with timings.step("A. LightFM + features on history (reranker training data)"):
+        tables_a, model_a = _fit_first_stage(dataset, split.history, split.label_as_of, settings)
+    with timings.step("A. CatBoost reranker on the label window"):
+        fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
+                         settings.ranker, seed=settings.data.seed)
+    log.info("reranker: best iteration %d, validation %s", fit.best_iteration, fit.best_score.get("validation"))
+
+    with timings.step("B. LightFM + features on history + labels (evaluation)"):
+        tables_b, model_b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, settings)
+    with timings.step("B. offline evaluation on the holdout window"):
+        evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
+                              settings.candidates, settings.eval, seed=settings.data.seed,
+                              threads=settings.ranker.threads)
+
+    serve_as_of = dataset.interactions["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
+    with timings.step("C. refit LightFM + features on all data (serving)"):
+        tables_c, model_c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, settings)
+
+    with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
+        feature_dir = settings.features_dir / dataset.name
+        manifest = write_feature_store(tables_c, feature_dir, fingerprint)
+        ranker_file = Path(tmp) / model_store.RANKER_FILE
+        fit.model.save_model(str(ranker_file), format="cbm")
+        metadata = {
+            "run_id": run_id,
+            "dataset": dataset.name,
+            "dataset_fingerprint": fingerprint,
+            "dataset_summary": dataset.summary(),
+            "feature_store_version": manifest["version"],
+            "features_as_of": str(serve_as_of),
+            "ranker_features": _assembler(tables_c, model_c).feature_names,
+            "split": split.report(),
+            "params": {"lightfm": settings.lightfm.model_dump(), "candidates": settings.candidates.model_dump(),
+                       "ranker": settings.ranker.model_dump()},
+            "offline_metrics": evaluation["metrics"],
+            "candidate_recall": evaluation["candidate_recall"],
+            "libraries": {lib: package_version(lib) for lib in LIBRARIES},
+            "training_seconds": round(time.time() - started, 1),
+            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        labels = {"run_id": run_id, "dataset": dataset.name.replace("-", "_"), "project": "recsys"}
+        tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, labels, metadata)
+
+    report = {**metadata, "tags": list(tags), "evaluation": evaluation, "timings": dict(timings),
+              "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
+                         "best_iteration": fit.best_iteration, "best_score": fit.best_score,
+                         "importance": fit.importance}}
+    report_dir = write_report(report, settings.reports_dir / run_id)
+    log.info("timings:\n%s", timings.table())
+    return TrainResult(run_id, tags, report, report_dir)

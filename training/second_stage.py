@@ -1,0 +1,131 @@
+"""Second level: label first-level candidates with the label window and fit CatBoost on them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from catboost import CatBoost, FeaturesData, Pool
+
+from recsys.candidates import CandidateBatch, CandidateModel
+from recsys.reranker import FeatureAssembler
+from recsys.settings import CandidateSettings, RankerSettings
+
+log = logging.getLogger(__name__)
+BATCH_USERS = 1024
+
+
+class RankerTrainingError(ValueError):
+    """Too little signal to train the reranker; the message says which setting to change."""
+
+
+def truth_matrix(frame: pd.DataFrame, user_ids: np.ndarray, model: CandidateModel) -> sp.csr_matrix:
+    """Users (in ``user_ids`` order) x the model's items; 1 where the user watched the item in ``frame``."""
+    rows = pd.Index(user_ids).get_indexer(frame["user_id"].to_numpy())
+    cols = model.item_index(frame["item_id"].to_numpy())
+    keep = (rows >= 0) & (cols >= 0)
+    shape = (len(user_ids), len(model.item_ids))
+    return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape)
+
+
+def generate_candidates(model: CandidateModel, user_ids: np.ndarray, cands: CandidateSettings) -> CandidateBatch:
+    """Candidates for many known users, batched to bound memory; ``owner`` indexes ``user_ids``."""
+    rows, known = model.user_rows(user_ids)
+    if not known.all():
+        raise ValueError("generate_candidates takes users known to the candidate model only")
+    parts = []
+    for lo in range(0, len(rows), BATCH_USERS):
+        batch = model.generate(rows[lo:lo + BATCH_USERS], cands.n_lightfm, cands.n_popular, cands.n_cooc)
+        batch.owner += lo
+        parts.append(batch)
+    return CandidateBatch(owner=np.concatenate([p.owner for p in parts]), items=np.concatenate([p.items for p in parts]),
+                          features=np.vstack([p.features for p in parts]))
+
+
+@dataclass
+class RankerFit:
+    model: CatBoost
+    train_rows: int
+    train_users: int
+    valid_users: int
+    best_iteration: int
+    best_score: dict
+    importance: dict[str, float]
+
+
+def _subsample(batch: CandidateBatch, labels: np.ndarray, settings: RankerSettings,
+               rng: np.random.Generator) -> np.ndarray:
+    """Row indices to train on: users with a positive, all their positives, a random sample of negatives."""
+    positives_per_user = np.bincount(batch.owner, weights=labels, minlength=batch.owner.max() + 1)
+    useful = positives_per_user[batch.owner] > 0
+    noise = rng.random(len(labels))
+    # Negatives ranked by random noise within their user; keep the first `negatives_per_user`.
+    order = np.lexsort((noise, batch.owner))
+    neg_rank = np.zeros(len(labels), dtype=np.int64)
+    neg_sorted = order[labels[order] == 0]
+    starts = np.searchsorted(batch.owner[neg_sorted], np.arange(batch.owner.max() + 1))
+    neg_rank[neg_sorted] = np.arange(len(neg_sorted)) - starts[batch.owner[neg_sorted]]
+    keep = useful & ((labels > 0) | (neg_rank < settings.negatives_per_user))
+    return np.nonzero(keep)[0]
+
+
+def _take(data: FeaturesData, rows: np.ndarray) -> FeaturesData:
+    return FeaturesData(num_feature_data=data.num_feature_data[rows], cat_feature_data=data.cat_feature_data[rows],
+                        num_feature_names=data.num_feature_names, cat_feature_names=data.cat_feature_names)
+
+
+def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
+               cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> RankerFit:
+    rng = np.random.default_rng(seed)
+    label_users = np.unique(labels_frame["user_id"].to_numpy(np.int64))
+    _, known = model.user_rows(label_users)
+    users = label_users[known]
+    if len(users) > settings.max_train_users:
+        users = np.sort(rng.choice(users, settings.max_train_users, replace=False))
+    if len(users) < 10:
+        raise RankerTrainingError(
+            f"only {len(users)} users of the label window have history before it; the reranker needs more. "
+            "Lengthen the label window (RECSYS_SPLIT__LABEL_DAYS) or use the per-user split"
+        )
+    batch = generate_candidates(model, users, cands)
+    truth = truth_matrix(labels_frame, users, model)
+    labels = np.asarray(truth[batch.owner, batch.items]).ravel()
+    rows = _subsample(batch, labels, settings, rng)
+    if len(rows) == 0 or labels[rows].sum() < 10:
+        raise RankerTrainingError(
+            f"the candidates contain {int(labels.sum())} label-window items; too few to train a reranker. "
+            "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
+        )
+    batch = CandidateBatch(owner=batch.owner[rows], items=batch.items[rows], features=batch.features[rows])
+    labels = labels[rows]
+    is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
+    train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
+    data = assembler.assemble(users, batch)
+    log.info("reranker data: %d rows (%d positive) for %d users; %d train / %d validation users",
+             len(rows), int(labels.sum()), len(np.unique(batch.owner)),
+             len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])))
+
+    def pool(part: np.ndarray) -> Pool:
+        return Pool(_take(data, part), label=labels[part], group_id=batch.owner[part])
+
+    params = {
+        "loss_function": settings.loss,
+        "eval_metric": "NDCG:top=10" if settings.loss != "Logloss" else "AUC",
+        "iterations": settings.iterations,
+        "learning_rate": settings.learning_rate,
+        "depth": settings.depth,
+        "early_stopping_rounds": settings.early_stopping_rounds,
+        "thread_count": settings.threads,
+        "random_seed": seed,
+        "verbose": max(settings.iterations // 10, 1),
+        "allow_writing_files": False,
+    }
+    ranker = CatBoost(params)
+    ranker.fit(pool(train), eval_set=pool(valid), use_best_model=True)
+    importance = dict(zip(ranker.feature_names_, map(float, ranker.get_feature_importance(type="PredictionValuesChange"))))
+    return RankerFit(ranker, len(rows), len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])),
+                     int(ranker.get_best_iteration() or 0), ranker.get_best_score(),
+                     dict(sorted(importance.items(), key=lambda kv: -kv[1])))
