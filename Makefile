@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -q
 
-.PHONY: setup serve test features clean
+.PHONY: setup serve train test features clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) with $(PY) and installing the project (first run only, a few minutes)"
@@ -19,8 +19,11 @@ setup: $(STAMP)
 features: setup
 	$(BIN)/recsys features
 
+train: setup
+	$(BIN)/recsys train
+
 serve: setup
-	$(BIN)/recsys features
+	$(BIN)/recsys serve
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: setup

@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from data.schema import DataError
+from recsys.model_store import ModelStoreError
 from training.second_stage import RankerTrainingError
 from training.split import SplitError
 from recsys.progress import Timings, setup_logging
-from recsys.settings import Settings, get_settings
+from recsys.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("recsys")
 
@@ -98,6 +99,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Train on the chosen dataset if the store holds no model pair, then hand over to `bentoml serve`."""
+    import os
+    import shutil
+
+    from recsys.model_store import ModelStoreError, resolve_version
+
+    settings = settings_from_args(args)
+    try:
+        log.info("serving model pair %s", resolve_version(settings.serving.model_version))
+    except ModelStoreError as exc:
+        if settings.serving.model_version:
+            raise
+        log.info("%s -> training on dataset '%s' first", exc, settings.data.dataset)
+        cmd_train(args)
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    command = [bentoml, "serve", "service:Recommender", "--host", args.host, "--port", str(args.port)]
+    log.info("starting %s (API on http://%s:%d, docs at /)", " ".join(command), args.host, args.port)
+    os.chdir(PROJECT_ROOT)
+    os.execv(bentoml, command)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--split", choices=["auto", "global", "per_user"], help="time split strategy")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", help="train if no models are in the store, then serve the API with BentoML")
+    _add_data_args(p)
+    p.add_argument("--split", choices=["auto", "global", "per_user"], help="time split strategy (if training)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -125,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(get_settings().log_level)
     try:
         return args.func(args)
-    except (DataError, SplitError, RankerTrainingError) as exc:
+    except (DataError, SplitError, RankerTrainingError, ModelStoreError) as exc:
         log.error("%s", exc)
         return 2
 

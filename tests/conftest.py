@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from data.schema import Dataset
 from data.synthetic import generate
+from tests.helpers import Server, project_env, train
 
 
 @pytest.fixture(scope="session")
 def tiny() -> Dataset:
     return generate("tiny", seed=7)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Path:
+    """A private BentoML store holding one model pair trained on the tiny synthetic dataset."""
+    home = tmp_path_factory.mktemp("trained")
+    result = train(project_env(home), "--size", "tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
+@pytest.fixture(scope="session")
+def server(trained_home):
+    with Server(project_env(trained_home)) as running:
+        yield running

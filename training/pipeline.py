@@ -77,7 +77,7 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
     with timings.step("A. CatBoost reranker on the label window"):
         fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
                          settings.ranker, seed=settings.data.seed)
-    log.info("reranker: best iteration %d, validation %s", fit.best_iteration, fit.best_score.get("validation"))
+    log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
 
     with timings.step("B. LightFM + features on history + labels (evaluation)"):
         tables_b, model_b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, settings)

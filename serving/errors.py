@@ -1,0 +1,98 @@
+"""One clean error body for the public API, whatever BentoML raised underneath.
+
+BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
+dependency. This ASGI middleware turns every 4xx/5xx of the ``/recommend`` routes into
+``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code, and refuses bodies
+larger than ``MAX_BODY_BYTES`` with 413 before they are read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_BODY_BYTES = 1_000_000
+PUBLIC_PREFIX = "/recommend"
+
+
+def _unwrap(message: Any) -> str:
+    """Dig the human message out of BentoML's (possibly nested, JSON-in-string) error arrays."""
+    for _ in range(5):
+        if isinstance(message, str):
+            try:
+                message = json.loads(message)
+            except ValueError:
+                return message
+        elif isinstance(message, list) and message:
+            message = message[0]
+        elif isinstance(message, dict):
+            message = message.get("error", message.get("msg", message.get("detail", json.dumps(message))))
+        else:
+            break
+    return str(message)
+
+
+def _describe(detail: list) -> str:
+    """Pydantic's error list as one line a person can act on: 'top_k: Input should be ...; foo: ...'."""
+    parts = []
+    for err in detail:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "request"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def error_body(status: int, raw: bytes) -> bytes:
+    text = raw.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
+        msg = _describe(parsed["detail"])
+    else:
+        msg = _unwrap(parsed) if text else f"HTTP {status}"
+    return json.dumps({"status": "error", "msg": msg, "recommendations": []}).encode()
+
+
+class CleanErrorsMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _send_json(send, 413, json.dumps({
+                "status": "error", "recommendations": [],
+                "msg": f"request body of {int(length)} bytes exceeds the limit of {MAX_BODY_BYTES} bytes; "
+                       "split it into smaller batches"}).encode())
+            return
+        start: dict | None = None
+        passthrough = False
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            nonlocal start, passthrough
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    passthrough = True
+                    await send(message)
+                else:
+                    start = message
+                return
+            if passthrough or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)))
+
+        await self.app(scope, receive, capture)
+
+
+async def _send_json(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,62 @@
+"""The public JSON contract, validated at the edge: anything that does not fit is a 400 with a clear message."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from recsys.settings import get_settings
+
+_serving = get_settings().serving
+MAX_TOP_K = _serving.max_top_k
+MAX_BATCH_USERS = _serving.max_batch_users
+MAX_ID = 2**63 - 1
+
+UserId = Annotated[StrictInt, Field(ge=0, le=MAX_ID, description="the dataset's own user id (a non-negative integer)")]
+TopK = Annotated[StrictInt, Field(ge=1, le=MAX_TOP_K, description=f"how many items to return (1..{MAX_TOP_K})")]
+Label = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class UserFeatures(BaseModel):
+    """Demographics of a user the models have never seen, for a better cold start than global popularity."""
+
+    model_config = ConfigDict(extra="forbid")
+    age: Label | None = Field(None, examples=["age_25_34"])
+    sex: Label | None = Field(None, examples=["F"])
+    income: Label | None = Field(None, examples=["income_20_40"])
+    kids_flg: Literal[0, 1] | None = Field(None, description="1 if the household has kids")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: UserId
+    top_k: TopK = 10
+    exclude_seen: StrictBool = Field(True, description="drop items the user has already watched")
+    user_features: UserFeatures | None = None
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requests: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_USERS)
+
+
+class Recommendation(BaseModel):
+    item_id: int
+    score: float
+    source: str = Field(description="reranked | segment | kids_segment | global")
+
+
+class RecommendResponse(BaseModel):
+    user_id: int
+    recommendations: list[Recommendation]
+    status: Literal["success"] = "success"
+    msg: str | None = None
+    cold_start: bool = Field(description="true when the user had no history and popularity was used")
+    model_version: str
+
+
+class BatchResponse(BaseModel):
+    results: list[RecommendResponse]
+    status: Literal["success"] = "success"
+    msg: str | None = None

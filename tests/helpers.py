@@ -1,0 +1,87 @@
+"""Real processes for end-to-end tests: train into a temporary store, start `bentoml serve` on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment with a private BentoML store and project home under ``home``."""
+    return {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "RECSYS_HOME": str(home / "var"),
+            "BENTOML_DO_NOT_TRACK": "True", **extra}
+
+
+def train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "recsys"), "train", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def post(url: str, body: object | bytes, content_type: str = "application/json",
+         timeout: float = 30) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+class Server:
+    """`bentoml serve` in its own process group on a free loopback port; stopped (whole group) on exit."""
+
+    def __init__(self, env: dict[str, str], target: str = "service:Recommender", ready_timeout: float = 90):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["RECSYS_HOME"]) / f"serve-{self.port}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.env, self.ready_timeout = env, ready_timeout
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=self.log.open("w"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + self.ready_timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"server not ready after {self.ready_timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
