@@ -1,11 +1,14 @@
 """BentoML service: Recommender (entry, JSON API) -> Candidates (LightFM, batchable) -> Ranker (CatBoost, batchable).
 
 `bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, at import: the newest
-ranker in the BentoML store, or RECSYS_SERVING__MODEL_VERSION; a missing or mismatched pair stops the start-up
+ranker in the BentoML store, the pair packed into the Bento when served from one, or
+RECSYS_SERVING__MODEL_VERSION; a missing or mismatched pair stops the start-up
 with a message that says which model is wrong and how to create it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import bentoml
 import numpy as np
@@ -17,7 +20,7 @@ from serving.handlers import WARM, candidate_answers, rank_answers
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 
 SETTINGS = get_settings()
-VERSION = model_store.resolve_version(SETTINGS.serving.model_version)
+VERSION = model_store.resolve_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
 model_store.check_pair(model_store.get_model(model_store.CANDIDATES, VERSION),
                        model_store.get_model(model_store.RANKER, VERSION))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
+import yaml
 from bentoml.exceptions import NotFound
 
 from features.store import FeatureStoreError, OnlineFeatureStore, load_feature_store
@@ -41,8 +42,20 @@ def _train_hint() -> str:
     return f"run `recsys train` (or `make serve`) to create them (BENTOML_HOME={store_home()})"
 
 
-def resolve_version(pinned: str | None = None) -> str:
-    """The version of the pair to serve: the pinned one, or the newest ranker's."""
+def bento_version(source_dir: Path) -> str | None:
+    """The ranker version recorded in a built Bento's bento.yaml (the source of a Bento lives in ``src/``)."""
+    manifest = Path(source_dir).parent / "bento.yaml"
+    if not manifest.exists():
+        return None
+    info = yaml.safe_load(manifest.read_text())
+    tags = [m["tag"] for svc in info.get("services", []) for m in svc.get("models", [])]
+    versions = [t.split(":", 1)[1] for t in tags if t.startswith(f"{RANKER}:")]
+    return versions[0] if versions else None
+
+
+def resolve_version(pinned: str | None = None, source_dir: Path | None = None) -> str:
+    """The pair to serve: the pinned version, else the one packed into this Bento, else the newest ranker."""
+    pinned = pinned or (bento_version(source_dir) if source_dir else None)
     tag = f"{RANKER}:{pinned or 'latest'}"
     try:
         return bentoml.models.get(tag).tag.version

@@ -2,8 +2,8 @@
 
 BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
 dependency. This ASGI middleware turns every 4xx/5xx of the ``/recommend`` routes into
-``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code, and refuses bodies
-larger than ``MAX_BODY_BYTES`` with 413 before they are read.
+``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code, refuses bodies
+larger than ``MAX_BODY_BYTES`` with 413 before they are read, and anything but JSON with 415.
 """
 
 from __future__ import annotations
@@ -62,8 +62,18 @@ class CleanErrorsMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and content_type != b"application/json":
+            await _drain(receive)
+            await _send_json(send, 415, json.dumps({
+                "status": "error", "recommendations": [],
+                "msg": f"unsupported Content-Type '{content_type.decode('latin-1')}'; send JSON with "
+                       "'Content-Type: application/json'"}).encode())
+            return
+        length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _drain(receive)
             await _send_json(send, 413, json.dumps({
                 "status": "error", "recommendations": [],
                 "msg": f"request body of {int(length)} bytes exceeds the limit of {MAX_BODY_BYTES} bytes; "
@@ -90,6 +100,14 @@ class CleanErrorsMiddleware:
                 await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)))
 
         await self.app(scope, receive, capture)
+
+
+async def _drain(receive: Any) -> None:
+    """Read (and drop) the request body, so a client still sending it gets our answer, not a reset."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 async def _send_json(send: Any, status: int, body: bytes) -> None:

@@ -13,6 +13,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
+from features.store import load_feature_store
+from recsys.candidates import CandidateModel
+from recsys.reranker import FeatureAssembler, Reranker
+from recsys.settings import get_settings
+from serving.handlers import candidate_answers, rank_answers
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -85,3 +93,31 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def load_pair(home: Path, version: str) -> tuple[CandidateModel, Reranker]:
+    """A stored model pair read straight from the store's files, to compute expected answers in-process."""
+    store = Path(home) / "bentoml" / "models"
+    candidates = CandidateModel.load(store / "recsys_candidates" / version / "candidates")
+    ranker_dir = store / "recsys_ranker" / version
+    features = load_feature_store(ranker_dir / "features")
+    item_ids = np.load(ranker_dir / "item_ids.npy")
+    return candidates, Reranker.load(ranker_dir / "ranker.cbm", FeatureAssembler(features.users, features.items, item_ids))
+
+
+def expected(models: tuple[CandidateModel, Reranker], user_id: int, top_k: int,
+             exclude_seen: bool = True) -> tuple[list[int], list[float]]:
+    """What the service should answer for a warm user, computed in-process by the same handlers."""
+    candidates, reranker = models
+    settings = get_settings()
+    cand = candidate_answers(candidates, [{"user_id": user_id, "exclude_seen": exclude_seen}], settings.candidates,
+                             settings.serving.max_top_k)[0]
+    ranked = rank_answers(reranker, reranker.assembler.item_ids, [{"user_id": user_id, "top_k": top_k, **cand}])[0]
+    return ranked["item_ids"].tolist(), ranked["scores"].tolist()
+
+
+def warm_user(models: tuple[CandidateModel, Reranker], index: int = 0) -> int:
+    """One of the users with the longest history."""
+    candidates, _ = models
+    heavy = np.argsort(-np.diff(candidates.seen_indptr), kind="stable")
+    return int(candidates.user_ids[heavy[index]])

@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from features.store import load_feature_store
-from recsys.candidates import CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
 from recsys.settings import get_settings
-from serving.handlers import candidate_answers, rank_answers
-from tests.helpers import Server, post, project_env
+from tests.helpers import Server, expected, load_pair, post, project_env, warm_user
 
 
 @pytest.fixture(scope="module")
 def models(server, trained_home):
     """The same model pair the server loaded, read straight from the store's files (no BentoML involved)."""
-    status, body = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})
-    version = body["model_version"]
-    store = Path(trained_home) / "bentoml" / "models"
-    candidates = CandidateModel.load(store / "recsys_candidates" / version / "candidates")
-    ranker_dir = store / "recsys_ranker" / version
-    features = load_feature_store(ranker_dir / "features")
-    item_ids = np.load(ranker_dir / "item_ids.npy")
-    reranker = Reranker.load(ranker_dir / "ranker.cbm", FeatureAssembler(features.users, features.items, item_ids))
-    return candidates, reranker
-
-
-def expected(models, user_id: int, top_k: int, exclude_seen: bool = True) -> tuple[list[int], list[float]]:
-    candidates, reranker = models
-    settings = get_settings()
-    cand = candidate_answers(candidates, [{"user_id": user_id, "exclude_seen": exclude_seen}], settings.candidates,
-                             settings.serving.max_top_k)[0]
-    ranked = rank_answers(reranker, reranker.assembler.item_ids, [{"user_id": user_id, "top_k": top_k, **cand}])[0]
-    return ranked["item_ids"].tolist(), ranked["scores"].tolist()
-
-
-def warm_user(models, index: int = 0) -> int:
-    candidates, _ = models
-    heavy = np.argsort(-np.diff(candidates.seen_indptr))
-    return int(candidates.user_ids[heavy[index]])
+    version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
+    return load_pair(trained_home, version)
 
 
 def test_warm_user_gets_the_two_stage_ranking(server, models):
@@ -139,3 +112,8 @@ def test_empty_store_refuses_to_start_with_a_clear_message(tmp_path):
             pass
     assert "recsys_ranker:latest is not in the BentoML model store" in str(failure.value)
     assert "recsys train" in str(failure.value)
+
+
+def test_non_json_content_type_is_a_415(server):
+    status, error = post(f"{server.url}/recommend", b"user_id=5", content_type="application/x-www-form-urlencoded")
+    assert status == 415 and "Content-Type: application/json" in error["msg"]

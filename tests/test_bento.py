@@ -1,0 +1,30 @@
+"""`bentoml build` packs code and the model pair; the built Bento serves exactly like the source tree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.helpers import BIN, ROOT, Server, expected, load_pair, post, project_env, train, warm_user
+
+
+def test_built_bento_serves_its_own_model_pair(tmp_path):
+    env = project_env(tmp_path)
+    assert train(env, "--size", "tiny").returncode == 0
+    build = subprocess.run([str(BIN / "bentoml"), "build"], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    tag = re.search(r"(recsys:[a-z0-9]+)", build.stdout).group(1)
+    models = sorted((tmp_path / "bentoml" / "models" / "recsys_ranker").iterdir())
+    version = next(p.name for p in models if p.name != "latest")
+    pair = load_pair(tmp_path, version)
+
+    # A newer pair lands in the store after the build: the Bento must keep serving the pair it was built with.
+    assert train(env, "--size", "tiny", "--seed", "8").returncode == 0
+    user = warm_user(pair)
+    with Server(env, target=tag) as bento:
+        status, body = post(f"{bento.url}/recommend", {"user_id": user, "top_k": 10})
+    assert status == 200, body
+    assert body["model_version"] == version
+    want_items, _ = expected(pair, user, 10)
+    assert [r["item_id"] for r in body["recommendations"]] == want_items
