@@ -30,6 +30,15 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rating-threshold", type=float, help="MovieLens: ratings >= this are positives")
 
 
+def _add_split_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("time split")
+    group.add_argument("--split", choices=["auto", "global", "per_user"], help="split strategy (default: auto)")
+    group.add_argument("--label-days", type=int, help="global split: days in the reranker's label window")
+    group.add_argument("--holdout-days", type=int, help="global split: days in the evaluation window")
+    group.add_argument("--label-frac", type=float, help="per-user split: share of each user's events as labels")
+    group.add_argument("--holdout-frac", type=float, help="per-user split: share of each user's events held out")
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings object with the command-line flags applied on top of defaults and environment."""
     settings = get_settings()
@@ -37,9 +46,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "dataset": args.dataset, "data_dir": args.data_dir, "size": args.size, "seed": args.seed,
         "rating_threshold": args.rating_threshold,
     }.items() if v is not None}
-    if data_updates:
-        settings = settings.model_copy(update={"data": type(settings.data).model_validate(
-            {**settings.data.model_dump(), **data_updates})})
+    split_updates = {k: v for k, v in {
+        "strategy": getattr(args, "split", None), "label_days": getattr(args, "label_days", None),
+        "holdout_days": getattr(args, "holdout_days", None), "label_frac": getattr(args, "label_frac", None),
+        "holdout_frac": getattr(args, "holdout_frac", None),
+    }.items() if v is not None}
+    for section, updates in (("data", data_updates), ("split", split_updates)):
+        if updates:
+            current = getattr(settings, section)
+            settings = settings.model_copy(update={section: type(current).model_validate(
+                {**current.model_dump(), **updates})})
     return settings
 
 
@@ -52,10 +68,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset = load_dataset(settings.data)
     print(json.dumps(dataset.summary(), indent=2))
     if args.export:
-        from data.export import write_kion
+        from data.export import WRITERS
 
-        with timings.step(f"export to {args.export} (Kion CSV format)"):
-            write_kion(dataset, args.export)
+        with timings.step(f"export to {args.export} ({args.format} format)"):
+            WRITERS[args.format](dataset, args.export)
     return 0
 
 
@@ -84,10 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import train
     from training.report import metrics_table
 
-    settings = settings_from_args(args)
-    if args.split:
-        settings.split.strategy = args.split
-    result = train(settings)
+    result = train(settings_from_args(args))
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -128,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="load a dataset, print its summary, optionally export it as Kion CSV files")
     _add_data_args(p)
-    p.add_argument("--export", type=Path, help="write interactions.csv, users.csv, items.csv to this folder")
+    p.add_argument("--export", type=Path, help="write the dataset's files to this folder")
+    p.add_argument("--format", choices=["kion", "movielens-100k"], default="kion", help="file format of --export")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("features", help="build the Parquet feature store from a dataset")
@@ -139,12 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train LightFM + CatBoost, evaluate offline, save both to the BentoML store")
     _add_data_args(p)
-    p.add_argument("--split", choices=["auto", "global", "per_user"], help="time split strategy")
+    _add_split_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="train if no models are in the store, then serve the API with BentoML")
     _add_data_args(p)
-    p.add_argument("--split", choices=["auto", "global", "per_user"], help="time split strategy (if training)")
+    _add_split_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)

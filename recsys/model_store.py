@@ -3,8 +3,8 @@
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
 ``recsys_ranker:<run>`` (CatBoost ``.cbm`` plus the feature-store snapshot it was trained for). Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
-``bentoml.models.create`` only commits a model when its block finishes, so an interrupted run leaves no
-half-written model behind and never moves ``latest`` to an incomplete pair.
+``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails, the candidates
+model of that run is deleted again. An interrupted run leaves no half pair and never moves ``latest``.
 """
 
 from __future__ import annotations
@@ -80,15 +80,19 @@ def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, featu
                                metadata=metadata) as model:
         candidates.save(Path(model.path_of(CANDIDATES_DIR)))
         candidates_tag = str(model.tag)
-    with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
-                               metadata=metadata) as model:
-        Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
-        np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
-        target = Path(model.path_of(FEATURES_DIR))
-        target.mkdir()
-        for file in Path(feature_dir).iterdir():
-            (target / file.name).write_bytes(file.read_bytes())
-        ranker_tag = str(model.tag)
+    try:
+        with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
+                                   metadata=metadata) as model:
+            Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
+            np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
+            target = Path(model.path_of(FEATURES_DIR))
+            target.mkdir()
+            for file in Path(feature_dir).iterdir():
+                (target / file.name).write_bytes(file.read_bytes())
+            ranker_tag = str(model.tag)
+    except BaseException:
+        bentoml.models.delete(candidates_tag)  # no orphan half of a pair, and candidates' `latest` moves back
+        raise
     return candidates_tag, ranker_tag
 
 

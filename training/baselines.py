@@ -28,7 +28,9 @@ def ease_recommend(history: sp.csr_matrix, weights: np.ndarray, item_subset: np.
         scores = np.asarray(rows @ weights)
         scores[rows.toarray() > 0] = -np.inf
         top = top_k(scores, min(k, len(item_subset)))
-        out[lo:lo + batch, : top.shape[1]] = item_subset[top]
+        # A heavy user may have seen nearly all of the subset: pad with -1 rather than recommend seen items.
+        found = np.isfinite(np.take_along_axis(scores, top, axis=1))
+        out[lo:lo + batch, : top.shape[1]] = np.where(found, item_subset[top], -1)
     return out
 
 

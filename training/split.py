@@ -85,13 +85,21 @@ def _per_user_split(inter: pd.DataFrame, s: SplitSettings) -> Split:
 
 
 def _check(split: Split) -> None:
-    fixes = {
-        "global": "lengthen --label-days/--holdout-days (RECSYS_SPLIT__LABEL_DAYS, ...) or use --split per_user",
-        "per_user": "raise --label-frac/--holdout-frac or lower RECSYS_SPLIT__MIN_HISTORY",
-    }[split.strategy]
+    hints = {
+        ("global", "history"): "shorten the later windows (--label-days / RECSYS_SPLIT__LABEL_DAYS, "
+                               "--holdout-days / RECSYS_SPLIT__HOLDOUT_DAYS)",
+        ("global", "labels"): "lengthen the label window (--label-days / RECSYS_SPLIT__LABEL_DAYS) "
+                              "or use --split per_user",
+        ("global", "holdout"): "lengthen the holdout window (--holdout-days / RECSYS_SPLIT__HOLDOUT_DAYS) "
+                               "or use --split per_user",
+        ("per_user", "history"): "lower --label-frac / --holdout-frac or RECSYS_SPLIT__MIN_HISTORY",
+        ("per_user", "labels"): "raise --label-frac (RECSYS_SPLIT__LABEL_FRAC) or lower RECSYS_SPLIT__MIN_HISTORY",
+        ("per_user", "holdout"): "raise --holdout-frac (RECSYS_SPLIT__HOLDOUT_FRAC) "
+                                 "or lower RECSYS_SPLIT__MIN_HISTORY",
+    }
     for name in ("history", "labels", "holdout"):
         frame = getattr(split, name)
         users = frame["user_id"].nunique()
         if users < MIN_WINDOW_USERS:
             raise SplitError(f"the {name} window holds {len(frame)} interactions of {users} users "
-                             f"(at least {MIN_WINDOW_USERS} users needed); {fixes}")
+                             f"(at least {MIN_WINDOW_USERS} users needed); {hints[(split.strategy, name)]}")
