@@ -51,6 +51,10 @@ def error_body(status: int, raw: bytes) -> bytes:
         msg = _describe(parsed["detail"])
     else:
         msg = _unwrap(parsed) if text else f"HTTP {status}"
+    return _error_json(msg)
+
+
+def _error_json(msg: str) -> bytes:
     return json.dumps({"status": "error", "msg": msg, "recommendations": []}).encode()
 
 
@@ -65,19 +69,13 @@ class CleanErrorsMiddleware:
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         if scope.get("method") == "POST" and content_type != b"application/json":
-            await _drain(receive)
-            await _send_json(send, 415, json.dumps({
-                "status": "error", "recommendations": [],
-                "msg": f"unsupported Content-Type '{content_type.decode('latin-1')}'; send JSON with "
-                       "'Content-Type: application/json'"}).encode())
+            await _refuse(receive, send, 415, f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
+                                                "send JSON with 'Content-Type: application/json'")
             return
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await _drain(receive)
-            await _send_json(send, 413, json.dumps({
-                "status": "error", "recommendations": [],
-                "msg": f"request body of {int(length)} bytes exceeds the limit of {MAX_BODY_BYTES} bytes; "
-                       "split it into smaller batches"}).encode())
+            await _refuse(receive, send, 413, f"request body of {int(length)} bytes exceeds the limit of "
+                                                f"{MAX_BODY_BYTES} bytes; split it into smaller batches")
             return
         start: dict | None = None
         passthrough = False
@@ -102,12 +100,12 @@ class CleanErrorsMiddleware:
         await self.app(scope, receive, capture)
 
 
-async def _drain(receive: Any) -> None:
-    """Read (and drop) the request body, so a client still sending it gets our answer, not a reset."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return
+async def _refuse(receive: Any, send: Any, status: int, msg: str) -> None:
+    """Answer without calling the app; the body is read and dropped first, so a client still sending it gets
+    this answer instead of a connection reset."""
+    while (await receive()).get("more_body"):
+        pass
+    await _send_json(send, status, _error_json(msg))
 
 
 async def _send_json(send: Any, status: int, body: bytes) -> None:
