@@ -135,6 +135,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from recsys.loadtest import default_out_dir, run_loadtest
+
+    out = args.out or default_out_dir(get_settings().reports_dir)
+    try:
+        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=args.url)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    print(f"{s['requests']} requests in {s['duration']} with {s['users']} users: {s['rps']:.1f} req/s, "
+          f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, {s['failures']} failures")
+    print(f"reports: {out}/locust.html, {out}/locust_stats.csv, {out}/summary.json")
+    return 1 if s["failures"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("loadtest", help="bounded headless Locust run on loopback; prints req/s, p50/p95/p99")
+    p.add_argument("--users", type=int, default=32, help="simulated concurrent users")
+    p.add_argument("--spawn-rate", type=float, default=8.0)
+    p.add_argument("--duration", default="60s", help="run time, e.g. 30s, 2m")
+    p.add_argument("--url", help="a running server on loopback (default: start one)")
+    p.add_argument("--out", type=Path, help="report folder (default: var/reports/loadtest-<time>)")
+    p.set_defaults(func=cmd_loadtest)
     return parser
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,17 +14,10 @@ import numpy as np
 from features.store import load_feature_store
 from recsys.candidates import CandidateModel
 from recsys.reranker import FeatureAssembler, Reranker
+from recsys.settings import PROJECT_ROOT as ROOT
 from recsys.settings import get_settings
 from serving.handlers import candidate_answers, rank_answers
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving.process import BIN, Server  # noqa: F401  (re-exported for the tests)
 
 
 def project_env(home: Path, **extra: str) -> dict[str, str]:
@@ -51,48 +40,6 @@ def post(url: str, body: object | bytes, content_type: str = "application/json",
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-class Server:
-    """`bentoml serve` in its own process group on a free loopback port; stopped (whole group) on exit."""
-
-    def __init__(self, env: dict[str, str], target: str = "service:Recommender", ready_timeout: float = 90):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["RECSYS_HOME"]) / f"serve-{self.port}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.env, self.ready_timeout = env, ready_timeout
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Server:
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=self.log.open("w"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + self.ready_timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"server not ready after {self.ready_timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 def load_pair(home: Path, version: str) -> tuple[CandidateModel, Reranker]:

@@ -1,0 +1,30 @@
+"""A short headless Locust run against the real server: every simulated request must succeed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.helpers import BIN, ROOT, project_env
+
+
+def loadtest(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "recsys"), "loadtest", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_locust_smoke_run_has_no_failures(server, trained_home, tmp_path):
+    result = loadtest(project_env(trained_home), "--url", server.url, "--users", "4", "--spawn-rate", "4",
+                      "--duration", "6s", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert summary["failures"] == 0
+    assert summary["requests"] > 20
+    assert set(summary["by_route"]) == {"/recommend", "/recommend/batch"}
+    assert (tmp_path / "locust.html").exists() and "p99" in result.stdout
+
+
+def test_load_tests_refuse_non_loopback_targets(trained_home, tmp_path):
+    result = loadtest(project_env(trained_home), "--url", "http://10.1.2.3:3000", "--duration", "1s",
+                      "--out", str(tmp_path))
+    assert result.returncode == 2 and "loopback only" in result.stderr
