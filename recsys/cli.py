@@ -150,6 +150,18 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return 1 if s["failures"] else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from recsys.benchmark import run_benchmark
+
+    out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
+    run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling)
+    print((out / "benchmark.md").read_text())
+    print(f"report: {out}/benchmark.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="a running server on loopback (default: start one)")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/loadtest-<time>)")
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("bench", help="benchmark: framework ceiling, /recommend at 1-64 clients, batching, compute")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each measured load level")
+    p.add_argument("--no-scaling", action="store_true", help="skip the catalogue scaling part")
+    p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -83,6 +83,9 @@ class ServingSettings(BaseModel):
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
     max_batch_users: int = Field(100, ge=1, description="largest number of users in one /recommend/batch call")
     model_version: str | None = Field(None, description="pin a trained model pair by version; default: latest")
+    batching: bool = Field(True, description="adaptive batching on the two model services")
+    max_batch_size: int = Field(64, ge=1)
+    max_latency_ms: int = Field(5_000, ge=1, description="batching deadline; past it BentoML answers 503")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,195 @@
+"""`recsys bench`: how fast the service is and where the time goes, measured side by side in one run.
+
+1. the framework's ceiling: the same server's trivial `/healthz`;
+2. `/recommend` at 1, 8, 32 and 64 concurrent clients;
+3. adaptive batching on vs off at 32 clients;
+4. the in-process compute floor: candidates, feature assembly and CatBoost per request, without HTTP;
+5. catalogue scaling of candidate generation (random LightFM-shaped vectors for 10k / 100k / 1M items).
+
+Load comes from closed-loop asyncio clients on loopback, each run bounded in time. Client and server share the
+machine's cores, so figures are for comparing, not absolute capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from recsys import model_store
+from recsys.candidates import CandidateBatch, CandidateModel
+from recsys.settings import get_settings
+from serving.handlers import candidate_answers, rank_answers
+from serving.process import Server
+
+log = logging.getLogger("recsys")
+
+
+@dataclass
+class LoadResult:
+    name: str
+    clients: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+async def _load(url: str, bodies: list[dict] | None, clients: int, seconds: float, name: str) -> LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    rng = np.random.default_rng(clients)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                if bodies is None:
+                    async with session.get(url) as response:
+                        await response.read()
+                        ok = response.status == 200
+                else:
+                    async with session.post(url, json=bodies[rng.integers(len(bodies))]) as response:
+                        ok = response.status == 200 and (await response.json())["status"] == "success"
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+
+    began = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(clients)))
+    elapsed = time.perf_counter() - began
+    ms = np.array(latencies) * 1000
+    return LoadResult(name, clients, len(ms), errors, len(ms) / elapsed,
+                      *(float(p) for p in np.percentile(ms, [50, 95, 99]).round(2)))
+
+
+def _bodies(model: CandidateModel, n: int = 5000) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [{"user_id": int(u), "top_k": 10} for u in rng.choice(model.user_ids, n)]
+
+
+def _timed(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat * 1000
+
+
+def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: np.ndarray) -> dict:
+    """Milliseconds per call of each stage, for 1 user and for a batch of 32, without HTTP."""
+    settings = get_settings()
+    reranker = bundle.reranker
+    out = {}
+    for batch in (1, 32):
+        queries = [{"user_id": int(u), "exclude_seen": True} for u in users[:batch]]
+        cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
+        requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands)]
+        sizes = [len(c["items"]) for c in cands]
+        flat = CandidateBatch(np.repeat(np.arange(batch), sizes), np.concatenate([c["items"] for c in cands]),
+                              np.vstack([c["features"] for c in cands]))
+        ids = np.array([q["user_id"] for q in queries])
+        data = reranker.assembler.assemble(ids, flat)
+        repeat = 200 if batch == 1 else 20
+        out[f"batch_{batch}"] = {
+            "candidates_ms": _timed(lambda: candidate_answers(model, queries, settings.candidates, 100), repeat),
+            "features_ms": _timed(lambda: reranker.assembler.assemble(ids, flat), repeat),
+            "catboost_ms": _timed(lambda: reranker.model.predict(data, prediction_type="RawFormulaVal",
+                                                                 thread_count=1), repeat),
+            "rank_total_ms": _timed(lambda: rank_answers(reranker, reranker.assembler.item_ids, requests), repeat),
+            "candidates_per_user": float(np.mean(sizes)),
+        }
+    return out
+
+
+def catalogue_scaling(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 65) -> dict:
+    """Candidate generation latency on LightFM-shaped random vectors as the catalogue grows."""
+    settings = get_settings().candidates
+    rng = np.random.default_rng(0)
+    out = {}
+    for n_items in sizes:
+        n_users = 1000
+        seen = rng.integers(0, n_items, (n_users, 20)).astype(np.int32)
+        model = CandidateModel(
+            user_ids=np.arange(n_users, dtype=np.int64), item_ids=np.arange(n_items, dtype=np.int64),
+            user_vectors=rng.normal(size=(n_users, dim)).astype(np.float32),
+            item_vectors=rng.normal(size=(n_items, dim)).astype(np.float32),
+            seen_indptr=np.arange(0, n_users * 20 + 1, 20, dtype=np.int64), seen_indices=seen.ravel(),
+            popular=rng.permutation(n_items).astype(np.int32), segment_keys=np.array([], dtype=str),
+            segment_popular=np.zeros((0, 10), dtype=np.int32),
+            cooc_indices=rng.integers(0, n_items, (n_items, 30)).astype(np.int32),
+            cooc_scores=rng.random((n_items, 30), dtype=np.float32))
+        out[n_items] = {
+            f"batch_{b}_ms": _timed(lambda b=b: model.generate(np.arange(b), settings.n_lightfm, settings.n_popular,
+                                                               settings.n_cooc), 20 if b == 1 else 5)
+            for b in (1, 32)}
+        log.info("catalogue %d items: %s", n_items, out[n_items])
+    return out
+
+
+def run_benchmark(out_dir: Path, seconds: float = 10.0, levels: tuple[int, ...] = (1, 8, 32, 64),
+                  scaling: bool = True) -> dict:
+    settings = get_settings()
+    version = model_store.resolve_version(settings.serving.model_version)
+    model = model_store.load_candidates(model_store.get_model(model_store.CANDIDATES, version))
+    bundle = model_store.load_ranker(model_store.get_model(model_store.RANKER, version))
+    bodies = _bodies(model)
+    report: dict = {"model_version": version, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                          "platform": platform.platform()},
+                    "started": datetime.now().isoformat(timespec="seconds"), "seconds_per_level": seconds,
+                    "http": [], "batching": []}
+    with Server() as server:
+        for clients in (1, 32):
+            report["http"].append(asdict(asyncio.run(_load(f"{server.url}/healthz", None, clients, seconds, "healthz"))))
+            log.info("%s", report["http"][-1])
+        for clients in levels:
+            report["http"].append(asdict(asyncio.run(_load(f"{server.url}/recommend", bodies, clients, seconds,
+                                                           "recommend"))))
+            log.info("%s", report["http"][-1])
+    report["batching"].append(next(r for r in report["http"] if r["name"] == "recommend" and r["clients"] == 32)
+                              | {"batching": True})
+    with Server(env={**os.environ, "RECSYS_SERVING__BATCHING": "false"}) as server:
+        off = asdict(asyncio.run(_load(f"{server.url}/recommend", bodies, 32, seconds, "recommend")))
+        report["batching"].append(off | {"batching": False})
+        log.info("batching off: %s", off)
+    report["in_process"] = in_process(model, bundle, np.array([b["user_id"] for b in bodies]))
+    if scaling:
+        report["catalogue_scaling"] = catalogue_scaling()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "benchmark.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Benchmark {report['started']} (model {report['model_version']}, {report['machine']['cpus']} CPUs)", "",
+             "| endpoint | clients | req/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['errors']} |" for r in report["http"]]
+    lines += ["", "| adaptive batching (32 clients) | req/s | p99 ms | errors |", "|---|---|---|---|"]
+    lines += [f"| {'on' if r['batching'] else 'off'} | {r['rps']:.0f} | {r['p99_ms']:.1f} | {r['errors']} |"
+              for r in report["batching"]]
+    lines += ["", "| in process | candidates ms | features ms | CatBoost ms | rank total ms |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['candidates_ms']:.2f} | {v['features_ms']:.2f} | {v['catboost_ms']:.2f} | "
+              f"{v['rank_total_ms']:.2f} |" for k, v in report["in_process"].items()]
+    if "catalogue_scaling" in report:
+        lines += ["", "| catalogue items | candidates, 1 user ms | candidates, 32 users ms |", "|---|---|---|"]
+        lines += [f"| {n} | {v['batch_1_ms']:.1f} | {v['batch_32_ms']:.1f} |"
+                  for n, v in report["catalogue_scaling"].items()]
+    return "\n".join(lines) + "\n"
