@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -q
 
-.PHONY: setup serve train test features clean
+.PHONY: setup serve train test features load bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) with $(PY) and installing the project (first run only, a few minutes)"
@@ -25,9 +25,22 @@ train: setup
 serve: setup
 	$(BIN)/recsys serve
 
+load: setup
+	$(BIN)/recsys loadtest
+
+bench: setup
+	$(BIN)/recsys bench
+
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
 	rm -rf var .pytest_cache catboost_info
+
+# Build the Bento, `bentoml containerize` it (docker if a daemon answers, else podman as root, installed and given a
+# locally built base image when needed), run it on loopback and check /recommend against `bentoml serve` of the same
+# Bento. Settings (CONTAINER_TRAIN_SIZE, CONTAINER_BACKEND, ports...) are described in scripts/containerize.sh.
+.PHONY: container
+container: setup
+	bash scripts/containerize.sh
