@@ -33,6 +33,7 @@ bench: setup
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:

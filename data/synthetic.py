@@ -46,7 +46,10 @@ AGE_TASTE = {
     "age_55_64": {"drama": 0.8, "melodrama": 0.9, "history": 0.8, "war": 0.8, "documentary": 0.6, "anime": -1.5},
     "age_65_inf": {"war": 1.2, "history": 1.0, "documentary": 0.9, "melodrama": 0.8, "horror": -1.2, "anime": -2.0},
 }
-SEX_TASTE = {"M": {"action": 0.5, "war": 0.5, "sport": 0.6, "melodrama": -0.6}, "F": {"melodrama": 0.7, "drama": 0.3, "action": -0.3}}
+SEX_TASTE = {
+    "M": {"action": 0.5, "war": 0.5, "sport": 0.6, "melodrama": -0.6},
+    "F": {"melodrama": 0.7, "drama": 0.3, "action": -0.3},
+}
 COUNTRIES = ["Russia", "USA", "France", "United Kingdom", "Germany", "Japan", "South Korea", "Italy", "Spain", "India"]
 WORDS_A = ["Silent", "Last", "Dark", "Golden", "Lost", "Hidden", "Broken", "Red", "Frozen", "Wild", "Secret", "Little",
            "Long", "Iron", "Bright", "Empty", "Crimson", "Distant", "Final", "Northern"]
@@ -100,7 +103,8 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
     horror_like = np.array([bool({"horror", "thriller", "crime"} & set(g)) for g in genre_lists])
     age_rating = np.where(
         for_kids, rng.choice(["0+", "6+"], n),
-        np.where(horror_like, rng.choice(["16+", "18+"], n, p=[0.4, 0.6]), rng.choice(["12+", "16+", "18+"], n, p=[0.4, 0.4, 0.2])),
+        np.where(horror_like, rng.choice(["16+", "18+"], n, p=[0.4, 0.6]),
+                 rng.choice(["12+", "16+", "18+"], n, p=[0.4, 0.4, 0.2])),
     )
     series = rng.random(n) < 0.25
     item_ids = np.sort(rng.choice(np.arange(1, n * 7 + 1), size=n, replace=False))

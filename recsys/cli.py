@@ -12,10 +12,10 @@ import pandas as pd
 
 from data.schema import DataError
 from recsys.model_store import ModelStoreError
-from training.second_stage import RankerTrainingError
-from training.split import SplitError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import PROJECT_ROOT, Settings, get_settings
+from training.second_stage import RankerTrainingError
+from training.split import SplitError
 
 log = logging.getLogger("recsys")
 

@@ -10,7 +10,7 @@ import pytest
 
 from data.files import read_table
 from data.kion import load_kion
-from data.movielens import age_band, load_movielens_100k, load_movielens_1m
+from data.movielens import age_band, load_movielens_1m, load_movielens_100k
 from data.schema import DataError
 
 # ---------------------------------------------------------------- Kion (comma-separated, header, utf-8)

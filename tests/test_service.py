@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.request
 
-import numpy as np
 import pytest
 
 from recsys.settings import get_settings
