@@ -8,14 +8,19 @@ with a message that says which model is wrong and how to create it.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recsys import model_store
 from recsys.settings import get_settings
-from serving.errors import CleanErrorsMiddleware
+from serving.batcher import MicroBatcher
+from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 
@@ -36,6 +41,8 @@ class Candidates:
     model_ref = bentoml.models.BentoModel(f"{model_store.CANDIDATES}:{VERSION}")
 
     def __init__(self) -> None:
+        # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
+        threadpool_limits(SETTINGS.serving.blas_threads)
         self.model = model_store.load_candidates(self.model_ref)
 
     @bentoml.api(**BATCHING)
@@ -56,19 +63,41 @@ class Ranker:
         return rank_answers(self.reranker, self.reranker.assembler.item_ids, requests)
 
 
-@bentoml.service(name="recommender", workers=1, traffic={"timeout": 30, "max_concurrency": 512})
+async def _call(stage: str, call: Awaitable[list[dict]]) -> list[dict]:
+    """A model service's answer, or a 503 the client can act on when that process is down, restarting or stuck
+    (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang)."""
+    try:
+        return await asyncio.wait_for(call, SETTINGS.serving.dependency_timeout_s)
+    except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ModelServiceDown(f"the {stage} model service is unavailable ({type(exc).__name__}); it restarts "
+                               "by itself, retry in a few seconds") from exc
+
+
+BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512})
 class Recommender:
-    candidates = bentoml.depends(Candidates)
-    ranker = bentoml.depends(Ranker)
+    if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
+        candidates = bentoml.depends(Candidates)
+        ranker = bentoml.depends(Ranker)
+
+    def __init__(self) -> None:
+        serving = SETTINGS.serving
+        if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
+            self.candidates, self.ranker = Candidates(), Ranker()
+        self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
+                                on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                     "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
-        candidates = await self.candidates.to_async.generate(queries)
+        candidates = await _call("candidates", self.candidates.to_async.generate(queries))
         warm = [j for j, c in enumerate(candidates) if c["source"] == WARM]
-        ranked = await self.ranker.to_async.rank([
+        ranked = await _call("ranker", self.ranker.to_async.rank([
             {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
-        ]) if warm else []
+        ])) if warm else []
         by_request = dict(zip(warm, ranked))
         responses = []
         for j, (request, cand) in enumerate(zip(requests, candidates)):
@@ -91,12 +120,18 @@ class Recommender:
                         user_features: UserFeatures | None = None) -> RecommendResponse:
         """Top-k items for one user: LightFM candidates reranked by CatBoost; popularity for unknown users."""
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
-        return (await self._recommend([request]))[0]
+        try:
+            return (await self.run([request]))[0]
+        except ModelServiceDown as exc:
+            return unavailable(exc)
 
     @bentoml.api(route="/recommend/batch", input_spec=BatchRequest)
     async def recommend_batch(self, requests: list[RecommendRequest]) -> BatchResponse:
         """Recommendations for up to `max_batch_users` users in one call."""
-        return BatchResponse(results=await self._recommend(requests))
+        try:
+            return BatchResponse(results=await self.run(requests))
+        except ModelServiceDown as exc:
+            return unavailable(exc)
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)

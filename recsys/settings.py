@@ -83,8 +83,17 @@ class ServingSettings(BaseModel):
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
     max_batch_users: int = Field(100, ge=1, description="largest number of users in one /recommend/batch call")
     model_version: str | None = Field(None, description="pin a trained model pair by version; default: latest")
-    batching: bool = Field(True, description="adaptive batching on the two model services")
-    max_batch_size: int = Field(64, ge=1)
+    topology: Literal["split", "fused"] = Field(
+        "split", description="split: entry, candidates and ranker services in three processes (scale each on its "
+                             "own); fused: both models inside the entry process (no internal hops; fastest on a "
+                             "small CPU machine)")
+    workers: int = Field(1, ge=1, description="processes of the entry service (with `fused`, each holds both models)")
+    batching: bool = Field(True, description="coalesce concurrent requests in the entry service, and adaptive "
+                                             "batching in the two model services")
+    max_batch_size: int = Field(64, ge=1, description="most users in one call to a model service")
+    max_in_flight: int = Field(2, ge=1, description="batches the entry service keeps in flight at once")
+    blas_threads: int = Field(1, ge=1, description="BLAS threads in the candidates service (one batch at a time)")
+    dependency_timeout_s: float = Field(3.0, gt=0, description="wait this long for a model service, then answer 503")
     max_latency_ms: int = Field(5_000, ge=1, description="batching deadline; past it BentoML answers 503")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.responses import Response
+
 MAX_BODY_BYTES = 1_000_000
 PUBLIC_PREFIX = "/recommend"
 
@@ -52,6 +54,16 @@ def error_body(status: int, raw: bytes) -> bytes:
     else:
         msg = _unwrap(parsed) if text else f"HTTP {status}"
     return _error_json(msg)
+
+
+class ModelServiceDown(RuntimeError):
+    """A model service did not answer in time; the request may be retried."""
+
+
+def unavailable(exc: ModelServiceDown) -> Response:
+    """503 with the reason (BentoML would replace the message of any 5xx it raises with a generic one)."""
+    return Response(_error_json(str(exc)), status_code=503, media_type="application/json",
+                    headers={"Retry-After": "2"})
 
 
 def _error_json(msg: str) -> bytes:

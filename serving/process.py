@@ -55,6 +55,28 @@ class Server:
         self.__exit__()
         raise RuntimeError(f"server not ready after {self.ready_timeout}s:\n{self.output()}")
 
+    def service_pids(self) -> dict[str, list[int]]:
+        """PIDs of the running service workers by service name (the entry is `recommender`), from /proc."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # not a process, or it just ended
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+        found: dict[str, list[int]] = {}
+        stack = list(children.get(self.process.pid, [])) if self.process else []
+        while stack:
+            pid = stack.pop()
+            stack += children.get(pid, [])
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--service-name" in argv:
+                found.setdefault(argv[argv.index("--service-name") + 1], []).append(pid)
+        return found
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -116,3 +117,30 @@ def test_empty_store_refuses_to_start_with_a_clear_message(tmp_path):
 def test_non_json_content_type_is_a_415(server):
     status, error = post(f"{server.url}/recommend", b"user_id=5", content_type="application/x-www-form-urlencoded")
     assert status == 415 and "Content-Type: application/json" in error["msg"]
+
+
+def _concurrent_answers(url: str, bodies: list[dict]) -> list[dict]:
+    """Answers to all bodies sent at once, so the entry service's micro-batcher really mixes them."""
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: post(f"{url}/recommend", body), bodies))
+    assert all(status == 200 for status, _ in answers), answers
+    return [answer for _, answer in answers]
+
+
+def test_full_batch_larger_than_a_model_batch_and_concurrent_singles_agree(server, models):
+    settings = get_settings().serving
+    users = [warm_user(models, i % 40) for i in range(settings.max_batch_users)]
+    assert settings.max_batch_users > settings.max_batch_size
+    status, body = post(f"{server.url}/recommend/batch", {"requests": [{"user_id": u, "top_k": 3} for u in users]})
+    assert status == 200 and [r["user_id"] for r in body["results"]] == users
+    singles = _concurrent_answers(server.url, [{"user_id": u, "top_k": 3} for u in users[:24]])
+    assert [s["recommendations"] for s in singles] == [r["recommendations"] for r in body["results"][:24]]
+
+
+def test_fused_topology_gives_the_same_answers_as_split(server, models, trained_home):
+    bodies = [{"user_id": warm_user(models, i), "top_k": 7} for i in range(12)]
+    bodies += [{"user_id": 10**12 + i, "user_features": {"age": "age_25_34", "kids_flg": i % 2}} for i in range(4)]
+    split = _concurrent_answers(server.url, bodies)
+    with Server(project_env(trained_home, RECSYS_SERVING__TOPOLOGY="fused")) as fused:
+        assert set(fused.service_pids()) == {"recommender"}  # no model service processes
+        assert _concurrent_answers(fused.url, bodies) == split

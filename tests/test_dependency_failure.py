@@ -1,0 +1,55 @@
+"""A model service process that dies or hangs costs a clear 503, never a hang or a bare 500, and the service
+heals by itself: circus restarts a killed worker, a resumed one answers again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.helpers import Server, load_pair, post, project_env, warm_user
+
+TIMEOUT_S = 1.5
+
+
+def _recovers(server: Server, body: dict, expected: dict, within: float = 60) -> float:
+    """Seconds until the service gives the expected answer again; every answer on the way is 200 or 503."""
+    start = time.time()
+    while time.time() - start < within:
+        status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 5)
+        assert status in (200, 503), (status, answer)
+        if status == 200:
+            assert answer == expected
+            return time.time() - start
+        assert "model service is unavailable" in answer["msg"] and answer["recommendations"] == []
+        time.sleep(0.2)
+    pytest.fail(f"no recovery within {within}s")
+
+
+@pytest.mark.parametrize("stage", ["candidates", "ranker"])
+def test_killed_or_stuck_model_service_gives_503_then_recovers(trained_home, stage):
+    env = project_env(trained_home, RECSYS_SERVING__DEPENDENCY_TIMEOUT_S=str(TIMEOUT_S))
+    with Server(env) as server:
+        version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
+        body = {"user_id": warm_user(load_pair(trained_home, version)), "top_k": 5}
+        status, expected = post(f"{server.url}/recommend", body)
+        assert status == 200 and expected["cold_start"] is False
+
+        [pid] = server.service_pids()[stage]
+        os.kill(pid, signal.SIGSTOP)  # hangs: the entry must not wait for it
+        try:
+            start = time.time()
+            status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 10)
+            assert status == 503 and f"the {stage} model service is unavailable" in answer["msg"], answer
+            assert time.time() - start < TIMEOUT_S + 2
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _recovers(server, body, expected)
+
+        os.kill(pid, signal.SIGKILL)  # dies: circus starts a new worker
+        status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 10)
+        assert status == 503, answer
+        _recovers(server, body, expected)
+        assert server.service_pids()[stage] != [pid]
