@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -q
 
-.PHONY: setup serve train test features load bench clean
+.PHONY: setup serve train test features load soak bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) with $(PY) and installing the project (first run only, a few minutes)"
@@ -27,6 +27,10 @@ serve: setup
 
 load: setup
 	$(BIN)/recsys loadtest
+
+# 5 minutes, 32 users, RSS of every service process sampled; SOAK_ARGS="--duration 30m" for longer
+soak: setup
+	$(BIN)/recsys soak $(SOAK_ARGS)
 
 bench: setup
 	$(BIN)/recsys bench

@@ -138,16 +138,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from recsys.loadtest import default_out_dir, run_loadtest
 
-    out = args.out or default_out_dir(get_settings().reports_dir)
+    out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
-        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=args.url)
+        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=getattr(args, "url", None))
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     print(f"{s['requests']} requests in {s['duration']} with {s['users']} users: {s['rps']:.1f} req/s, "
           f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, {s['failures']} failures")
+    grown = []
+    for name, m in s.get("memory", {}).items():
+        print(f"RSS {name}: {m['start_mb']:.0f} MB at the start, {m['mid_mb']:.0f} MB half-way, {m['end_mb']:.0f} MB "
+              f"at the end ({m['growth_mb']:+.1f} MB, {m['growth_pct']:+.1f}% in the second half), "
+              f"peak {m['peak_mb']:.0f} MB")
+        if args.command == "soak" and m["growth_pct"] > args.max_growth_pct:
+            grown.append(name)
     print(f"reports: {out}/locust.html, {out}/locust_stats.csv, {out}/summary.json")
-    return 1 if s["failures"] else 0
+    if grown:
+        log.error("memory kept growing in %s (more than %.0f%% in the second half)", ", ".join(grown),
+                  args.max_growth_pct)
+    return 1 if s["failures"] or grown else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -160,6 +170,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print((out / "benchmark.md").read_text())
     print(f"report: {out}/benchmark.json")
     return 0
+
+
+def _add_load_args(p: argparse.ArgumentParser, duration: str) -> None:
+    p.add_argument("--users", type=int, default=32, help="simulated concurrent users")
+    p.add_argument("--spawn-rate", type=float, default=8.0)
+    p.add_argument("--duration", default=duration, help="run time, e.g. 30s, 2m")
+    p.add_argument("--out", type=Path, help=f"report folder (default: var/reports/{p.prog.split()[-1]}-<time>)")
+    p.set_defaults(func=cmd_loadtest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,12 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("loadtest", help="bounded headless Locust run on loopback; prints req/s, p50/p95/p99")
-    p.add_argument("--users", type=int, default=32, help="simulated concurrent users")
-    p.add_argument("--spawn-rate", type=float, default=8.0)
-    p.add_argument("--duration", default="60s", help="run time, e.g. 30s, 2m")
+    _add_load_args(p, "60s")
     p.add_argument("--url", help="a running server on loopback (default: start one)")
-    p.add_argument("--out", type=Path, help="report folder (default: var/reports/loadtest-<time>)")
-    p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("soak", help="long bounded Locust run on loopback with RSS of every service process sampled; "
+                                    "fails on any failed request or memory growth")
+    _add_load_args(p, "5m")
+    p.add_argument("--max-growth-pct", type=float, default=5.0, help="allowed RSS growth over the second half of the run")
 
     p = sub.add_parser("bench", help="benchmark: framework ceiling, /recommend at 1-64 clients, batching, compute")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measured load level")

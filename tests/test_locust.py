@@ -8,8 +8,8 @@ import subprocess
 from tests.helpers import BIN, ROOT, project_env
 
 
-def loadtest(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "recsys"), "loadtest", *args], env=env, cwd=ROOT, capture_output=True,
+def loadtest(env: dict, *args: str, command: str = "loadtest") -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "recsys"), command, *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
 
 
@@ -28,3 +28,17 @@ def test_load_tests_refuse_non_loopback_targets(trained_home, tmp_path):
     result = loadtest(project_env(trained_home), "--url", "http://10.1.2.3:3000", "--duration", "1s",
                       "--out", str(tmp_path))
     assert result.returncode == 2 and "loopback only" in result.stderr
+
+
+def test_soak_starts_its_own_server_and_samples_every_process_memory(trained_home, tmp_path):
+    """The soak machinery on a short run (the real soak is `make soak`, minutes long)."""
+    result = loadtest(project_env(trained_home), "--users", "4", "--duration", "8s", "--max-growth-pct", "50",
+                      "--out", str(tmp_path), command="soak")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["requests"] > 20
+    assert set(summary["memory"]) == {"recommender", "candidates", "ranker"}
+    assert all(m["end_mb"] > 50 for m in summary["memory"].values())
+    rows = (tmp_path / "memory.csv").read_text().splitlines()
+    assert rows[0].startswith("seconds,") and len(rows) >= 2
+    assert "RSS recommender" in result.stdout
