@@ -31,7 +31,8 @@ model_store.check_pair(model_store.get_model(model_store.CANDIDATES, VERSION),
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
-INTERNAL = {"workers": 1, "traffic": {"timeout": 20}, "runner_connection": {"max_requests": 1_000_000_000}}
+INTERNAL = {"workers": 1, "traffic": {"timeout": 20}, "runner_connection": {"max_requests": 1_000_000_000},
+            "logging": {"access": {"enabled": False}}}
 BATCHING = {"batchable": SETTINGS.serving.batching, "max_batch_size": SETTINGS.serving.max_batch_size,
             "max_latency_ms": SETTINGS.serving.max_latency_ms}
 
