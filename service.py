@@ -18,6 +18,7 @@ from recsys.settings import get_settings
 from serving.errors import CleanErrorsMiddleware
 from serving.handlers import WARM, candidate_answers, rank_answers
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
+from serving.web import create_app as web_page
 
 SETTINGS = get_settings()
 VERSION = model_store.resolve_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
@@ -100,3 +101,4 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
+Recommender.mount_asgi_app(web_page(VERSION), path="/ui")  # the web page; its data loads at start-up
