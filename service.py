@@ -57,6 +57,7 @@ class Ranker:
         return rank_answers(self.reranker, self.reranker.assembler.item_ids, requests)
 
 
+@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
 @bentoml.service(name="recommender", workers=1, traffic={"timeout": 30, "max_concurrency": 512})
 class Recommender:
     candidates = bentoml.depends(Candidates)
@@ -101,4 +102,3 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
-Recommender.mount_asgi_app(web_page(VERSION), path="/ui")  # the web page; its data loads at start-up
