@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 
 from tests.helpers import BIN, ROOT, Server, expected, get, load_pair, post, project_env, train, warm_user
 
@@ -25,6 +26,8 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     with Server(env, target=tag) as bento:
         status, body = post(f"{bento.url}/recommend", {"user_id": user, "top_k": 10})
         page = get(f"{bento.url}/ui/api/model")[1], get(f"{bento.url}/ui/api/history?user_id={user}")
+        static = [urllib.request.urlopen(f"{bento.url}/ui/{path}", timeout=10).status
+                  for path in ("", "static/app.js", "static/style.css")]
     assert status == 200, body
     assert body["model_version"] == version
     want_items, _ = expected(pair, user, 10)
@@ -33,3 +36,4 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     model, (history_status, history) = page
     assert model["version"] == version and model["showcase_missing"] == "" and model["plots"]
     assert history_status == 200 and history["history"][0]["title"]
+    assert static == [200, 200, 200]
