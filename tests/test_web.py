@@ -113,13 +113,15 @@ def _titles(url: str, ids: list[int]) -> list[str]:
     return [i["title"] for i in items]
 
 
-def _screenshot(driver, path: Path) -> None:
+def _screenshot(driver, path: Path, capsys) -> None:
+    """The whole page as PNG; its path is printed past pytest's capture, so `make test` shows it."""
     driver.set_window_size(1400, driver.execute_script("return document.body.scrollHeight") + 120)
     driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
+    with capsys.disabled():
+        print(f"\nscreenshot of the page: {path}")
 
 
-def test_page_shows_history_beside_the_recommendations_the_api_gives(server, model, browser, reports):
+def test_page_shows_history_beside_the_recommendations_the_api_gives(server, model, browser, reports, capsys):
     user = model["sample_users"][1]
     shown = _ask(browser, server.url, user)
     status, api = post(f"{server.url}/recommend", {"user_id": user, "top_k": 10})
@@ -141,10 +143,10 @@ def test_page_shows_history_beside_the_recommendations_the_api_gives(server, mod
                              ".filter(Boolean).length") == 2
     wait_for(browser, "document.querySelector('#traffic tr[data-endpoint=\"/recommend\"]')")
     assert model["version"] in browser.find_element(By.ID, "version").text
-    _screenshot(browser, reports / "ui-screenshot.png")
+    _screenshot(browser, reports / "ui-screenshot.png", capsys)
 
 
-def test_page_says_when_a_new_user_gets_the_cold_start_fallback(server, model, browser, reports):
+def test_page_says_when_a_new_user_gets_the_cold_start_fallback(server, model, browser, reports, capsys):
     user = 2**63 - 1  # the largest id the API accepts: beyond JavaScript's exact integers, sent as typed
     shown = _ask(browser, server.url, user, COLD_FEATURES)
     status, api = post(f"{server.url}/recommend", {"user_id": user, "top_k": 10, "user_features": COLD_FEATURES})
@@ -157,7 +159,7 @@ def test_page_says_when_a_new_user_gets_the_cold_start_fallback(server, model, b
     assert not browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")
     call = {name: browser.find_element(By.ID, name).get_attribute("textContent") for name in ("request", "response")}
     assert str(user) in notice.text and f'"user_id":{user}' in call["request"] and f'"user_id":{user}' in call["response"]
-    _screenshot(browser, reports / "ui-screenshot-cold-start.png")
+    _screenshot(browser, reports / "ui-screenshot-cold-start.png", capsys)
     browser.find_element(By.ID, "new-user").click()
     assert browser.find_element(By.ID, "user-id").get_attribute("value") == str(model["new_user_id"])
 
