@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -q
 
-.PHONY: setup serve train test features load soak bench clean
+.PHONY: setup serve train test features load soak bench clean browser
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) with $(PY) and installing the project (first run only, a few minutes)"
@@ -35,8 +35,19 @@ soak: setup
 bench: setup
 	$(BIN)/recsys bench
 
+# The page test drives Debian's headless Chromium through its chromedriver (tests/browser.py). Installed with apt-get
+# when missing and we are root; otherwise this only warns, and that test fails saying what to install.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "==> installing chromium and chromium-driver for the page test (apt-get, first run only)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+			|| echo "==> WARNING: apt-get could not install chromium chromium-driver; the page test will fail"; \
+	else echo "==> WARNING: no /usr/bin/chromium or /usr/bin/chromedriver; install them as root with" \
+		"'apt-get install chromium chromium-driver', or the page test will fail"; fi
+
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 

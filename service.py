@@ -23,6 +23,7 @@ from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
+from serving.web import create_app as web_page
 
 SETTINGS = get_settings()
 VERSION = model_store.resolve_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
@@ -78,6 +79,7 @@ BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documenta
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
+@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512})
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP

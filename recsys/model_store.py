@@ -1,7 +1,8 @@
 """The two trained models in the BentoML model store, and the checks that they belong together.
 
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
-``recsys_ranker:<run>`` (CatBoost ``.cbm`` plus the feature-store snapshot it was trained for). Both carry the
+``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for and the web page's
+showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.showcase`). Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
 ``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails, the candidates
 model of that run is deleted again. An interrupted run leaves no half pair and never moves ``latest``.
@@ -27,6 +28,7 @@ RANKER = "recsys_ranker"
 CANDIDATES_DIR = "candidates"
 RANKER_FILE = "ranker.cbm"
 FEATURES_DIR = "features"
+SHOWCASE_DIR = "showcase"
 ITEM_IDS_FILE = "item_ids.npy"
 
 
@@ -73,7 +75,13 @@ def get_model(name: str, version: str) -> bentoml.Model:
         ) from None
 
 
-def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path,
+def _copy_files(source: Path, target: Path) -> None:
+    target.mkdir()
+    for file in Path(source).iterdir():
+        (target / file.name).write_bytes(file.read_bytes())
+
+
+def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path, showcase_dir: Path,
               labels: dict[str, str], metadata: dict) -> tuple[str, str]:
     """Write both models under one version; the ranker goes last so that `latest` is always a whole pair."""
     with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
@@ -85,10 +93,8 @@ def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, featu
                                    metadata=metadata) as model:
             Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
             np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
-            target = Path(model.path_of(FEATURES_DIR))
-            target.mkdir()
-            for file in Path(feature_dir).iterdir():
-                (target / file.name).write_bytes(file.read_bytes())
+            _copy_files(feature_dir, Path(model.path_of(FEATURES_DIR)))
+            _copy_files(showcase_dir, Path(model.path_of(SHOWCASE_DIR)))
             ranker_tag = str(model.tag)
     except BaseException:
         bentoml.models.delete(candidates_tag)  # no orphan half of a pair, and candidates' `latest` moves back

@@ -97,6 +97,12 @@ class ServingSettings(BaseModel):
     max_latency_ms: int = Field(5_000, ge=1, description="batching deadline; past it BentoML answers 503")
 
 
+class UISettings(BaseModel):
+    """The web page at /ui; its data is packed with the model pair at training time."""
+
+    history_items: int = Field(20, ge=1, le=1_000, description="most recent interactions per user packed for the page")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="forbid")
 
@@ -109,6 +115,7 @@ class Settings(BaseSettings):
     ranker: RankerSettings = RankerSettings()
     eval: EvalSettings = EvalSettings()
     serving: ServingSettings = ServingSettings()
+    ui: UISettings = UISettings()
 
     @property
     def datasets_dir(self) -> Path:

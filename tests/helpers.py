@@ -34,7 +34,16 @@ def train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def post(url: str, body: object | bytes, content_type: str = "application/json",
          timeout: float = 30) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    return _json_answer(urllib.request.Request(url, data=data, headers={"Content-Type": content_type},
+                                               method="POST"), timeout)
+
+
+def get(url: str, timeout: float = 30) -> tuple[int, dict]:
+    return _json_answer(urllib.request.Request(url), timeout)
+
+
+def _json_answer(request: urllib.request.Request, timeout: float) -> tuple[int, dict]:
+    """Status and JSON body, for error statuses too."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

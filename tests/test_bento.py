@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 
-from tests.helpers import BIN, ROOT, Server, expected, load_pair, post, project_env, train, warm_user
+from tests.helpers import BIN, ROOT, Server, expected, get, load_pair, post, project_env, train, warm_user
 
 
 def test_built_bento_serves_its_own_model_pair(tmp_path):
@@ -24,7 +25,15 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     user = warm_user(pair)
     with Server(env, target=tag) as bento:
         status, body = post(f"{bento.url}/recommend", {"user_id": user, "top_k": 10})
+        page = get(f"{bento.url}/ui/api/model")[1], get(f"{bento.url}/ui/api/history?user_id={user}")
+        static = [urllib.request.urlopen(f"{bento.url}/ui/{path}", timeout=10).status
+                  for path in ("", "static/app.js", "static/style.css")]
     assert status == 200, body
     assert body["model_version"] == version
     want_items, _ = expected(pair, user, 10)
     assert [r["item_id"] for r in body["recommendations"]] == want_items
+    # the web page's data travels inside the packed ranker model, not in var/
+    model, (history_status, history) = page
+    assert model["version"] == version and model["showcase_missing"] == "" and model["plots"]
+    assert history_status == 200 and history["history"][0]["title"]
+    assert static == [200, 200, 200]

@@ -140,6 +140,8 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
     assert (ranker_dir / "ranker.cbm").is_file() and (ranker_dir / "item_ids.npy").is_file()
     assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == ["items.parquet", "manifest.json",
                                                                           "users.parquet"]
+    assert sorted(p.name for p in (ranker_dir / "showcase").iterdir()) == [
+        "history.parquet", "importance.png", "items.parquet", "metrics.png", "summary.json", "users.parquet"]
     # every .npy loads without pickle
     for path in list(cand_dir.glob("*.npy")) + [ranker_dir / "item_ids.npy"]:
         np.load(path, allow_pickle=False)
@@ -291,6 +293,7 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
     ranker_file = tmp_path / "ranker.cbm"
     ranker_file.write_bytes(Path(ranker.path_of("ranker.cbm")).read_bytes())
     feature_dir = Path(ranker.path_of("features"))
+    showcase_dir = Path(ranker.path_of("showcase"))
     failed = "interrupted-" + previous
     metadata = {**ranker.info.metadata, "run_id": failed}
     labels = {"run_id": failed, "dataset": "synthetic", "project": "recsys"}
@@ -309,7 +312,7 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
 
     monkeypatch.setattr(Path, "write_bytes", dying_write_bytes)
     with pytest.raises(OSError, match="No space left"):
-        model_store.save_pair(failed, cand_model, ranker_file, feature_dir, labels, metadata)
+        model_store.save_pair(failed, cand_model, ranker_file, feature_dir, showcase_dir, labels, metadata)
     monkeypatch.undo()
     assert "ranker.cbm" in written  # the failure really happened inside the ranker's block
 
@@ -330,8 +333,8 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
 
     # a complete save afterwards moves latest to the new pair
     done = "complete-" + previous
-    tags = model_store.save_pair(done, cand_model, ranker_file, feature_dir, {**labels, "run_id": done},
-                                 {**metadata, "run_id": done})
+    tags = model_store.save_pair(done, cand_model, ranker_file, feature_dir, showcase_dir,
+                                 {**labels, "run_id": done}, {**metadata, "run_id": done})
     assert tags == (f"recsys_candidates:{done}", f"recsys_ranker:{done}")
     assert model_store.resolve_version() == done
     model_store.check_pair(model_store.get_model(model_store.CANDIDATES, done),

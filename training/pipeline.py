@@ -27,9 +27,10 @@ from recsys.candidates import CandidateModel
 from recsys.progress import Timings
 from recsys.reranker import FeatureAssembler, Reranker
 from recsys.settings import Settings
+from recsys.showcase import write_showcase
 from training.evaluate import evaluate
 from training.first_stage import fit_candidate_model
-from training.report import write_report
+from training.report import showcase_summary, write_plots, write_report
 from training.second_stage import fit_ranker
 from training.split import split_interactions
 
@@ -112,13 +113,17 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
             "training_seconds": round(time.time() - started, 1),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        report = {**metadata, "evaluation": evaluation,
+                  "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
+                             "best_iteration": fit.best_iteration, "best_score": fit.best_score,
+                             "importance": fit.importance}}
+        showcase_dir = write_showcase(Path(tmp) / model_store.SHOWCASE_DIR, dataset, settings.ui.history_items,
+                                      showcase_summary(report))
+        write_plots(report, showcase_dir)
         labels = {"run_id": run_id, "dataset": dataset.name.replace("-", "_"), "project": "recsys"}
-        tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, labels, metadata)
+        tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, showcase_dir, labels, metadata)
 
-    report = {**metadata, "tags": list(tags), "evaluation": evaluation, "timings": dict(timings),
-              "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
-                         "best_iteration": fit.best_iteration, "best_score": fit.best_score,
-                         "importance": fit.importance}}
+    report = {**report, "tags": list(tags), "timings": dict(timings)}
     report_dir = write_report(report, settings.reports_dir / run_id)
     log.info("timings:\n%s", timings.table())
     return TrainResult(run_id, tags, report, report_dir)

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from recsys.showcase import PLOT_FILES  # noqa: E402
+
 MODELS = {"popular": "Popularity", "lightfm": "LightFM alone", "ease": "EASE", "two_stage": "LightFM + CatBoost"}
 
 
@@ -50,6 +52,22 @@ def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_plots(report: dict, directory: Path) -> None:
+    """The metric comparison and CatBoost's feature importance as PNG files in ``directory``."""
+    metrics_png, importance_png = PLOT_FILES
+    _plot_metrics(report, directory / metrics_png)
+    _plot_importance(report, directory / importance_png)
+
+
+def showcase_summary(report: dict) -> dict:
+    """The part of the report the web page shows beside the served models (packed with them)."""
+    header, rows = metrics_table(report)
+    ev = report["evaluation"]
+    return {"metrics": {"header": header, "rows": rows}, "candidate_recall": ev["candidate_recall"],
+            "evaluation": {k: ev[k] for k in ("users", "cold_users", "k", "candidates_per_user")},
+            "ranker": {k: report["ranker"][k] for k in ("rows", "train_users", "valid_users", "best_iteration")}}
 
 
 def _markdown(report: dict) -> str:
@@ -113,8 +131,7 @@ def write_report(report: dict, directory: Path) -> Path:
     """Write the report files to ``directory`` and mirror them to ``latest`` beside it."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    _plot_metrics(report, directory / "metrics.png")
-    _plot_importance(report, directory / "importance.png")
+    write_plots(report, directory)
     (directory / "report.md").write_text(_markdown(report))
     (directory / "report.html").write_text(_html(report))
     latest = directory.parent / "latest"
