@@ -21,7 +21,7 @@ from recsys import model_store
 from recsys.settings import get_settings
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from serving.handlers import WARM, candidate_answers, rank_answers
+from serving.handlers import WARM, candidate_answers, rank_answers, source_names
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 from serving.web import create_app as web_page
 
@@ -106,13 +106,15 @@ class Recommender:
         for j, (request, cand) in enumerate(zip(requests, candidates)):
             if j in by_request:
                 item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
+                retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
             else:
                 item_ids = cand["item_ids"][: request.top_k]
                 scores = 1.0 - np.arange(len(item_ids)) / max(len(cand["item_ids"]), 1)
+                retrieved_by = [[]] * len(item_ids)
             responses.append(RecommendResponse(
                 user_id=request.user_id,
-                recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"]}
-                                 for i, s in zip(item_ids, scores)],
+                recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
+                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by)],
                 cold_start=cand["source"] != WARM,
                 model_version=VERSION,
             ))

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.candidates import CandidateBatch, CandidateModel
+from recsys.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
 from recsys.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings
 
 WARM = "reranked"
+SOURCES = ("lightfm", "popular", "cooc")  # first-level candidate sources, as flagged in the candidate features
+SOURCE_COLUMNS = [CANDIDATE_FEATURES.index(f"from_{name}") for name in SOURCES]
 
 
 def candidate_answers(model: CandidateModel, queries: list[dict], settings: CandidateSettings,
@@ -37,18 +39,24 @@ def candidate_answers(model: CandidateModel, queries: list[dict], settings: Cand
 
 
 def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[dict]) -> list[dict]:
-    """Score all requests' candidates in one CatBoost call and keep each user's top_k."""
+    """Score all requests' candidates in one CatBoost call and keep each user's top_k, with the first-level
+    sources that proposed each kept item."""
     sizes = np.array([len(r["items"]) for r in requests])
     batch = CandidateBatch(owner=np.repeat(np.arange(len(requests)), sizes),
                            items=np.concatenate([r["items"] for r in requests]).astype(np.int64),
                            features=np.vstack([r["features"] for r in requests]))
     user_ids = np.array([r["user_id"] for r in requests], dtype=np.int64)
     scores = reranker.score(user_ids, batch)
-    top_items, top_scores = top_k_per_user(batch.owner, batch.items, scores, len(requests),
-                                           max(r["top_k"] for r in requests))
+    top_rows, top_scores = top_k_per_user(batch.owner, np.arange(len(batch)), scores, len(requests),
+                                          max(r["top_k"] for r in requests))
     answers = []
     for j, r in enumerate(requests):
-        keep = top_items[j, : r["top_k"]] >= 0
-        answers.append({"item_ids": item_ids[top_items[j, : r["top_k"]][keep]],
-                        "scores": top_scores[j, : r["top_k"]][keep]})
+        rows = top_rows[j, : r["top_k"]]
+        rows = rows[rows >= 0]
+        answers.append({"item_ids": item_ids[batch.items[rows]], "scores": top_scores[j, : len(rows)],
+                        "retrieved_by": batch.features[rows][:, SOURCE_COLUMNS] > 0})
     return answers
+
+
+def source_names(flags: np.ndarray) -> list[str]:
+    return [name for name, on in zip(SOURCES, flags) if on]

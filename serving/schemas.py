@@ -45,6 +45,8 @@ class Recommendation(BaseModel):
     item_id: int
     score: float
     source: str = Field(description="reranked | segment | kids_segment | global")
+    retrieved_by: list[str] = Field(default_factory=list, description="for reranked items, the candidate sources "
+                                    "that proposed the item: lightfm, popular, cooc (co-occurrence)")
 
 
 class RecommendResponse(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from recsys.settings import get_settings
@@ -34,6 +35,27 @@ def test_warm_user_gets_the_two_stage_ranking(server, models):
     want_items, want_scores = expected(models, user, 10)
     assert items == want_items
     assert scores == pytest.approx(want_scores, abs=1e-5)
+
+
+def test_each_item_says_which_candidate_sources_proposed_it(server, models):
+    """Recomputed independently: LightFM's top-n unseen items by score, and the top-n unseen popular items."""
+    candidates, _ = models
+    settings = get_settings().candidates
+    for index in range(3):
+        user = warm_user(models, index)
+        body = post(f"{server.url}/recommend", {"user_id": user, "top_k": 20})[1]
+        row = candidates.user_rows([user])[0][0]
+        seen = set(candidates.history(row).tolist())
+        by_score = [i for i in np.argsort(-candidates.lightfm_scores([row])[0], kind="stable") if i not in seen]
+        popular = [i for i in candidates.popular.tolist() if i not in seen][: settings.n_popular]
+        lightfm_ids = set(candidates.item_ids[by_score[: settings.n_lightfm]].tolist())
+        popular_ids = set(candidates.item_ids[popular].tolist())
+        for r in body["recommendations"]:
+            assert r["retrieved_by"] and set(r["retrieved_by"]) <= {"lightfm", "popular", "cooc"}, r
+            assert ("lightfm" in r["retrieved_by"]) == (r["item_id"] in lightfm_ids), r
+            assert ("popular" in r["retrieved_by"]) == (r["item_id"] in popular_ids), r
+    cold = post(f"{server.url}/recommend", {"user_id": 10**15, "top_k": 3})[1]
+    assert all(r["retrieved_by"] == [] for r in cold["recommendations"])
 
 
 def test_exclude_seen_false_may_return_watched_items(server, models):

@@ -129,7 +129,7 @@ def test_page_shows_history_beside_the_recommendations_the_api_gives(server, mod
     ids = [r["item_id"] for r in api["recommendations"]]
     assert [r["item_id"] for r in shown] == ids
     assert [r["title"] for r in shown] == _titles(server.url, ids)
-    assert {r["source"] for r in shown} == {"reranked"}
+    assert [r["source"] for r in shown] == [" + ".join(r["retrieved_by"]) for r in api["recommendations"]]
     assert not browser.find_element(By.ID, "cold-start").is_displayed()
 
     history = get(f"{server.url}/ui/api/history?user_id={user}")[1]["history"]
