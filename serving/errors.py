@@ -9,6 +9,7 @@ larger than ``MAX_BODY_BYTES`` with 413 before they are read, and anything but J
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.responses import Response
@@ -107,7 +108,8 @@ class CleanErrorsMiddleware:
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
-                await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)))
+                kept = [(k, v) for k, v in start.get("headers", []) if k.lower() == b"retry-after"]
+                await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)), kept)
 
         await self.app(scope, receive, capture)
 
@@ -120,7 +122,8 @@ async def _refuse(receive: Any, send: Any, status: int, msg: str) -> None:
     await _send_json(send, status, _error_json(msg))
 
 
-async def _send_json(send: Any, status: int, body: bytes) -> None:
+async def _send_json(send: Any, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})

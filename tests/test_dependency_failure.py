@@ -3,9 +3,12 @@ heals by itself: circus restarts a killed worker, a resumed one answers again.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -49,7 +52,11 @@ def test_killed_or_stuck_model_service_gives_503_then_recovers(trained_home, sta
         _recovers(server, body, expected)
 
         os.kill(pid, signal.SIGKILL)  # dies: circus starts a new worker
-        status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 10)
-        assert status == 503, answer
+        request = urllib.request.Request(f"{server.url}/recommend", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=TIMEOUT_S + 10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "2"
+        assert "model service is unavailable" in json.loads(refused.value.read())["msg"]
         _recovers(server, body, expected)
         assert server.service_pids()[stage] != [pid]
