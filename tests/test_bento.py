@@ -37,3 +37,8 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     assert model["version"] == version and model["showcase_missing"] == "" and model["plots"]
     assert history_status == 200 and history["history"][0]["title"]
     assert static == [200, 200, 200]
+
+    # the topology is chosen when serving: the same Bento, fused into one process, answers the same
+    with Server(project_env(tmp_path, RECSYS_SERVING__TOPOLOGY="fused"), target=tag) as fused:
+        assert set(fused.service_pids()) == {"recommender"}
+        assert post(f"{fused.url}/recommend", {"user_id": user, "top_k": 10})[1] == body
