@@ -186,6 +186,8 @@ CONFIGS = [
                                                       ("/recommend", 64)]),
     ("fused, batching off", {"RECSYS_SERVING__TOPOLOGY": "fused", "RECSYS_SERVING__BATCHING": "false"},
      [("/recommend", 32)]),
+    ("fused, 2 workers", {"RECSYS_SERVING__TOPOLOGY": "fused", "RECSYS_SERVING__WORKERS": "2"},
+     [("/healthz", 32), ("/recommend", 32), ("/recommend", 64)]),
 ]
 
 
