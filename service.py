@@ -17,6 +17,7 @@ from recsys import model_store
 from recsys.settings import get_settings
 from serving.errors import CleanErrorsMiddleware
 from serving.handlers import WARM, candidate_answers, rank_answers
+from serving.openapi import PublicSpecMiddleware
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 
 SETTINGS = get_settings()
@@ -100,3 +101,4 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
+Recommender.add_asgi_middleware(PublicSpecMiddleware)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from serving.asgi import rewrite_responses, send_json
+
 MAX_BODY_BYTES = 1_000_000
 PUBLIC_PREFIX = "/recommend"
 
@@ -77,27 +79,7 @@ class CleanErrorsMiddleware:
             await _refuse(receive, send, 413, f"request body of {int(length)} bytes exceeds the limit of "
                                                 f"{MAX_BODY_BYTES} bytes; split it into smaller batches")
             return
-        start: dict | None = None
-        passthrough = False
-        chunks: list[bytes] = []
-
-        async def capture(message: dict) -> None:
-            nonlocal start, passthrough
-            if message["type"] == "http.response.start":
-                if message["status"] < 400:
-                    passthrough = True
-                    await send(message)
-                else:
-                    start = message
-                return
-            if passthrough or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)))
-
-        await self.app(scope, receive, capture)
+        await rewrite_responses(self.app, scope, receive, send, lambda status: status >= 400, error_body)
 
 
 async def _refuse(receive: Any, send: Any, status: int, msg: str) -> None:
@@ -105,10 +87,4 @@ async def _refuse(receive: Any, send: Any, status: int, msg: str) -> None:
     this answer instead of a connection reset."""
     while (await receive()).get("more_body"):
         pass
-    await _send_json(send, status, _error_json(msg))
-
-
-async def _send_json(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, _error_json(msg))
