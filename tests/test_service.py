@@ -7,14 +7,7 @@ import urllib.request
 import pytest
 
 from recsys.settings import get_settings
-from tests.helpers import Server, expected, load_pair, post, project_env, warm_user
-
-
-@pytest.fixture(scope="module")
-def models(server, trained_home):
-    """The same model pair the server loaded, read straight from the store's files (no BentoML involved)."""
-    version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
-    return load_pair(trained_home, version)
+from tests.helpers import Server, expected, post, project_env, warm_user
 
 
 def test_warm_user_gets_the_two_stage_ranking(server, models):
