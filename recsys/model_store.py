@@ -3,16 +3,17 @@
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
 ``recsys_ranker:<run>`` (CatBoost ``.cbm`` plus the feature-store snapshot it was trained for). Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
-``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails, the candidates
-model of that run is deleted again. An interrupted run leaves no half pair and never moves ``latest``. Serving
-checks the pair it resolves (:func:`servable_version`) before it starts.
+``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
+interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
+``latest``. Serving checks the pair it resolves (:func:`servable_version`) before it starts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ CANDIDATES_DIR = "candidates"
 RANKER_FILE = "ranker.cbm"
 FEATURES_DIR = "features"
 ITEM_IDS_FILE = "item_ids.npy"
+
+log = logging.getLogger("recsys")
 
 
 class ModelStoreError(RuntimeError):
@@ -85,11 +88,15 @@ def get_model(name: str, version: str) -> bentoml.Model:
 def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path,
               labels: dict[str, str], metadata: dict) -> tuple[str, str]:
     """Write both models under one version; the ranker goes last so that `latest` is always a whole pair."""
-    with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
-                               metadata=metadata) as model:
-        candidates.save(Path(model.path_of(CANDIDATES_DIR)))
-        candidates_tag = str(model.tag)
+    for name in (CANDIDATES, RANKER):
+        if bentoml.models.list(f"{name}:{version}"):  # everything of `version` below is then this call's own
+            raise ModelStoreError(f"model {name}:{version} already exists; train again to get a new version")
     try:
+        with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
+                                   metadata=metadata) as model:
+            candidates.save(Path(model.path_of(CANDIDATES_DIR)))
+            candidates_tag = str(model.tag)
+        log.info("saved %s; saving %s:%s", candidates_tag, RANKER, version)
         with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
                                    metadata=metadata) as model:
             Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
@@ -100,9 +107,18 @@ def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, featu
                 (target / file.name).write_bytes(file.read_bytes())
             ranker_tag = str(model.tag)
     except BaseException:
-        bentoml.models.delete(candidates_tag)  # no orphan half of a pair, and candidates' `latest` moves back
+        _discard(version)
         raise
     return candidates_tag, ranker_tag
+
+
+def _discard(version: str) -> None:
+    """Delete whatever a failed or interrupted save left of ``version``: a committed candidates model (its
+    `latest` moves back) and a model directory half-copied into the store, which BentoML only cleans up after an
+    Exception, not after Ctrl-C or SIGTERM (which `recsys` turns into SystemExit)."""
+    for name in (RANKER, CANDIDATES):
+        with suppress(NotFound):
+            bentoml.models.delete(f"{name}:{version}")
 
 
 @dataclass
