@@ -52,7 +52,7 @@ test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
-	rm -rf var .pytest_cache catboost_info
+	rm -rf var .pytest_cache .hypothesis catboost_info
 
 # Build the Bento, `bentoml containerize` it (docker if a daemon answers, else podman as root, installed and given a
 # locally built base image when needed), run it on loopback and check /recommend against `bentoml serve` of the same

@@ -7,6 +7,7 @@ serving) only ever sees this shape, so a new source needs a loader and nothing e
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,8 @@ ITEM_COLUMNS = [
     "for_kids", "age_rating", "studios", "directors",
 ]
 GENRE_SEPARATOR = ", "
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -78,6 +81,25 @@ def _integer_ids(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     return numeric.astype(np.int64)
 
 
+def _dates(values: pd.Series) -> pd.Series:
+    """One vectorised pass for the format pandas infers from the first value, then a value-by-value pass for the
+    rest: a log that mixes '2021-05-11' and '2021-08-09 13:20:00' is dates throughout, not a data error."""
+    dates = pd.to_datetime(values, errors="coerce")
+    retry = dates.isna() & values.notna()
+    if retry.any():
+        dates[retry] = pd.to_datetime(values[retry], errors="coerce", format="mixed")
+    return dates
+
+
+def _drop_exact_duplicates(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Rows repeated in every column (an export that appended the same file twice) carry no information: they are
+    dropped and counted. Rows that share an id but differ elsewhere are a real conflict, left to the caller."""
+    repeated = frame.duplicated()
+    if repeated.any():
+        log.warning("%s: dropped %d exact duplicate row(s)", source, int(repeated.sum()))
+    return frame[~repeated]
+
+
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     numeric = pd.to_numeric(frame[column], errors="coerce")
     bad = numeric.isna() & frame[column].notna()
@@ -95,13 +117,14 @@ def normalize_interactions(frame: pd.DataFrame, source: str = "interactions") ->
     out = frame.copy()
     out["user_id"] = _integer_ids(out, "user_id", source)
     out["item_id"] = _integer_ids(out, "item_id", source)
-    dates = pd.to_datetime(out["last_watch_dt"], errors="coerce")
+    dates = _dates(out["last_watch_dt"])
     if dates.isna().any():
         examples = out.loc[dates.isna(), "last_watch_dt"].astype(str).head(3).tolist()
         raise DataError(f"{source}: column 'last_watch_dt' must hold dates; found {examples}")
     out["last_watch_dt"] = dates.astype("datetime64[ns]")
     out["total_dur"] = _numeric(out, "total_dur", source).fillna(0).astype(np.float64)
     out["watched_pct"] = _numeric(out, "watched_pct", source).fillna(0).clip(0, 100).astype(np.float32)
+    out = _drop_exact_duplicates(out, source)
     duplicated = out.duplicated(["user_id", "item_id"])
     if duplicated.any():
         first = out.loc[duplicated, ["user_id", "item_id"]].iloc[0].tolist()
@@ -116,8 +139,10 @@ def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
     _require_columns(frame, USER_COLUMNS, source)
     out = frame.copy()
     out["user_id"] = _integer_ids(out, "user_id", source)
+    out = _drop_exact_duplicates(out, source)
     if out["user_id"].duplicated().any():
-        raise DataError(f"{source}: user_id {int(out.loc[out['user_id'].duplicated(), 'user_id'].iloc[0])} repeats")
+        raise DataError(f"{source}: user_id {int(out.loc[out['user_id'].duplicated(), 'user_id'].iloc[0])} repeats with "
+                        "different values; keep one row per user")
     for column in ("age", "income", "sex"):
         out[column] = out[column].fillna("unknown").astype(str)
     out["kids_flg"] = _numeric(out, "kids_flg", source).fillna(0).astype(np.int8)
@@ -128,8 +153,10 @@ def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
     _require_columns(frame, ITEM_COLUMNS, source)
     out = frame.copy()
     out["item_id"] = _integer_ids(out, "item_id", source)
+    out = _drop_exact_duplicates(out, source)
     if out["item_id"].duplicated().any():
-        raise DataError(f"{source}: item_id {int(out.loc[out['item_id'].duplicated(), 'item_id'].iloc[0])} repeats")
+        raise DataError(f"{source}: item_id {int(out.loc[out['item_id'].duplicated(), 'item_id'].iloc[0])} repeats with "
+                        "different values; keep one row per item")
     for column in ("content_type", "title", "genres", "countries", "studios", "directors", "age_rating"):
         out[column] = out[column].fillna("").astype(str)
     out["release_year"] = _numeric(out, "release_year", source).astype(np.float32)

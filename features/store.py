@@ -84,7 +84,14 @@ def read_manifest(directory: Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise FeatureStoreError(f"no feature store at {directory}: {MANIFEST} is missing; run `recsys features`")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:  # not JSON at all (e.g. truncated)
+        manifest = None
+    if not isinstance(manifest, dict) or not {"version", "tables"} <= manifest.keys():
+        raise FeatureStoreError(f"{path} is damaged (not the JSON manifest `recsys train` writes); rebuild it with "
+                                "`recsys train`")
+    return manifest
 
 
 @dataclass
@@ -146,8 +153,11 @@ class OnlineFeatureStore:
         return self.manifest["version"]
 
 
-def load_feature_store(directory: Path, expected_version: str | None = None) -> OnlineFeatureStore:
-    """Load both tables once (at start-up), checking every file belongs to the manifest's version."""
+def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict, dict[str, Path]]:
+    """The manifest and each table's file, once the version and every file's footer and fingerprint are checked.
+
+    Only the Parquet footers are read, so serving can check a store at start-up for the cost of a few small reads.
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     if expected_version is not None and manifest["version"] != expected_version:
@@ -155,20 +165,37 @@ def load_feature_store(directory: Path, expected_version: str | None = None) -> 
             f"feature store at {directory} is version {manifest['version']} but the models were trained with "
             f"{expected_version}; retrain (`recsys train`) or point at the matching store"
         )
-    tables = {}
-    for name, id_column in TABLES.items():
+    paths = {}
+    for name in TABLES:
         path = directory / manifest["tables"][name]["file"]
         if not path.exists():
             raise FeatureStoreError(f"feature store at {directory} is missing {path.name}; rebuild it with `recsys train`")
         try:
-            table = pq.read_table(path)
+            schema = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise FeatureStoreError(f"{path} is not a readable Parquet file ({exc}); rebuild it with `recsys train`") from exc
-        stored = (table.schema.metadata or {}).get(META_KEY, b"").decode()
+            raise _unreadable(path, exc) from exc
+        stored = (schema.metadata or {}).get(META_KEY, b"").decode()
         if stored != manifest["version"]:
             raise FeatureStoreError(
-                f"{path} belongs to feature store version {stored or 'none'}, the manifest says {manifest['version']}"
+                f"{path} belongs to feature store version {stored or 'none'}, the manifest says {manifest['version']}; "
+                "rebuild it with `recsys train`"
             )
+        paths[name] = path
+    return manifest, paths
+
+
+def _unreadable(path: Path, exc: Exception) -> FeatureStoreError:
+    return FeatureStoreError(f"{path} is not a readable Parquet file ({exc}); rebuild it with `recsys train`")
+
+
+def load_feature_store(directory: Path, expected_version: str | None = None) -> OnlineFeatureStore:
+    """Load both tables once (at start-up), checking every file belongs to the manifest's version."""
+    manifest, paths = check_feature_store(directory, expected_version)
+    tables = {}
+    for name, id_column in TABLES.items():
+        try:
+            table = pq.read_table(paths[name])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unreadable(paths[name], exc) from exc
         tables[name] = OnlineFeatureTable.from_frame(table.to_pandas(), id_column)
     return OnlineFeatureStore(users=tables["users"], items=tables["items"], manifest=manifest)
-

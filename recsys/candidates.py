@@ -39,6 +39,14 @@ class CandidateBatch:
         return len(self.items)
 
 
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A pickle-free ``.npy``; ``mmap`` maps it instead of reading it (the header and file size are still checked)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # numpy's messages do not name the file
+        raise ValueError(f"cannot read {Path(path).name} ({exc})") from exc
+
+
 @dataclass
 class CandidateModel:
     user_ids: np.ndarray         # int64 (U,), sorted
@@ -68,8 +76,8 @@ class CandidateModel:
             np.save(directory / f"{f.name}.npy", getattr(self, f.name), allow_pickle=False)
 
     @classmethod
-    def load(cls, directory: Path) -> CandidateModel:
-        return cls(**{f.name: np.load(Path(directory) / f"{f.name}.npy", allow_pickle=False) for f in fields(cls)})
+    def load(cls, directory: Path, mmap: bool = False) -> CandidateModel:
+        return cls(**{f.name: load_array(Path(directory) / f"{f.name}.npy", mmap) for f in fields(cls)})
 
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

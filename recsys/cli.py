@@ -14,6 +14,7 @@ from data.schema import DataError
 from recsys.model_store import ModelStoreError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import PROJECT_ROOT, Settings, get_settings
+from recsys.stopping import raise_if_stopped, stop_on_sigterm
 from training.second_stage import RankerTrainingError
 from training.split import SplitError
 
@@ -228,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(get_settings().log_level)
+    stop_on_sigterm()
     try:
-        return args.func(args)
+        code = args.func(args)
+        raise_if_stopped()
+        return code
     except (DataError, SplitError, RankerTrainingError, ModelStoreError) as exc:
         log.error("%s", exc)
         return 2

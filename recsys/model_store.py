@@ -4,13 +4,17 @@ A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate 
 ``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for and the web page's
 showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.showcase`). Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
-``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails, the candidates
-model of that run is deleted again. An interrupted run leaves no half pair and never moves ``latest``.
+``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
+interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
+``latest``. Serving checks the pair it resolves (:func:`servable_version`) before it starts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +23,9 @@ import numpy as np
 import yaml
 from bentoml.exceptions import NotFound
 
-from features.store import FeatureStoreError, OnlineFeatureStore, load_feature_store
-from recsys.candidates import CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
+from features.store import FeatureStoreError, OnlineFeatureStore, check_feature_store, load_feature_store
+from recsys.candidates import CandidateModel, load_array
+from recsys.reranker import FeatureAssembler, Reranker, load_catboost
 
 CANDIDATES = "recsys_candidates"
 RANKER = "recsys_ranker"
@@ -30,6 +34,8 @@ RANKER_FILE = "ranker.cbm"
 FEATURES_DIR = "features"
 SHOWCASE_DIR = "showcase"
 ITEM_IDS_FILE = "item_ids.npy"
+
+log = logging.getLogger("recsys")
 
 
 class ModelStoreError(RuntimeError):
@@ -42,6 +48,12 @@ def store_home() -> str:
 
 def _train_hint() -> str:
     return f"run `recsys train` (or `make serve`) to create them (BENTOML_HOME={store_home()})"
+
+
+def _retrain_hint() -> str:
+    """For a pair that is there but unusable: `make serve` would not retrain (it only trains an empty store)."""
+    return (f"run `recsys train` to write a new pair, or pin a good one with RECSYS_SERVING__MODEL_VERSION "
+            f"(BENTOML_HOME={store_home()})")
 
 
 def bento_version(source_dir: Path) -> str | None:
@@ -84,11 +96,15 @@ def _copy_files(source: Path, target: Path) -> None:
 def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path, showcase_dir: Path,
               labels: dict[str, str], metadata: dict) -> tuple[str, str]:
     """Write both models under one version; the ranker goes last so that `latest` is always a whole pair."""
-    with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
-                               metadata=metadata) as model:
-        candidates.save(Path(model.path_of(CANDIDATES_DIR)))
-        candidates_tag = str(model.tag)
+    for name in (CANDIDATES, RANKER):
+        if bentoml.models.list(f"{name}:{version}"):  # everything of `version` below is then this call's own
+            raise ModelStoreError(f"model {name}:{version} already exists; train again to get a new version")
     try:
+        with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
+                                   metadata=metadata) as model:
+            candidates.save(Path(model.path_of(CANDIDATES_DIR)))
+            candidates_tag = str(model.tag)
+        log.info("saved %s; saving %s:%s", candidates_tag, RANKER, version)
         with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
                                    metadata=metadata) as model:
             Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
@@ -97,9 +113,18 @@ def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, featu
             _copy_files(showcase_dir, Path(model.path_of(SHOWCASE_DIR)))
             ranker_tag = str(model.tag)
     except BaseException:
-        bentoml.models.delete(candidates_tag)  # no orphan half of a pair, and candidates' `latest` moves back
+        _discard(version)
         raise
     return candidates_tag, ranker_tag
+
+
+def _discard(version: str) -> None:
+    """Delete whatever a failed or interrupted save left of ``version``: a committed candidates model (its
+    `latest` moves back) and a model directory half-copied into the store, which BentoML only cleans up after an
+    Exception, not after Ctrl-C or SIGTERM (which `recsys` turns into SystemExit)."""
+    for name in (RANKER, CANDIDATES):
+        with suppress(NotFound):
+            bentoml.models.delete(f"{name}:{version}")
 
 
 @dataclass
@@ -108,26 +133,45 @@ class RankerBundle:
     features: OnlineFeatureStore
 
 
-def load_candidates(model: bentoml.Model) -> CandidateModel:
+@contextmanager
+def _reading(model: bentoml.Model) -> Iterator[None]:
+    """Whatever a damaged or missing file raises (ValueError, EOFError, OSError, CatBoostError, ArrowInvalid...)
+    becomes one ModelStoreError naming the model, the problem and the fix."""
     try:
+        yield
+    except FeatureStoreError as exc:  # its message already says how to fix it
+        raise ModelStoreError(f"model {model.tag}: {exc}") from exc
+    except Exception as exc:
+        raise ModelStoreError(f"model {model.tag} is damaged: {exc}; {_retrain_hint()}") from exc
+
+
+def load_candidates(model: bentoml.Model) -> CandidateModel:
+    with _reading(model):
         return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)))
-    except (OSError, ValueError) as exc:
-        raise ModelStoreError(f"model {model.tag} is unreadable ({exc}); {_train_hint()}") from exc
 
 
 def load_ranker(model: bentoml.Model) -> RankerBundle:
     """CatBoost plus the feature store it was trained for, checked against the fingerprint in the metadata."""
-    expected = model.info.metadata.get("feature_store_version")
-    try:
-        features = load_feature_store(Path(model.path_of(FEATURES_DIR)), expected_version=expected)
-        item_ids = np.load(model.path_of(ITEM_IDS_FILE), allow_pickle=False)
-        assembler = FeatureAssembler(features.users, features.items, item_ids)
-        reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), assembler)
-    except FeatureStoreError as exc:
-        raise ModelStoreError(f"model {model.tag}: {exc}") from exc
-    except Exception as exc:  # a corrupt .cbm or .npy raises CatBoostError / ValueError / OSError
-        raise ModelStoreError(f"model {model.tag} is unreadable ({type(exc).__name__}: {exc}); {_train_hint()}") from exc
+    with _reading(model):
+        features = load_feature_store(Path(model.path_of(FEATURES_DIR)),
+                                      expected_version=model.info.metadata.get("feature_store_version"))
+        item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)))
+        reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), FeatureAssembler(features.users, features.items, item_ids))
     return RankerBundle(reranker, features)
+
+
+def check_files(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
+    """Open every file the two model services will load, cheaply: the arrays are memory-mapped (headers and sizes
+    checked, data not read), the Parquet files' footers and fingerprints are read, and the CatBoost model, which
+    is small, is loaded and its features compared with the metadata."""
+    with _reading(candidates):
+        CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True)
+    with _reading(ranker):
+        check_feature_store(Path(ranker.path_of(FEATURES_DIR)), ranker.info.metadata.get("feature_store_version"))
+        load_array(Path(ranker.path_of(ITEM_IDS_FILE)), mmap=True)
+        model = load_catboost(Path(ranker.path_of(RANKER_FILE)))
+        if list(model.feature_names_) != ranker.info.metadata.get("ranker_features"):
+            raise ValueError(f"{RANKER_FILE} does not use the features listed in the model's metadata")
 
 
 def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
@@ -137,5 +181,20 @@ def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
         if a.get(key) != b.get(key):
             raise ModelStoreError(
                 f"{candidates.tag} and {ranker.tag} do not belong together ({key}: {a.get(key)} vs {b.get(key)}); "
-                f"{_train_hint()}"
+                f"{_retrain_hint()}"
             )
+
+
+def servable_version(pinned: str | None = None, source_dir: Path | None = None) -> str:
+    """The pair to serve (see :func:`resolve_version`), once both models are known to be there, to belong together
+    and to be readable.
+
+    `bentoml serve` runs this when it imports the service, before any worker starts, so a bad store stops it at
+    once. The same fault found later, when a model service loads its model in its own worker, would not: BentoML
+    restarts that worker over and over while the other services answer.
+    """
+    version = resolve_version(pinned, source_dir)
+    candidates, ranker = get_model(CANDIDATES, version), get_model(RANKER, version)
+    check_pair(candidates, ranker)
+    check_files(candidates, ranker)
+    return version

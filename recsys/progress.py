@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from recsys.stopping import raise_if_stopped
+
 log = logging.getLogger("recsys")
 
 
@@ -19,9 +21,11 @@ class Timings(dict[str, float]):
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        raise_if_stopped()
         log.info("▶ %s ...", name)
         start = time.perf_counter()
         yield
+        raise_if_stopped()
         self[name] = time.perf_counter() - start
         log.info("✔ %s (%.1fs)", name, self[name])
 

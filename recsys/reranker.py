@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from catboost import CatBoost, FeaturesData
+from catboost import CatBoost, CatBoostError, FeaturesData
 
 from features.store import OnlineFeatureTable
 from recsys.candidates import CANDIDATE_FEATURES, CandidateBatch
@@ -66,6 +66,15 @@ class FeatureAssembler:
                             num_feature_names=self.numeric_names, cat_feature_names=self.categorical_names)
 
 
+def load_catboost(model_file: Path) -> CatBoost:
+    model = CatBoost()
+    try:
+        model.load_model(str(model_file), format="cbm")
+    except CatBoostError as exc:  # CatBoost's message does not name the file
+        raise ValueError(f"cannot read {Path(model_file).name} ({exc})") from exc
+    return model
+
+
 @dataclass
 class Reranker:
     model: CatBoost
@@ -73,11 +82,10 @@ class Reranker:
 
     @classmethod
     def load(cls, model_file: Path, assembler: FeatureAssembler) -> Reranker:
-        model = CatBoost()
-        model.load_model(str(model_file), format="cbm")
+        model = load_catboost(model_file)
         if list(model.feature_names_) != assembler.feature_names:
             raise ValueError(f"{model_file} expects features {model.feature_names_}, the feature store gives "
-                             f"{assembler.feature_names}; retrain with `recsys train`")
+                             f"{assembler.feature_names}")
         return cls(model, assembler)
 
     def score(self, user_ids: np.ndarray, batch: CandidateBatch, threads: int = 1) -> np.ndarray:

@@ -2,17 +2,20 @@
 
 BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
 dependency. This ASGI middleware turns every 4xx/5xx of the ``/recommend`` routes into
-``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code, refuses bodies
-larger than ``MAX_BODY_BYTES`` with 413 before they are read, and anything but JSON with 415.
+``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code. Before BentoML sees a
+request it refuses anything but JSON with 415, a body larger than ``MAX_BODY_BYTES`` with 413 (counted as it
+arrives, so a chunked body cannot slip past), and a JSON object with a repeated key with 400 (BentoML's parser
+would silently keep the last value).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from starlette.responses import Response
+
+from serving.asgi import rewrite_responses, send_json
 
 MAX_BODY_BYTES = 1_000_000
 PUBLIC_PREFIX = "/recommend"
@@ -39,7 +42,7 @@ def _describe(detail: list) -> str:
     """Pydantic's error list as one line a person can act on: 'top_k: Input should be ...; foo: ...'."""
     parts = []
     for err in detail:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "request"
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
@@ -81,49 +84,73 @@ class CleanErrorsMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        body, size = await _read_body(receive)
+        if size < 0:
+            return  # the client went away before it finished sending
         if scope.get("method") == "POST" and content_type != b"application/json":
-            await _refuse(receive, send, 415, f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
-                                                "send JSON with 'Content-Type: application/json'")
+            await send_json(send, 415, _error_json(f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
+                                                   "send JSON with 'Content-Type: application/json'"))
             return
-        length = headers.get(b"content-length", b"0")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await _refuse(receive, send, 413, f"request body of {int(length)} bytes exceeds the limit of "
-                                                f"{MAX_BODY_BYTES} bytes; split it into smaller batches")
+        if body is None:
+            await send_json(send, 413, _error_json(f"request body of {size} bytes exceeds the limit of "
+                                                   f"{MAX_BODY_BYTES} bytes; split it into smaller batches"))
             return
-        start: dict | None = None
-        passthrough = False
-        chunks: list[bytes] = []
-
-        async def capture(message: dict) -> None:
-            nonlocal start, passthrough
-            if message["type"] == "http.response.start":
-                if message["status"] < 400:
-                    passthrough = True
-                    await send(message)
-                else:
-                    start = message
-                return
-            if passthrough or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                kept = [(k, v) for k, v in start.get("headers", []) if k.lower() == b"retry-after"]
-                await _send_json(send, start["status"], error_body(start["status"], b"".join(chunks)), kept)
-
-        await self.app(scope, receive, capture)
+        repeated = _repeated_key(body)
+        if repeated is not None:
+            await send_json(send, 400, _error_json(f"invalid request: body: key '{repeated}' appears more than once "
+                                                   "in one JSON object; send each field once"))
+            return
+        await rewrite_responses(self.app, scope, _replay(body, receive), send, lambda status: status >= 400, error_body)
 
 
-async def _refuse(receive: Any, send: Any, status: int, msg: str) -> None:
-    """Answer without calling the app; the body is read and dropped first, so a client still sending it gets
-    this answer instead of a connection reset."""
-    while (await receive()).get("more_body"):
-        pass
-    await _send_json(send, status, _error_json(msg))
+async def _read_body(receive: Any) -> tuple[bytes | None, int]:
+    """The request body and its size; the body is None past ``MAX_BODY_BYTES``.
+
+    The declared Content-Length is not trusted (a chunked body has none): bytes are counted as they arrive, and
+    past the limit they are read and dropped, so memory stays bounded and the client still gets its 413 instead
+    of a connection reset. A client that disconnects mid-body gives (None, -1).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None, -1
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            return (b"".join(chunks) if size <= MAX_BODY_BYTES else None), size
 
 
-async def _send_json(send: Any, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands the app the body already read, then waits on the client as usual."""
+    pending = True
+
+    async def replay() -> dict:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _repeated_key(body: bytes) -> str | None:
+    """The first key that repeats within one JSON object of ``body``; None when there is none or ``body`` is not
+    JSON (the app reports that itself, with the position of the error)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in items]
+        if not found and len(set(keys)) < len(keys):
+            found.append(next(k for i, k in enumerate(keys) if k in keys[:i]))
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return found[0] if found else None

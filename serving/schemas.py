@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -18,17 +18,38 @@ TopK = Annotated[StrictInt, Field(ge=1, le=MAX_TOP_K, description=f"how many ite
 Label = Annotated[str, Field(min_length=1, max_length=40)]
 
 
-class UserFeatures(BaseModel):
+def openapi_nullable(schema: dict[str, Any]) -> None:
+    """Spell ``X | None`` fields the OpenAPI 3.0 way (``nullable: true``) in a model's JSON schema.
+
+    BentoML serves OpenAPI 3.0 and keeps only the first branch of pydantic's ``anyOf: [X, {type: null}]`` for
+    top-level fields, so /docs.json claimed that ``msg`` is always a string and that ``user_features`` may not
+    be null, while the service answers ``"msg": null`` and accepts ``"user_features": null``.
+    """
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf", [])
+        if len(branches) == 2 and {"type": "null"} in branches:
+            (value,) = [b for b in prop.pop("anyOf") if b != {"type": "null"}]
+            prop.update(value, nullable=True)
+
+
+class ApiModel(BaseModel):
+    """Base of the public request and response models: their JSON schema is valid OpenAPI 3.0."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_nullable)
+
+
+class UserFeatures(ApiModel):
     """Demographics of a user the models have never seen, for a better cold start than global popularity."""
 
     model_config = ConfigDict(extra="forbid")
     age: Label | None = Field(None, examples=["age_25_34"])
     sex: Label | None = Field(None, examples=["F"])
     income: Label | None = Field(None, examples=["income_20_40"])
-    kids_flg: Literal[0, 1] | None = Field(None, description="1 if the household has kids")
+    # StrictInt 0..1 rather than Literal[0, 1]: the Literal would also take `false` and `true` (False == 0).
+    kids_flg: Annotated[StrictInt, Field(ge=0, le=1)] | None = Field(None, description="1 if the household has kids")
 
 
-class RecommendRequest(BaseModel):
+class RecommendRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
     user_id: UserId
     top_k: TopK = 10
@@ -36,12 +57,12 @@ class RecommendRequest(BaseModel):
     user_features: UserFeatures | None = None
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
     requests: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_USERS)
 
 
-class Recommendation(BaseModel):
+class Recommendation(ApiModel):
     item_id: int
     score: float
     source: str = Field(description="reranked | segment | kids_segment | global")
@@ -49,7 +70,7 @@ class Recommendation(BaseModel):
                                     "that proposed the item: lightfm, popular, cooc (co-occurrence)")
 
 
-class RecommendResponse(BaseModel):
+class RecommendResponse(ApiModel):
     user_id: int
     recommendations: list[Recommendation]
     status: Literal["success"] = "success"
@@ -58,7 +79,7 @@ class RecommendResponse(BaseModel):
     model_version: str
 
 
-class BatchResponse(BaseModel):
+class BatchResponse(ApiModel):
     results: list[RecommendResponse]
     status: Literal["success"] = "success"
     msg: str | None = None

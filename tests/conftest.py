@@ -8,7 +8,7 @@ import pytest
 
 from data.schema import Dataset
 from data.synthetic import generate
-from tests.helpers import Server, project_env, train
+from tests.helpers import Server, load_pair, post, project_env, train
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,10 @@ def trained_home(tmp_path_factory) -> Path:
 def server(trained_home):
     with Server(project_env(trained_home)) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def models(server, trained_home):
+    """The same model pair the server loaded, read straight from the store's files (no BentoML involved)."""
+    version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
+    return load_pair(trained_home, version)

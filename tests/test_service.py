@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from recsys.settings import get_settings
-from tests.helpers import Server, expected, load_pair, post, project_env, warm_user
-
-
-@pytest.fixture(scope="module")
-def models(server, trained_home):
-    """The same model pair the server loaded, read straight from the store's files (no BentoML involved)."""
-    version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
-    return load_pair(trained_home, version)
+from tests.helpers import Server, expected, post, project_env, warm_user
 
 
 def test_warm_user_gets_the_two_stage_ranking(server, models):
@@ -126,14 +119,6 @@ def test_operational_endpoints(server):
             assert response.status == 200
             text = response.read().decode()
     assert "/recommend/batch" in text and "/recommend" in text
-
-
-def test_empty_store_refuses_to_start_with_a_clear_message(tmp_path):
-    with pytest.raises(RuntimeError) as failure:
-        with Server(project_env(tmp_path), ready_timeout=60):
-            pass
-    assert "recsys_ranker:latest is not in the BentoML model store" in str(failure.value)
-    assert "recsys train" in str(failure.value)
 
 
 def test_non_json_content_type_is_a_415(server):

@@ -341,3 +341,8 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
                            model_store.get_model(model_store.RANKER, done))
     with pytest.raises(model_store.ModelStoreError, match="run_id"):
         model_store.check_pair(cand_ok, model_store.get_model(model_store.RANKER, done))
+    # saving a version that exists is refused before anything is written, and what exists is kept
+    with pytest.raises(model_store.ModelStoreError, match="already exists"):
+        model_store.save_pair(done, cand_model, ranker_file, feature_dir, labels, metadata)
+    model_store.check_files(model_store.get_model(model_store.CANDIDATES, done),
+                            model_store.get_model(model_store.RANKER, done))

@@ -1,0 +1,68 @@
+"""/docs.json as the public routes really answer, not as BentoML's generic template describes them.
+
+BentoML documents every API's errors as ``{"error": ..., "detail": ...}`` with 400, 404 and 500. Behind
+:class:`serving.errors.CleanErrorsMiddleware` the public routes answer ``{"status": "error", "msg": ...,
+"recommendations": []}`` instead, and also 413 (body too large), 415 (not JSON) and 503 (batching deadline).
+This middleware rewrites the document so clients and schema-based tests (schemathesis) see the real contract.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from serving.asgi import rewrite_responses
+from serving.errors import MAX_BODY_BYTES, PUBLIC_PREFIX
+
+SPEC_PATH = "/docs.json"
+ERROR_SCHEMA_NAME = "ErrorResponse"
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": ERROR_SCHEMA_NAME,
+    "required": ["status", "msg", "recommendations"],
+    "properties": {
+        "status": {"type": "string", "enum": ["error"]},
+        "msg": {"type": "string", "description": "what is wrong and how to fix it"},
+        "recommendations": {"type": "array", "maxItems": 0, "items": {}},
+    },
+    "additionalProperties": False,
+}
+ERRORS = {
+    "400": "Invalid request: wrong type, out of range, unknown field, invalid JSON, too many users",
+    "413": f"Request body larger than {MAX_BODY_BYTES} bytes",
+    "415": "Content-Type is not application/json",
+    "500": "Internal error",
+    "503": "The model services did not answer in time; retry later",
+}
+
+
+def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the public routes' error responses replaced by the ones they really give."""
+    spec.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+    ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
+    for path, item in spec.get("paths", {}).items():
+        if not path.startswith(PUBLIC_PREFIX):
+            continue
+        for operation in item.values():
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True  # no body is a 400 ('user_id: Field required')
+            responses = {code: r for code, r in operation.get("responses", {}).items() if str(code).startswith("2")}
+            responses.update({code: {"description": text, "content": {"application/json": {"schema": ref}}}
+                              for code, text in ERRORS.items()})
+            operation["responses"] = responses
+    return spec
+
+
+def _rewrite(status: int, body: bytes) -> bytes:
+    return json.dumps(public_spec(json.loads(body))).encode()
+
+
+class PublicSpecMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != SPEC_PATH:
+            await self.app(scope, receive, send)
+            return
+        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200, _rewrite)
