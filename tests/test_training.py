@@ -343,6 +343,6 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
         model_store.check_pair(cand_ok, model_store.get_model(model_store.RANKER, done))
     # saving a version that exists is refused before anything is written, and what exists is kept
     with pytest.raises(model_store.ModelStoreError, match="already exists"):
-        model_store.save_pair(done, cand_model, ranker_file, feature_dir, labels, metadata)
+        model_store.save_pair(done, cand_model, ranker_file, feature_dir, showcase_dir, labels, metadata)
     model_store.check_files(model_store.get_model(model_store.CANDIDATES, done),
                             model_store.get_model(model_store.RANKER, done))
