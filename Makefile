@@ -4,17 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -q
+HOST ?= 127.0.0.1
+PORT ?= 3000
 
-.PHONY: setup serve train test features load soak bench clean browser
+.PHONY: setup lock serve train test features load soak bench clean browser
 
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) with $(PY) and installing the project (first run only, a few minutes)"
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[test]'
+# The venv is built from the lock (requirements/lock.txt, with hashes): every machine, CI and the Bento
+# (requirements/serving.txt, a subset pinned to the same versions) install exactly what was tested.
+$(STAMP): pyproject.toml requirements/lock.txt
+	@echo "==> creating $(VENV) with $(PY) and installing the locked dependencies (first run only, 1-3 minutes)"
+	$(PY) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/lock.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Re-resolve every dependency to the newest release that pyproject.toml's ranges allow, and rewrite both locks.
+# Then `make setup` (the stamp depends on the lock) and `make test` before committing them.
+LOCK_ARGS ?= --upgrade
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml requirements/tools.in --extra test --extra profile --python-version 3.11 \
+		--generate-hashes $(LOCK_ARGS) -q -o requirements/lock.txt
+	$(BIN)/uv pip compile requirements/serving.in -c requirements/lock.txt --python-version 3.11 \
+		--generate-hashes -q -o requirements/serving.txt
 
 features: setup
 	$(BIN)/recsys features
@@ -22,8 +36,9 @@ features: setup
 train: setup
 	$(BIN)/recsys train
 
+# `make serve PORT=8080`; HOST=0.0.0.0 listens on every interface (put it behind a proxy/firewall first)
 serve: setup
-	$(BIN)/recsys serve
+	$(BIN)/recsys serve --host $(HOST) --port $(PORT)
 
 load: setup
 	$(BIN)/recsys loadtest
@@ -49,6 +64,7 @@ browser:
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: setup browser
 	$(BIN)/ruff check .
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
