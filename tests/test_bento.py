@@ -7,6 +7,7 @@ import subprocess
 import urllib.request
 
 from tests.helpers import BIN, ROOT, Server, expected, get, load_pair, post, project_env, train, warm_user
+from tests.test_lock import SERVING_LOCK, pins
 
 
 def test_built_bento_serves_its_own_model_pair(tmp_path):
@@ -16,6 +17,9 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
                            timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     tag = re.search(r"(recsys:[a-z0-9]+)", build.stdout).group(1)
+    # the image will install the serving lock, hashes and all
+    bento_path = tmp_path / "bentoml" / "bentos" / tag.replace(":", "/")
+    assert pins(bento_path / "env" / "python" / "requirements.txt") == pins(SERVING_LOCK)
     models = sorted((tmp_path / "bentoml" / "models" / "recsys_ranker").iterdir())
     version = next(p.name for p in models if p.name != "latest")
     pair = load_pair(tmp_path, version)
