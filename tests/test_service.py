@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from data.synthetic import generate
 from recsys.settings import get_settings
 from tests.helpers import Server, expected, post, project_env, warm_user
 
@@ -69,6 +70,29 @@ def test_unknown_user_gets_popularity_for_their_segment(server, models):
     status, body = post(f"{server.url}/recommend", {"user_id": 10**15 + 1, "top_k": 3})
     assert [r["source"] for r in body["recommendations"]] == ["global"] * 3
     assert [r["item_id"] for r in body["recommendations"]] == candidates.item_ids[candidates.popular[:3]].tolist()
+
+
+def test_user_in_the_users_table_without_history_gets_their_segment_without_sending_it(server):
+    """Known to users.csv, absent from the interactions: the same list as the same features sent explicitly would
+    give, looked up by the service (ground truth from the dataset itself); features the client sends win."""
+    dataset = generate("tiny", seed=get_settings().data.seed)  # what `recsys train --size tiny` trained on
+    idle = dataset.users[~dataset.users["user_id"].isin(dataset.interactions["user_id"])].head(8)
+    assert len(idle) == 8
+    sources = set()
+    for user in idle.itertuples():
+        status, body = post(f"{server.url}/recommend", {"user_id": user.user_id})
+        assert status == 200 and body["cold_start"] is True, body
+        features = {"age": user.age, "sex": user.sex, "kids_flg": int(user.kids_flg)}
+        explicit = post(f"{server.url}/recommend", {"user_id": 10**15, "user_features": features})[1]
+        assert body["recommendations"] == explicit["recommendations"]
+        sources |= {r["source"] for r in body["recommendations"]}
+    assert sources and sources <= {"segment", "kids_segment"}
+
+    user, features = int(idle["user_id"].iloc[0]), {"kids_flg": 1 - int(idle["kids_flg"].iloc[0])}
+    sent = post(f"{server.url}/recommend", {"user_id": user, "user_features": features})[1]
+    assert sent["recommendations"] == post(f"{server.url}/recommend",
+                                           {"user_id": 10**15, "user_features": features})[1]["recommendations"]
+    assert sent["recommendations"] != post(f"{server.url}/recommend", {"user_id": user})[1]["recommendations"]
 
 
 def test_batch_matches_single_calls(server, models):
