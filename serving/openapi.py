@@ -3,7 +3,8 @@
 BentoML documents every API's errors as ``{"error": ..., "detail": ...}`` with 400, 404 and 500. Behind
 :class:`serving.errors.CleanErrorsMiddleware` the public routes answer ``{"status": "error", "msg": ...,
 "recommendations": []}`` instead, and also 413 (body too large), 415 (not JSON) and 503 (batching deadline).
-This middleware rewrites the document so clients and schema-based tests (schemathesis) see the real contract.
+BentoML also leaves out GET /get_recommendation (a mounted Starlette route). This middleware rewrites the document
+so clients and schema-based tests (schemathesis) see the real contract.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from serving import flask_compat
 from serving.asgi import rewrite_responses
-from serving.errors import MAX_BODY_BYTES, PUBLIC_PREFIX
+from serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 
 SPEC_PATH = "/docs.json"
 ERROR_SCHEMA_NAME = "ErrorResponse"
@@ -34,27 +36,29 @@ ERRORS = {
     "500": "Internal error",
     "503": "The model services did not answer in time; retry later",
 }
+BODY_ERRORS = {"413", "415"}  # only for routes that take a body
 
 
 def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec with the public routes' error responses replaced by the ones they really give."""
-    spec.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+    """The spec with the GET route, and the public routes' real error responses."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update({ERROR_SCHEMA_NAME: ERROR_SCHEMA, **flask_compat.openapi_schemas()})
+    paths = spec.setdefault("paths", {})
+    tags = paths.get("/recommend", {}).get("post", {}).get("tags", [])
+    paths[flask_compat.ROUTE] = flask_compat.openapi_path(tags)
     ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
-    for path, item in spec.get("paths", {}).items():
-        if not path.startswith(PUBLIC_PREFIX):
+    for path, item in paths.items():
+        if not path.startswith(PUBLIC_PATHS):
             continue
         for operation in item.values():
-            if "requestBody" in operation:
+            takes_body = "requestBody" in operation
+            if takes_body:
                 operation["requestBody"]["required"] = True  # no body is a 400 ('user_id: Field required')
             responses = {code: r for code, r in operation.get("responses", {}).items() if str(code).startswith("2")}
             responses.update({code: {"description": text, "content": {"application/json": {"schema": ref}}}
-                              for code, text in ERRORS.items()})
+                              for code, text in ERRORS.items() if takes_body or code not in BODY_ERRORS})
             operation["responses"] = responses
     return spec
-
-
-def _rewrite(status: int, body: bytes) -> bytes:
-    return json.dumps(public_spec(json.loads(body))).encode()
 
 
 class PublicSpecMiddleware:
@@ -65,4 +69,5 @@ class PublicSpecMiddleware:
         if scope["type"] != "http" or scope["path"] != SPEC_PATH:
             await self.app(scope, receive, send)
             return
-        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200, _rewrite)
+        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200,
+                                lambda status, body: json.dumps(public_spec(json.loads(body))).encode())
