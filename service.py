@@ -24,7 +24,7 @@ from serving import flask_compat
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
-from serving.openapi import PublicSpecMiddleware
+from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 from serving.web import create_app as web_page
 
@@ -154,4 +154,4 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
-Recommender.add_asgi_middleware(PublicSpecMiddleware)
+Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION))

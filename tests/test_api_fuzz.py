@@ -13,6 +13,7 @@ found as explicit regressions.
 from __future__ import annotations
 
 import json
+import tomllib
 import urllib.error
 import urllib.request
 
@@ -21,6 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from recsys.settings import PROJECT_ROOT
 from serving.errors import PUBLIC_PATHS
 from tests.helpers import post
 
@@ -121,6 +123,16 @@ def test_docs_json_documents_the_get_route_its_query_and_errors(server):
     assert {"400", "503"} <= set(operation["responses"]) and not {"413", "415"} & set(operation["responses"])
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_docs_json_names_the_project_its_version_and_the_page(server):
+    """Swagger UI at / showed BentoML's `recommender:dev` and version `None`."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    info = _docs(server)["info"]
+    assert info["title"] == project["name"] and info["version"] == project["version"]
+    model_version = post(f"{server.url}/recommend", {"user_id": 1})[1]["model_version"]
+    assert "(ui/)" in info["description"] and model_version in info["description"]
+    assert "contact" not in info
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
