@@ -15,14 +15,16 @@ from pathlib import Path
 import aiohttp
 import bentoml
 import numpy as np
+from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
 from recsys import model_store
 from recsys.settings import get_settings
+from serving import flask_compat
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
-from serving.openapi import PublicSpecMiddleware
+from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 from serving.web import create_app as web_page
 
@@ -81,7 +83,13 @@ BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documenta
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
+async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Response:
+    """POST /recommend's answer, for the route BentoML cannot declare (a GET); the instance is this worker's."""
+    return await bentoml.get_current_service().recommend_one(request)
+
+
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
+@bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512})
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -126,7 +134,11 @@ class Recommender:
     async def recommend(self, user_id: int, top_k: int = 10, exclude_seen: bool = True,
                         user_features: UserFeatures | None = None) -> RecommendResponse:
         """Top-k items for one user: LightFM candidates reranked by CatBoost; popularity for unknown users."""
-        request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
+        return await self.recommend_one(RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen,
+                                                         user_features=user_features))
+
+    async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
+        """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
         try:
             return (await self.run([request]))[0]
         except ModelServiceDown as exc:
@@ -142,4 +154,4 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
-Recommender.add_asgi_middleware(PublicSpecMiddleware)
+Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION))

@@ -57,6 +57,7 @@ WORDS_B = ["River", "Night", "Summer", "Kingdom", "Road", "Garden", "City", "Isl
            "Station", "Heart", "Voyage", "Forest", "Shadow", "Letter", "Mountain", "Harbor", "Dream"]
 FIRST = ["Anna", "Ivan", "Maria", "John", "Elena", "Pierre", "Yuki", "Sofia", "Marco", "Olga", "David", "Lena"]
 LAST = ["Petrov", "Smith", "Ivanova", "Dubois", "Tanaka", "Rossi", "Garcia", "Kim", "Muller", "Novak", "Brown"]
+IDLE_SHARE = 20  # users.csv also lists one user in 20 more who never watched anything
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,17 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
     return items, hidden
 
 
-def _make_users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    n = cfg.n_users
+def _demographics(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age band, sex and whether the household has kids (more likely at 25-44)."""
     age = rng.choice(AGE_BANDS, n, p=AGE_PROBS)
     sex = rng.choice(["M", "F"], n)
     kids_prob = np.select([np.isin(age, ["age_25_34", "age_35_44"]), age == "age_45_54"], [0.45, 0.25], 0.08)
-    kids = rng.random(n) < kids_prob
+    return age, sex, rng.random(n) < kids_prob
+
+
+def _make_users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    n = cfg.n_users
+    age, sex, kids = _demographics(n, rng)
     taste = rng.normal(0.0, 1.0, (n, len(GENRES))).astype(np.float32)
     for band, offsets in AGE_TASTE.items():
         for genre, value in offsets.items():
@@ -170,6 +176,20 @@ def _make_users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
         "end": start + np.maximum(length, 0),
     }
     return users, hidden
+
+
+def _idle_users(taken: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Users who signed up and never watched anything (Kion's users.csv has them too): ids not ``taken``, the same
+    demographics as everyone else."""
+    n = max(1, len(taken) // IDLE_SHARE)
+    age, sex, kids = _demographics(n, rng)
+    return pd.DataFrame({
+        "user_id": np.sort(rng.choice(np.setdiff1d(np.arange(1, 2 * len(taken) + 1), taken), size=n, replace=False)),
+        "age": age,
+        "income": rng.choice(INCOMES, n, p=INCOME_PROBS),
+        "sex": sex,
+        "kids_flg": kids.astype(int),
+    })
 
 
 def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: dict[str, np.ndarray],
@@ -235,6 +255,8 @@ def generate(size: str = "default", seed: int = 42) -> Dataset:
                               * item_hidden["duration"][events["item_row"].to_numpy()]).astype(np.int64),
         "watched_pct": events["watched_pct"].to_numpy(),
     })
-    # Like Kion, a few users never fill in their profile.
-    users = users.sample(frac=0.95, random_state=seed).sort_values("user_id").reset_index(drop=True)
+    # Like Kion, a few users never fill in their profile, and a few sign up and never watch anything. The idle
+    # users are drawn last, so the rest of the dataset is the same as without them.
+    users = pd.concat([users.sample(frac=0.95, random_state=seed), _idle_users(users["user_id"].to_numpy(), rng)])
+    users = users.sort_values("user_id").reset_index(drop=True)
     return make_dataset("synthetic", interactions, users, items, size=size, seed=seed)

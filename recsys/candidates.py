@@ -3,13 +3,14 @@
 The same :class:`CandidateModel` produces the reranker's training candidates, the offline evaluation's
 candidates and the served candidates, so what is evaluated is exactly what is served. It holds LightFM's
 user and item representations (biases folded into the vectors), each user's watch history (time-ordered),
-recent popularity (global and per demographic segment) and an item-to-item co-occurrence table. Everything is
-stored as ``.npy`` files; loading never unpickles anything.
+recent popularity (global and per demographic segment), an item-to-item co-occurrence table and the
+demographics of the users table's users who have no history yet (so they get their own segment's list without
+sending their profile). Everything is stored as ``.npy`` files; loading never unpickles anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import scipy.sparse as sp
 
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
+# Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
+PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
 
 
 def segment_key(age: str, sex: str, kids_flg: int) -> str:
@@ -60,6 +63,11 @@ class CandidateModel:
     segment_popular: np.ndarray  # int32 (S, P): most popular items per demographic segment
     cooc_indices: np.ndarray     # int32 (I, K): nearest items by co-occurrence
     cooc_scores: np.ndarray      # float32 (I, K)
+    # Users of the users table without history, sorted, with the demographics their segment is keyed on.
+    profile_user_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 (P,)
+    profile_age: np.ndarray = field(default_factory=lambda: np.zeros(0, str))            # str (P,)
+    profile_sex: np.ndarray = field(default_factory=lambda: np.zeros(0, str))            # str (P,)
+    profile_kids_flg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))   # int8 (P,)
 
     def __post_init__(self) -> None:
         self._item_order = np.argsort(self.item_ids)
@@ -77,7 +85,9 @@ class CandidateModel:
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = False) -> CandidateModel:
-        return cls(**{f.name: load_array(Path(directory) / f"{f.name}.npy", mmap) for f in fields(cls)})
+        paths = {f.name: Path(directory) / f"{f.name}.npy" for f in fields(cls)}
+        return cls(**{name: load_array(path, mmap) for name, path in paths.items()
+                      if name not in PROFILE_FIELDS or path.exists()})
 
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +106,17 @@ class CandidateModel:
     def history(self, row: int) -> np.ndarray:
         """Watched item indices of one user, oldest first."""
         return self.seen_indices[self.seen_indptr[row]:self.seen_indptr[row + 1]]
+
+    def profiles(self, user_ids: np.ndarray) -> list[dict | None]:
+        """Stored demographics of each user id (as ``user_features`` would send them); None for ids the users
+        table did not list or that have history."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        if len(self.profile_user_ids) == 0:
+            return [None] * len(user_ids)
+        pos = np.searchsorted(self.profile_user_ids, user_ids).clip(max=len(self.profile_user_ids) - 1)
+        found = self.profile_user_ids[pos] == user_ids
+        return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
+                 "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found)]
 
     def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, str]:
         """Most popular items for a demographic segment, falling back to coarser segments, then global."""

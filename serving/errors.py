@@ -1,11 +1,11 @@
 """One clean error body for the public API, whatever BentoML raised underneath.
 
 BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
-dependency. This ASGI middleware turns every 4xx/5xx of the ``/recommend`` routes into
-``{"status": "error", "msg": "...", "recommendations": []}`` with the same status code. Before BentoML sees a
-request it refuses anything but JSON with 415, a body larger than ``MAX_BODY_BYTES`` with 413 (counted as it
-arrives, so a chunked body cannot slip past), and a JSON object with a repeated key with 400 (BentoML's parser
-would silently keep the last value).
+dependency. This ASGI middleware turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
+``/get_recommendation``) into ``{"status": "error", "msg": "...", "recommendations": []}`` with the same status
+code. Before BentoML sees a request it refuses anything but JSON with 415, a body larger than ``MAX_BODY_BYTES``
+with 413 (counted as it arrives, so a chunked body cannot slip past), and a JSON object with a repeated key with
+400 (BentoML's parser would silently keep the last value).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 from starlette.responses import Response
 
+from serving import flask_compat
 from serving.asgi import rewrite_responses, send_json
 
 MAX_BODY_BYTES = 1_000_000
-PUBLIC_PREFIX = "/recommend"
+PUBLIC_PATHS = ("/recommend", flask_compat.ROUTE)  # prefixes
 
 
 def _unwrap(message: Any) -> str:
@@ -79,7 +80,7 @@ class CleanErrorsMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PATHS):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

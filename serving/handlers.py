@@ -18,7 +18,8 @@ SOURCE_COLUMNS = [CANDIDATE_FEATURES.index(f"from_{name}") for name in SOURCES]
 
 def candidate_answers(model: CandidateModel, queries: list[dict], settings: CandidateSettings,
                       max_top_k: int) -> list[dict]:
-    """Candidates (with their first-level features) for known users; a popularity list for the others."""
+    """Candidates (with their first-level features) for known users; a popularity list for the others: their
+    segment's, from the features the request sent or else those the users table gave for them, or global."""
     user_ids = np.array([q["user_id"] for q in queries], dtype=np.int64)
     rows, known = model.user_rows(user_ids)
     answers: list[dict] = [{} for _ in queries]
@@ -31,8 +32,10 @@ def candidate_answers(model: CandidateModel, queries: list[dict], settings: Cand
         for j, q in enumerate(picked):
             part = slice(bounds[j], bounds[j + 1])
             answers[q] = {"source": WARM, "items": batch.items[part], "features": batch.features[part]}
-    for q in np.nonzero(~known)[0]:
-        profile = queries[q].get("user_features") or {}
+    cold = np.nonzero(~known)[0]
+    for q, stored in zip(cold, model.profiles(user_ids[cold])):
+        sent = queries[q].get("user_features")  # sent features win: the client may know more than the users table
+        profile = (sent if sent is not None else stored) or {}
         items, source = model.segment_items(profile.get("age"), profile.get("sex"), profile.get("kids_flg"))
         answers[q] = {"source": source, "item_ids": model.item_ids[items[:max_top_k]]}
     return answers

@@ -3,16 +3,21 @@
 BentoML documents every API's errors as ``{"error": ..., "detail": ...}`` with 400, 404 and 500. Behind
 :class:`serving.errors.CleanErrorsMiddleware` the public routes answer ``{"status": "error", "msg": ...,
 "recommendations": []}`` instead, and also 413 (body too large), 415 (not JSON) and 503 (batching deadline).
-This middleware rewrites the document so clients and schema-based tests (schemathesis) see the real contract.
+BentoML also leaves out GET /get_recommendation (a mounted Starlette route) and titles the document with the
+service's name and version ``None``. This middleware rewrites the document so clients, Swagger UI and schema-based
+tests (schemathesis) see the real contract.
 """
 
 from __future__ import annotations
 
 import json
+import tomllib
 from typing import Any
 
+from recsys.settings import PROJECT_ROOT
+from serving import flask_compat
 from serving.asgi import rewrite_responses
-from serving.errors import MAX_BODY_BYTES, PUBLIC_PREFIX
+from serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 
 SPEC_PATH = "/docs.json"
 ERROR_SCHEMA_NAME = "ErrorResponse"
@@ -34,35 +39,57 @@ ERRORS = {
     "500": "Internal error",
     "503": "The model services did not answer in time; retry later",
 }
+BODY_ERRORS = {"413", "415"}  # only for routes that take a body
 
 
-def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec with the public routes' error responses replaced by the ones they really give."""
-    spec.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+def api_info(model_version: str) -> dict[str, str]:
+    """OpenAPI ``info`` from pyproject.toml (packed into the Bento too; the package itself is not installed there)."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    return {
+        "title": project["name"],
+        "version": project["version"],
+        "description": (
+            f"{project['description']}. `POST /recommend` gives a user's top-k items (LightFM candidates reranked "
+            "by CatBoost for users with a history, their demographic segment's or global popularity for the "
+            "others), `POST /recommend/batch` many users at once, and `GET /get_recommendation?user_id=N` the same "
+            "items in the Flask reference service's shape. Every error answers "
+            '`{"status": "error", "msg": ..., "recommendations": []}`.\n\n'
+            f"Model pair served: `{model_version}`. Try it on the web page: [/ui/](ui/)."
+        ),
+    }
+
+
+def public_spec(spec: dict[str, Any], info: dict[str, str]) -> dict[str, Any]:
+    """The spec with the project's ``info``, the GET route, and the public routes' real error responses."""
+    spec["info"] = info  # not BentoML's: its name, version None and its team as the contact
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update({ERROR_SCHEMA_NAME: ERROR_SCHEMA, **flask_compat.openapi_schemas()})
+    paths = spec.setdefault("paths", {})
+    tags = paths.get("/recommend", {}).get("post", {}).get("tags", [])
+    paths[flask_compat.ROUTE] = flask_compat.openapi_path(tags)
     ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
-    for path, item in spec.get("paths", {}).items():
-        if not path.startswith(PUBLIC_PREFIX):
+    for path, item in paths.items():
+        if not path.startswith(PUBLIC_PATHS):
             continue
         for operation in item.values():
-            if "requestBody" in operation:
+            takes_body = "requestBody" in operation
+            if takes_body:
                 operation["requestBody"]["required"] = True  # no body is a 400 ('user_id: Field required')
             responses = {code: r for code, r in operation.get("responses", {}).items() if str(code).startswith("2")}
             responses.update({code: {"description": text, "content": {"application/json": {"schema": ref}}}
-                              for code, text in ERRORS.items()})
+                              for code, text in ERRORS.items() if takes_body or code not in BODY_ERRORS})
             operation["responses"] = responses
     return spec
 
 
-def _rewrite(status: int, body: bytes) -> bytes:
-    return json.dumps(public_spec(json.loads(body))).encode()
-
-
 class PublicSpecMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, info: dict[str, str]) -> None:
         self.app = app
+        self.info = info
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != SPEC_PATH:
             await self.app(scope, receive, send)
             return
-        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200, _rewrite)
+        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200,
+                                lambda status, body: json.dumps(public_spec(json.loads(body), self.info)).encode())

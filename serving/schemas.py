@@ -83,3 +83,19 @@ class BatchResponse(ApiModel):
     results: list[RecommendResponse]
     status: Literal["success"] = "success"
     msg: str | None = None
+
+
+class FlaskQuery(ApiModel):
+    """The query of GET /get_recommendation (the Flask reference service's route): the same types as the body."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: UserId
+    top_k: TopK = 10
+
+
+class FlaskResponse(ApiModel):
+    """The Flask reference service's answer: item ids only, best first."""
+
+    recommendations: list[int] = Field(description="item ids, best first; the same as POST /recommend's")
+    status: Literal["success"] = "success"
+    msg: str | None = None

@@ -1,6 +1,6 @@
 """Schema fuzzing: schemathesis builds requests from the service's own /docs.json and checks every answer.
 
-Only the public routes (``/recommend``, ``/recommend/batch``) are fuzzed. BentoML's infrastructure routes
+Only the public routes (``/recommend``, ``/recommend/batch``, ``/get_recommendation``) are fuzzed. BentoML's infrastructure routes
 (/healthz, /livez, /readyz, /metrics) are in the spec too, but they take no input to vary and are BentoML's code
 rather than ours; test_service.py::test_operational_endpoints checks that they answer.
 
@@ -12,6 +12,8 @@ found as explicit regressions.
 
 from __future__ import annotations
 
+import json
+import tomllib
 import urllib.error
 import urllib.request
 
@@ -20,17 +22,18 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from serving.errors import PUBLIC_PREFIX
+from recsys.settings import PROJECT_ROOT
+from serving.errors import PUBLIC_PATHS
 from tests.helpers import post
 
-# cases per generation mode, spread over both routes: about 4 s in all on the 2-core CI machine. The cases are
+# cases per generation mode, spread over the three routes: about 4 s in all on the 2-core CI machine. The cases are
 # derandomized, so CI runs the same ones every time; README's Reliability section shows a wider random sweep.
 FUZZ_EXAMPLES = 120
 
 
 @pytest.fixture(scope="module")
 def public_api(server):
-    return schemathesis.openapi.from_url(f"{server.url}/docs.json").include(path_regex=f"^{PUBLIC_PREFIX}")
+    return schemathesis.openapi.from_url(f"{server.url}/docs.json").include(path_regex=f"^({'|'.join(PUBLIC_PATHS)})")
 
 
 def error_body_is_clear(ctx, response, case) -> None:
@@ -56,8 +59,6 @@ def test_public_routes_survive_schema_fuzzing(public_api, mode):
 
 
 def _docs(server) -> dict:
-    import json
-
     with urllib.request.urlopen(f"{server.url}/docs.json", timeout=10) as response:
         return json.loads(response.read())
 
@@ -107,3 +108,39 @@ def test_other_methods_get_405_with_allow(server, method):
     assert answer.value.code == 405
     assert answer.value.headers["Allow"] == "POST"
     assert answer.value.headers["Content-Type"] == "application/json"
+
+
+def test_docs_json_documents_the_get_route_its_query_and_errors(server):
+    """BentoML documents only mounted FastAPI apps; the GET route of the Flask reference service is added."""
+    docs = _docs(server)
+    operation = docs["paths"]["/get_recommendation"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["user_id"]["in"] == "query" and parameters["user_id"]["required"] is True
+    assert parameters["user_id"]["schema"]["type"] == "integer" and parameters["user_id"]["schema"]["minimum"] == 0
+    assert parameters["top_k"]["required"] is False and parameters["top_k"]["schema"]["maximum"] == 100
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert docs["components"]["schemas"][ok]["properties"]["recommendations"]["items"] == {"type": "integer"}
+    assert {"400", "503"} <= set(operation["responses"]) and not {"413", "415"} & set(operation["responses"])
+    assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_docs_json_names_the_project_its_version_and_the_page(server):
+    """Swagger UI at / showed BentoML's `recommender:dev` and version `None`."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    info = _docs(server)["info"]
+    assert info["title"] == project["name"] and info["version"] == project["version"]
+    model_version = post(f"{server.url}/recommend", {"user_id": 1})[1]["model_version"]
+    assert "(ui/)" in info["description"] and model_version in info["description"]
+    assert "contact" not in info
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_get_route_refuses_other_methods_with_405_and_allow(server, method):
+    request = urllib.request.Request(f"{server.url}/get_recommendation?user_id=1", method=method)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    assert answer.value.code == 405
+    assert answer.value.headers["Allow"] == "GET, HEAD"
+    assert answer.value.headers["Content-Type"] == "application/json"
+    assert json.loads(answer.value.read())["msg"] == f"method {method} is not allowed here; use GET"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 import urllib.request
 
 from tests.helpers import BIN, ROOT, Server, expected, get, load_pair, post, project_env, train, warm_user
@@ -30,6 +31,7 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     with Server(env, target=tag) as bento:
         status, body = post(f"{bento.url}/recommend", {"user_id": user, "top_k": 10})
         page = get(f"{bento.url}/ui/api/model")[1], get(f"{bento.url}/ui/api/history?user_id={user}")
+        info = get(f"{bento.url}/docs.json")[1]["info"]
         static = [urllib.request.urlopen(f"{bento.url}/ui/{path}", timeout=10).status
                   for path in ("", "static/app.js", "static/style.css")]
     assert status == 200, body
@@ -41,6 +43,9 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     assert model["version"] == version and model["showcase_missing"] == "" and model["plots"]
     assert history_status == 200 and history["history"][0]["title"]
     assert static == [200, 200, 200]
+    # /docs.json's title and version come from pyproject.toml, packed into the Bento (the package is not installed)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (info["title"], info["version"]) == (project["name"], project["version"])
 
     # the topology is chosen when serving: the same Bento, fused into one process, answers the same
     with Server(project_env(tmp_path, RECSYS_SERVING__TOPOLOGY="fused"), target=tag) as fused:

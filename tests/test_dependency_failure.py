@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import Server, load_pair, post, project_env, warm_user
+from tests.helpers import Server, get, load_pair, post, project_env, warm_user
 
 TIMEOUT_S = 1.5
 
@@ -47,6 +47,8 @@ def test_killed_or_stuck_model_service_gives_503_then_recovers(trained_home, sta
             status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 10)
             assert status == 503 and f"the {stage} model service is unavailable" in answer["msg"], answer
             assert time.time() - start < TIMEOUT_S + 2
+            status, answer = get(f"{server.url}/get_recommendation?user_id={body['user_id']}", timeout=TIMEOUT_S + 10)
+            assert status == 503 and f"the {stage} model service is unavailable" in answer["msg"], answer
         finally:
             os.kill(pid, signal.SIGCONT)
         _recovers(server, body, expected)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from data.synthetic import generate
 from recsys.settings import get_settings
-from tests.helpers import Server, expected, post, project_env, warm_user
+from tests.helpers import Server, expected, get, post, project_env, warm_user
 
 
 def test_warm_user_gets_the_two_stage_ranking(server, models):
@@ -69,6 +71,81 @@ def test_unknown_user_gets_popularity_for_their_segment(server, models):
     status, body = post(f"{server.url}/recommend", {"user_id": 10**15 + 1, "top_k": 3})
     assert [r["source"] for r in body["recommendations"]] == ["global"] * 3
     assert [r["item_id"] for r in body["recommendations"]] == candidates.item_ids[candidates.popular[:3]].tolist()
+
+
+def test_user_in_the_users_table_without_history_gets_their_segment_without_sending_it(server):
+    """Known to users.csv, absent from the interactions: the same list as the same features sent explicitly would
+    give, looked up by the service (ground truth from the dataset itself); features the client sends win."""
+    dataset = generate("tiny", seed=get_settings().data.seed)  # what `recsys train --size tiny` trained on
+    idle = dataset.users[~dataset.users["user_id"].isin(dataset.interactions["user_id"])].head(8)
+    assert len(idle) == 8
+    sources = set()
+    for user in idle.itertuples():
+        status, body = post(f"{server.url}/recommend", {"user_id": user.user_id})
+        assert status == 200 and body["cold_start"] is True, body
+        features = {"age": user.age, "sex": user.sex, "kids_flg": int(user.kids_flg)}
+        explicit = post(f"{server.url}/recommend", {"user_id": 10**15, "user_features": features})[1]
+        assert body["recommendations"] == explicit["recommendations"]
+        sources |= {r["source"] for r in body["recommendations"]}
+    assert sources and sources <= {"segment", "kids_segment"}
+
+    user, features = int(idle["user_id"].iloc[0]), {"kids_flg": 1 - int(idle["kids_flg"].iloc[0])}
+    sent = post(f"{server.url}/recommend", {"user_id": user, "user_features": features})[1]
+    assert sent["recommendations"] == post(f"{server.url}/recommend",
+                                           {"user_id": 10**15, "user_features": features})[1]["recommendations"]
+    assert sent["recommendations"] != post(f"{server.url}/recommend", {"user_id": user})[1]["recommendations"]
+
+
+def test_get_recommendation_answers_like_post_recommend(server, models):
+    """The Flask reference service's route: POST /recommend's item ids, in order, in the reference's shape."""
+    candidates, _ = models
+    users = [warm_user(models, i) for i in range(3)] + [int(candidates.profile_user_ids[0]), 10**15]
+    for user in users:
+        items = [r["item_id"] for r in post(f"{server.url}/recommend", {"user_id": user})[1]["recommendations"]]
+        assert len(items) == 10
+        assert get(f"{server.url}/get_recommendation?user_id={user}") == (
+            200, {"recommendations": items, "status": "success", "msg": None})
+    top3 = post(f"{server.url}/recommend", {"user_id": users[0], "top_k": 3})[1]["recommendations"]
+    assert get(f"{server.url}/get_recommendation?user_id={users[0]}&top_k=3")[1]["recommendations"] == [
+        r["item_id"] for r in top3]
+
+
+@pytest.mark.parametrize(("query", "fragment"), [
+    ("user_id=abc", "user_id: Input should be a valid integer"),
+    ("user_id=5.5", "user_id: Input should be a valid integer"),
+    ("user_id=", "user_id: Input should be a valid integer"),
+    ("user_id=-3", "user_id: Input should be greater than or equal to 0"),
+    (f"user_id={2**70}", "user_id: Input should be less than or equal to 9223372036854775807"),
+    ("", "user_id: Field required"),
+    ("top_k=3", "user_id: Field required"),
+    ("user_id=1&top_k=0", "top_k: Input should be greater than or equal to 1"),
+    ("user_id=1&top_k=10000", "top_k: Input should be less than or equal to 100"),
+    ("user_id=1&colour=red", "colour: Extra inputs are not permitted"),
+    ("user_id=1&user_id=2", "user_id: appears more than once"),
+])
+def test_get_recommendation_bad_query_is_a_400_with_a_message(server, models, query, fragment):
+    status, error = get(f"{server.url}/get_recommendation?{query}")
+    assert status == 400
+    assert error["status"] == "error" and error["recommendations"] == []
+    assert fragment in error["msg"]
+    assert get(f"{server.url}/get_recommendation?user_id={warm_user(models)}")[0] == 200
+
+
+def _users_batched(url: str) -> float:
+    """Users that went through the entry service's micro-batcher so far (its Prometheus histogram's sum)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        return float(re.search(r"^recsys_entry_batch_size_sum (\S+)$", response.read().decode(), re.M).group(1))
+
+
+def test_get_recommendation_shares_the_micro_batcher_with_post(server, models):
+    users = [warm_user(models, i) for i in range(8)]
+    before = _users_batched(server.url)
+    with ThreadPoolExecutor(16) as pool:
+        gets = pool.map(lambda u: get(f"{server.url}/get_recommendation?user_id={u}&top_k=5"), users)
+        posts = pool.map(lambda u: post(f"{server.url}/recommend", {"user_id": u, "top_k": 5}), users)
+        gets, posts = list(gets), list(posts)
+    assert _users_batched(server.url) - before == 16
+    assert [g[1]["recommendations"] for g in gets] == [[r["item_id"] for r in p[1]["recommendations"]] for p in posts]
 
 
 def test_batch_matches_single_calls(server, models):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
-from data.synthetic import SIZES, generate
+from data.synthetic import IDLE_SHARE, SIZES, generate
 
 
 def test_same_seed_same_data_other_seed_other_data(tiny):
@@ -79,3 +79,10 @@ def test_new_titles_arrive_during_the_log_and_peak_after_release(tiny):
     assert len(new) > 5
     assert (new["first"] - start).dt.days.median() > 20
     assert (old["first"] - start).dt.days.median() < 10
+
+
+def test_users_table_lists_users_who_never_watched_anything(tiny):
+    """Like Kion's users.csv: they are served their demographic segment's list, not global popularity."""
+    idle = tiny.users[~tiny.users["user_id"].isin(tiny.interactions["user_id"])]
+    assert len(idle) == SIZES["tiny"].n_users // IDLE_SHARE
+    assert idle["age"].str.startswith("age_").all() and set(idle["kids_flg"]) == {0, 1}

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from data.synthetic import generate
-from recsys.candidates import CandidateModel
+from recsys.candidates import PROFILE_FIELDS, CandidateModel
 from recsys.settings import Settings
 
 RUN_SIZE = "tiny"
@@ -164,6 +164,18 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
     scores = bundle.reranker.score(model.user_ids[rows], batch)
     assert len(scores) == len(batch) > 0 and np.isfinite(scores).all()
     assert model_store.resolve_version() == trained["result"].run_id
+
+
+def test_candidates_model_saved_before_users_profiles_were_kept_still_loads(pair, tmp_path):
+    """Its users without history then get global popularity, as they did when it was trained."""
+    saved = Path(pair[0].path_of("candidates"))
+    (tmp_path / "old").mkdir()
+    for path in saved.iterdir():
+        if path.stem not in PROFILE_FIELDS:
+            (tmp_path / "old" / path.name).write_bytes(path.read_bytes())
+    current, old = CandidateModel.load(saved), CandidateModel.load(tmp_path / "old")
+    idle = current.profile_user_ids[:3]
+    assert len(idle) == 3 and None not in current.profiles(idle) and old.profiles(idle) == [None] * 3
 
 
 def test_report_files_and_two_stage_beats_lightfm(trained):

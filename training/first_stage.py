@@ -97,6 +97,16 @@ def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, re
     return np.array(keys, dtype=str), np.array(lists, dtype=np.int32).reshape(len(keys), width)
 
 
+def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.ndarray]:
+    """Demographics of the users table's users without history: serving looks them up to give such a user their
+    segment's list (the users table is normalised, so every field is filled)."""
+    idle = users[~users["user_id"].isin(with_history)].sort_values("user_id")
+    return {"profile_user_ids": idle["user_id"].to_numpy(np.int64),
+            "profile_age": idle["age"].to_numpy(str),
+            "profile_sex": idle["sex"].to_numpy(str),
+            "profile_kids_flg": idle["kids_flg"].to_numpy(np.int8)}
+
+
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
                         lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42) -> CandidateModel:
     """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source."""
@@ -142,4 +152,5 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         segment_popular=segment_popular,
         cooc_indices=cooc_indices,
         cooc_scores=cooc_scores,
+        **_profiles(users, user_ids),
     )
