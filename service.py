@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import bentoml
 import numpy as np
+from bentoml.exceptions import InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
@@ -25,12 +26,14 @@ from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
 from serving.openapi import PublicSpecMiddleware, api_info
-from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
+from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from serving.web import create_app as web_page
 
 SETTINGS = get_settings()
 try:
     VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
+    # the demographic labels `user_features` may use: the training data's, read from the candidates model
+    LABELS = model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
 except model_store.ModelStoreError as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
@@ -134,8 +137,10 @@ class Recommender:
     async def recommend(self, user_id: int, top_k: int = 10, exclude_seen: bool = True,
                         user_features: UserFeatures | None = None) -> RecommendResponse:
         """Top-k items for one user: LightFM candidates reranked by CatBoost; popularity for unknown users."""
-        return await self.recommend_one(RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen,
-                                                         user_features=user_features))
+        request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
+        if problem := unknown_label([request], LABELS):
+            raise InvalidArgument(problem)
+        return await self.recommend_one(request)
 
     async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
@@ -147,6 +152,8 @@ class Recommender:
     @bentoml.api(route="/recommend/batch", input_spec=BatchRequest)
     async def recommend_batch(self, requests: list[RecommendRequest]) -> BatchResponse:
         """Recommendations for up to `max_batch_users` users in one call."""
+        if problem := unknown_label(requests, LABELS, prefix="requests."):
+            raise InvalidArgument(problem)
         try:
             return BatchResponse(results=await self.run(requests))
         except ModelServiceDown as exc:
@@ -154,4 +161,4 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
-Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION))
+Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)

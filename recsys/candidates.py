@@ -20,6 +20,8 @@ CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "fr
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
 PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
+# Optional on load too: a pair trained before they were kept checks `user_features` against its segments' labels.
+LABEL_FIELDS = {"age": "label_age", "sex": "label_sex"}
 
 
 def segment_key(age: str, sex: str, kids_flg: int) -> str:
@@ -28,6 +30,19 @@ def segment_key(age: str, sex: str, kids_flg: int) -> str:
 
 def kids_segment_key(kids_flg: int) -> str:
     return segment_key("*", "*", kids_flg)
+
+
+def segment_labels(segment_keys: np.ndarray) -> dict[str, frozenset[str]]:
+    """The ``age`` and ``sex`` labels a model has segments for (a segment needs enough users, so a rare label may
+    have none): the best a model saved without ``label_age``/``label_sex`` can say about valid ``user_features``.
+
+    Examples
+    --------
+    >>> sorted(segment_labels(np.array(["age_18_24|F|0", "age_25_34|M|1", "*|*|1"]))["age"])
+    ['age_18_24', 'age_25_34']
+    """
+    parts = [str(key).split("|") for key in segment_keys]
+    return {field: frozenset(p[i] for p in parts) - {"*"} for i, field in enumerate(("age", "sex"))}
 
 
 @dataclass
@@ -68,6 +83,9 @@ class CandidateModel:
     profile_age: np.ndarray = field(default_factory=lambda: np.zeros(0, str))            # str (P,)
     profile_sex: np.ndarray = field(default_factory=lambda: np.zeros(0, str))            # str (P,)
     profile_kids_flg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))   # int8 (P,)
+    # Every age and sex label of the users table, sorted: what `user_features` may name.
+    label_age: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
+    label_sex: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
 
     def __post_init__(self) -> None:
         self._item_order = np.argsort(self.item_ids)
@@ -87,7 +105,16 @@ class CandidateModel:
     def load(cls, directory: Path, mmap: bool = False) -> CandidateModel:
         paths = {f.name: Path(directory) / f"{f.name}.npy" for f in fields(cls)}
         return cls(**{name: load_array(path, mmap) for name, path in paths.items()
-                      if name not in PROFILE_FIELDS or path.exists()})
+                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()) or path.exists()})
+
+    @staticmethod
+    def demographic_labels(directory: Path) -> dict[str, frozenset[str]]:
+        """The ``age`` and ``sex`` labels ``user_features`` may name, read without loading the model (the entry
+        service needs only these). They are whatever the training data's users table used."""
+        paths = {name: Path(directory) / f"{stem}.npy" for name, stem in LABEL_FIELDS.items()}
+        if all(path.exists() for path in paths.values()):
+            return {name: frozenset(load_array(path).tolist()) for name, path in paths.items()}
+        return segment_labels(load_array(Path(directory) / "segment_keys.npy"))
 
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

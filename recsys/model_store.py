@@ -150,6 +150,11 @@ def load_candidates(model: bentoml.Model) -> CandidateModel:
         return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)))
 
 
+def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:
+    with _reading(model):
+        return CandidateModel.demographic_labels(Path(model.path_of(CANDIDATES_DIR)))
+
+
 def load_ranker(model: bentoml.Model) -> RankerBundle:
     """CatBoost plus the feature store it was trained for, checked against the fingerprint in the metadata."""
     with _reading(model):

@@ -59,10 +59,15 @@ def api_info(model_version: str) -> dict[str, str]:
     }
 
 
-def public_spec(spec: dict[str, Any], info: dict[str, str]) -> dict[str, Any]:
-    """The spec with the project's ``info``, the GET route, and the public routes' real error responses."""
+def public_spec(spec: dict[str, Any], info: dict[str, str], labels: dict[str, frozenset[str]]) -> dict[str, Any]:
+    """The spec with the project's ``info``, the served model's demographic ``labels`` as the ``user_features``
+    enums, the GET route, and the public routes' real error responses."""
     spec["info"] = info  # not BentoML's: its name, version None and its team as the contact
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    features = schemas.get("UserFeatures", {}).get("properties", {})
+    for field, known in labels.items():
+        if field in features:
+            features[field].update(enum=sorted(known), examples=sorted(known)[:1])
     schemas.update({ERROR_SCHEMA_NAME: ERROR_SCHEMA, **flask_compat.openapi_schemas()})
     paths = spec.setdefault("paths", {})
     tags = paths.get("/recommend", {}).get("post", {}).get("tags", [])
@@ -83,13 +88,14 @@ def public_spec(spec: dict[str, Any], info: dict[str, str]) -> dict[str, Any]:
 
 
 class PublicSpecMiddleware:
-    def __init__(self, app: Any, info: dict[str, str]) -> None:
+    def __init__(self, app: Any, info: dict[str, str], labels: dict[str, frozenset[str]]) -> None:
         self.app = app
         self.info = info
+        self.labels = labels
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != SPEC_PATH:
             await self.app(scope, receive, send)
             return
         await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200,
-                                lambda status, body: json.dumps(public_spec(json.loads(body), self.info)).encode())
+                                lambda status, body: json.dumps(public_spec(json.loads(body), self.info, self.labels)).encode())

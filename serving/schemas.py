@@ -49,6 +49,23 @@ class UserFeatures(ApiModel):
     kids_flg: Annotated[StrictInt, Field(ge=0, le=1)] | None = Field(None, description="1 if the household has kids")
 
 
+def unknown_label(requests: list[RecommendRequest], labels: dict[str, frozenset[str]], prefix: str = "") -> str | None:
+    """What is wrong with the first ``user_features`` label the served model has no segment for, or None.
+
+    The labels come from the training data, so pydantic cannot know them; without this check an unknown age band
+    would silently fall back to a coarser segment.
+    """
+    for j, request in enumerate(requests):
+        features = request.user_features
+        for field, known in labels.items():
+            value = getattr(features, field) if features else None
+            if value is not None and value not in known:
+                where = f"{prefix}{j}." if prefix else ""
+                return (f"invalid request: {where}user_features.{field}: {value!r} is not a label of the served "
+                        f"model; use one of {', '.join(sorted(known))}, or leave it out")
+    return None
+
+
 class RecommendRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
     user_id: UserId

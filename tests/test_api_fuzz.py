@@ -135,6 +135,14 @@ def test_docs_json_names_the_project_its_version_and_the_page(server):
     assert "contact" not in info
 
 
+def test_docs_json_lists_the_served_models_demographic_labels(server, models):
+    """The labels `user_features` accepts come from the training data: the spec names exactly the served model's."""
+    labels = {"age": set(models[0].label_age.tolist()), "sex": set(models[0].label_sex.tolist())}
+    features = _docs(server)["components"]["schemas"]["UserFeatures"]["properties"]
+    assert {field: features[field]["enum"] for field in labels} == {f: sorted(v) for f, v in labels.items()}
+    assert "age_25_34" in labels["age"] and {"F", "M"} <= labels["sex"]
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_get_route_refuses_other_methods_with_405_and_allow(server, method):
     request = urllib.request.Request(f"{server.url}/get_recommendation?user_id=1", method=method)

@@ -107,6 +107,11 @@ CASES = [
     bad("only-whitespace", b"   \n", 400, "Invalid JSON: EOF while parsing"),
     # repeated keys: BentoML's parser would keep the last value without a word
     bad("repeated-key", b'{"user_id": 1, "user_id": 2}', 400, "key 'user_id' appears more than once"),
+    # labels the served model has no segment for (the training data's users table defines them)
+    bad("unknown-age-band", b'{"user_id": 1, "user_features": {"age": "age_25_99"}}', 400,
+        "user_features.age: 'age_25_99' is not a label of the served model; use one of age_18_24, age_25_34"),
+    bad("unknown-sex-in-batch", b'{"requests": [{"user_id": 1}, {"user_id": 2, "user_features": {"sex": "X"}}]}', 400,
+        "requests.1.user_features.sex: 'X' is not a label of the served model; use one of F, M", route=BATCH),
     bad("repeated-nested-key", b'{"user_id": 1, "user_features": {"sex": "F", "sex": "M"}}', 400, "key 'sex' appears"),
     bad("repeated-key-in-batch", b'{"requests": [{"user_id": 1, "top_k": 5, "top_k": 6}]}', 400, "key 'top_k' appears",
         route=BATCH),

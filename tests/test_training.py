@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from data.synthetic import generate
-from recsys.candidates import PROFILE_FIELDS, CandidateModel
+from recsys.candidates import LABEL_FIELDS, PROFILE_FIELDS, CandidateModel
 from recsys.settings import Settings
 
 RUN_SIZE = "tiny"
@@ -171,11 +171,16 @@ def test_candidates_model_saved_before_users_profiles_were_kept_still_loads(pair
     saved = Path(pair[0].path_of("candidates"))
     (tmp_path / "old").mkdir()
     for path in saved.iterdir():
-        if path.stem not in PROFILE_FIELDS:
+        if path.stem not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()):
             (tmp_path / "old" / path.name).write_bytes(path.read_bytes())
     current, old = CandidateModel.load(saved), CandidateModel.load(tmp_path / "old")
     idle = current.profile_user_ids[:3]
     assert len(idle) == 3 and None not in current.profiles(idle) and old.profiles(idle) == [None] * 3
+    # `user_features` labels: the users table's; for the old model, those its segments use
+    users = generate(RUN_SIZE, seed=DEFAULT_SEED).users
+    labels = CandidateModel.demographic_labels(saved)
+    assert labels == {"age": {*users["age"], "unknown"}, "sex": {*users["sex"], "unknown"}}
+    assert set(CandidateModel.demographic_labels(tmp_path / "old")["age"]) <= labels["age"]
 
 
 def test_report_files_and_two_stage_beats_lightfm(trained):

@@ -11,6 +11,7 @@ from lightfm import LightFM
 from tqdm.auto import tqdm
 
 from data.schema import split_genres
+from features.store import UNKNOWN_CATEGORY
 from recsys.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.settings import CandidateSettings, LightFMSettings
 
@@ -99,12 +100,16 @@ def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, re
 
 def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.ndarray]:
     """Demographics of the users table's users without history: serving looks them up to give such a user their
-    segment's list (the users table is normalised, so every field is filled)."""
+    segment's list (the users table is normalised, so every field is filled). And the table's labels, which
+    serving accepts in ``user_features``."""
     idle = users[~users["user_id"].isin(with_history)].sort_values("user_id")
     return {"profile_user_ids": idle["user_id"].to_numpy(np.int64),
             "profile_age": idle["age"].to_numpy(str),
             "profile_sex": idle["sex"].to_numpy(str),
-            "profile_kids_flg": idle["kids_flg"].to_numpy(np.int8)}
+            "profile_kids_flg": idle["kids_flg"].to_numpy(np.int8),
+            # "unknown" is also what users missing from the table are keyed on
+            "label_age": np.union1d(users["age"].to_numpy(str), [UNKNOWN_CATEGORY]),
+            "label_sex": np.union1d(users["sex"].to_numpy(str), [UNKNOWN_CATEGORY])}
 
 
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
