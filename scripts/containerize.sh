@@ -87,8 +87,11 @@ phase() {
 }
 
 cleanup() {
-    local rc=$? t0 i
+    local rc=$? t0 i what="cleanup (container, host server)"
     trap - EXIT INT TERM
+    # The report below must always be printed and the exit status is decided explicitly at the end, so no step of
+    # the clean-up may end the script early through errexit.
+    set +e
     t0=$(now)
     if [[ $CONTAINER_STARTED == 1 ]]; then
         if [[ $rc != 0 ]]; then
@@ -97,8 +100,11 @@ cleanup() {
         fi
         "$CT" rm -f "$CNAME" >/dev/null 2>&1 || warn "could not remove container $CNAME"
     fi
-    if [[ ${CONTAINER_RM_IMAGE:-0} == 1 && -n $TAG && -n $CT ]] && "$CT" image inspect "$TAG" >/dev/null 2>&1; then
-        "$CT" rmi "$TAG" >/dev/null 2>&1 && log "removed image $TAG" || warn "could not remove image $TAG"
+    if [[ ${CONTAINER_RM_IMAGE:-0} == 1 ]]; then
+        what="cleanup (container, host server, image)"
+        if [[ -n $TAG && -n $CT ]] && "$CT" image inspect "$TAG" >/dev/null 2>&1; then
+            if "$CT" rmi "$TAG" >/dev/null 2>&1; then log "removed image $TAG"; else warn "could not remove image $TAG"; fi
+        fi
     fi
     if [[ -n $HOST_PID ]]; then
         if [[ $rc != 0 && -f $STATE/host-serve.log ]]; then
@@ -112,11 +118,11 @@ cleanup() {
         kill -TERM -- "-$HOST_PID" 2>/dev/null || true
         for i in $(seq 1 50); do kill -0 "$HOST_PID" 2>/dev/null || break; sleep 0.2; done
         kill -KILL -- "-$HOST_PID" 2>/dev/null || true
-        # shellcheck disable=SC2086
-        [[ -n $workers ]] && kill -KILL $workers 2>/dev/null || true
+        # shellcheck disable=SC2086  # one pid per word
+        [[ -n $workers ]] && kill -KILL $workers 2>/dev/null
     fi
     [[ -n $ROOTFS && -d $ROOTFS ]] && rm -rf --one-file-system "$ROOTFS"
-    PHASE_NAMES+=("cleanup (container, host server$([[ ${CONTAINER_RM_IMAGE:-0} == 1 ]] && echo ", image"))")
+    PHASE_NAMES+=("$what")
     PHASE_TIMES+=("$(elapsed "$t0")")
     echo
     log "timings:"
@@ -143,13 +149,14 @@ preflight() {
     if [[ $BACKEND == auto || $BACKEND == docker ]] && command -v docker >/dev/null \
         && timeout 20 docker info >/dev/null 2>&1; then
         CT=docker
+        log "backend: docker (docker info answered)"
     elif [[ $BACKEND == docker ]]; then
         die "CONTAINER_BACKEND=docker but no Docker daemon answers \`docker info\`" \
             "start dockerd, or use CONTAINER_BACKEND=podman (or auto)"
     else
         CT=podman
+        log "backend: podman (no Docker daemon answers docker info)"
     fi
-    log "backend: $CT ($([[ $CT == docker ]] && echo 'docker info answered' || echo 'no Docker daemon answers docker info'))"
 
     if [[ $CT == podman ]]; then
         if [[ $(id -u) != 0 ]]; then
@@ -394,17 +401,18 @@ smoke_test() {
 
 retire_images() {
     local prev=""
-    [[ -f $STATE/last-image ]] && prev=$(cat "$STATE/last-image")
+    if [[ -f $STATE/last-image ]]; then prev=$(cat "$STATE/last-image"); fi
     if [[ -n $prev && $prev != "$TAG" ]] && "$CT" image inspect "$prev" >/dev/null 2>&1; then
-        "$CT" rmi "$prev" >/dev/null 2>&1 && log "removed the previous run's image $prev" || true
+        if "$CT" rmi "$prev" >/dev/null 2>&1; then log "removed the previous run's image $prev"; fi
     fi
     if [[ ${CONTAINER_RM_IMAGE:-0} == 1 ]]; then
         rm -f "$STATE/last-image"
         log "image $TAG is removed after the container (CONTAINER_RM_IMAGE=1)"
     else
         echo "$TAG" >"$STATE/last-image"
-        log "image kept: $TAG (run: $CT run --rm -p 127.0.0.1:3000:3000 $TAG$([[ $CT == podman ]] \
-            && echo "; with CONTAINERS_CONF=$STATE/conf/containers.conf CONTAINERS_REGISTRIES_CONF=$STATE/conf/registries.conf"))"
+        local env=""
+        if [[ $CT == podman ]]; then env="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF "; fi
+        log "image kept: $TAG; run it with: $env$CT run --rm -p 127.0.0.1:3000:3000 $TAG"
     fi
 }
 
