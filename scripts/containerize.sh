@@ -2,7 +2,8 @@
 # `make container`: build the Bento, turn it into an OCI image with `bentoml containerize`, run it on loopback and
 # check that it answers /recommend exactly like `bentoml serve` of the same Bento on the host.
 #
-#   1. a trained model pair   (`recsys train --size $CONTAINER_TRAIN_SIZE` if the store has no recsys_ranker)
+#   1. the model pair of the BentoML store (the one `recsys train` / `make serve` use); only when that store has
+#      no pair, a stand-in is trained there with `recsys train --size $CONTAINER_TRAIN_SIZE`, loudly
 #   2. `bentoml build`        -> Bento tag
 #   3. `bentoml containerize` -> image; backend docker if a Docker daemon answers, else podman (rootful; installed
 #      with apt-get if missing, configured for this machine kind, base image built locally with debootstrap when
@@ -11,9 +12,9 @@
 #      stop everything (trap on EXIT), print per-phase timings and PASS/FAIL.
 #
 # Settings (environment):
-#   CONTAINER_BENTOML_HOME  BentoML store used here          (default: var/container-bentoml)
-#   RECSYS_HOME             datasets/reports of training     (default: var/container-recsys)
-#   CONTAINER_TRAIN_SIZE    synthetic dataset size if training is needed: tiny|small|default|kion (default: tiny)
+#   CONTAINER_BENTOML_HOME  BentoML store to containerize    (default: $BENTOML_HOME, else ~/bentoml)
+#   RECSYS_HOME             datasets/reports of a stand-in training (default: var/container-recsys)
+#   CONTAINER_TRAIN_SIZE    synthetic dataset size if the store has no pair: tiny|small|default|kion (default: tiny)
 #   CONTAINER_BACKEND       auto|docker|podman               (default: auto)
 #   CONTAINER_PORT          loopback port of the container   (default: a free port)
 #   CONTAINER_HOST_PORT     port of the host `bentoml serve` (default: a free port)
@@ -33,7 +34,7 @@ BIN=$REPO/.venv/bin
 PY=$BIN/python
 SMOKE=$REPO/scripts/container/smoke.py
 
-export BENTOML_HOME=${CONTAINER_BENTOML_HOME:-$REPO/var/container-bentoml}
+export BENTOML_HOME=${CONTAINER_BENTOML_HOME:-${BENTOML_HOME:-$HOME/bentoml}}
 export RECSYS_HOME=${RECSYS_HOME:-$REPO/var/container-recsys}
 export BENTOML_DO_NOT_TRACK=True
 TRAIN_SIZE=${CONTAINER_TRAIN_SIZE:-tiny}
@@ -231,16 +232,21 @@ unqualified-search-registries = []"
 }
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The Bento packs the pair that recsys_ranker:latest of $BENTOML_HOME names (service.py; serving checks that the
+# two belong together).
 ensure_model() {
-    local ranker
-    ranker=$("$BIN/bentoml" models list -o json 2>/dev/null | "$PY" -c 'import json, sys
-tags = [m["tag"] for m in json.load(sys.stdin) if m["tag"].startswith("recsys_ranker:")]
-print(tags[0] if tags else "")' || true)
-    if [[ -n $ranker ]]; then
-        log "model store has $ranker (no training needed)"
+    local found
+    found=$("$BIN/bentoml" models list -o json 2>/dev/null | "$PY" -c 'import json, sys
+names = {m["tag"].split(":")[0] for m in json.load(sys.stdin)}
+print(int({"recsys_candidates", "recsys_ranker"} <= names))' || true)
+    if [[ $found == 1 ]]; then
+        log "the BentoML store $BENTOML_HOME has a model pair: the Bento packs the one recsys_ranker:latest names"
         return
     fi
-    log "no recsys_ranker in $BENTOML_HOME: training on the synthetic '$TRAIN_SIZE' dataset"
+    warn "no model pair (recsys_candidates + recsys_ranker) in BentoML store $BENTOML_HOME"
+    warn "training a STAND-IN pair there on the synthetic '$TRAIN_SIZE' dataset, so the image serves that, not your model."
+    warn "To containerize your own pair: train it first (\`make train\` / \`recsys train\` with this BENTOML_HOME), or"
+    warn "point the script at the store that has it: CONTAINER_BENTOML_HOME=/path/to/bentoml make container"
     "$BIN/recsys" train --size "$TRAIN_SIZE" >"$STATE/train.log" 2>&1 \
         || { tail -n 30 "$STATE/train.log" >&2; die "recsys train failed (log: $STATE/train.log)"; }
     grep -E '^(models|total)' "$STATE/train.log" | sed 's/^/    /' || true

@@ -124,6 +124,15 @@ def test_all_phases_pass_exit_0_with_timings_and_cleanup(tmp_path):
     assert not any(c.startswith("docker rmi recsys:stub1") for c in calls), "image removed without CONTAINER_RM_IMAGE"
 
 
+def test_empty_store_trains_a_stand_in_loudly_and_image_removal(tmp_path):
+    result, calls, tmp = run_script(tmp_path, fail="empty-store", CONTAINER_RM_IMAGE="1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "recsys train --size tiny" in calls
+    assert "STAND-IN" in result.stderr and "CONTAINER_BENTOML_HOME=" in result.stderr
+    assert "docker rmi recsys:stub1" in calls
+    assert "cleanup (container, host server, image)" in _timings(result.stdout)
+
+
 @pytest.mark.parametrize("fail, phase, started", [
     ("build", "bentoml build", False),
     ("containerize", "bentoml containerize", False),
