@@ -168,6 +168,9 @@ preflight() {
         fi
     fi
     mkdir -p "$STATE" "$BENTOML_HOME" || die "cannot create $STATE and $BENTOML_HOME"
+    # absolute: containerize runs in another directory
+    STATE=$(cd "$STATE" && pwd)
+    BENTOML_HOME=$(cd "$BENTOML_HOME" && pwd)
     local proxies
     proxies=$(env | grep -iE '^(https?|no)_proxy=' | cut -d= -f1 | tr '\n' ' ' || true)
     log "proxy variables on the host: ${proxies:-none (egress is transparent here; builds need only the proxy CA)}"
@@ -341,10 +344,14 @@ containerize() {
     local opts=() v
     # Podman hands the host's proxy variables to RUN steps itself; docker needs them as build args.
     for v in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
-        [[ -n ${!v:-} ]] && opts+=(--opt "build-arg=$v=${!v}")
+        if [[ -n ${!v:-} ]]; then opts+=(--opt "build-arg=$v=${!v}"); fi
     done
     log "bentoml containerize $TAG --backend $CT (log: $STATE/containerize.log)"
-    "$BIN/bentoml" containerize "$TAG" --backend "$CT" "${opts[@]}" >"$STATE/containerize.log" 2>&1 \
+    # BentoML 1.4.40 re-renders the bentofile's dockerfile_template from a temporary copy of the Bento and refuses a
+    # template outside the working directory (bentoml#5566): so the copy is made under the working directory.
+    mkdir -p "$STATE/tmp"
+    (cd "$STATE" && TMPDIR=$STATE/tmp "$BIN/bentoml" containerize "$TAG" --backend "$CT" "${opts[@]}") \
+        >"$STATE/containerize.log" 2>&1 \
         || { tail -n 40 "$STATE/containerize.log" >&2; die "bentoml containerize failed (log: $STATE/containerize.log)"; }
     "$CT" image inspect "$TAG" >/dev/null 2>&1 || die "containerize finished but there is no image $TAG"
     log "image $TAG: $("$CT" image inspect "$TAG" --format '{{.Size}}' | awk '{ printf "%.0f MB", $1 / 1e6 }')"

@@ -41,7 +41,7 @@ case $1 in
             else echo '[{"tag": "recsys_candidates:v1"}, {"tag": "recsys_ranker:v1"}]'; fi ;;
     build) [[ $STUB_FAIL == build ]] && { echo "build failed" >&2; exit 1; }; echo "__tag__:recsys:stub1" ;;
     get) echo "$STUB_BENTO" ;;
-    containerize) [[ $STUB_FAIL == containerize ]] && { echo "build step failed"; exit 1; } ;;
+    containerize) [[ $STUB_FAIL == containerize ]] && { echo "build step failed"; exit 1; }; pwd >"$STUB_DIR/containerize.cwd" ;;
     serve) echo $$ >"$STUB_DIR/host.pid"; exec sleep 120 ;;
     *) echo "stub bentoml: unexpected $*" >&2; exit 2 ;;
 esac
@@ -122,6 +122,8 @@ def test_all_phases_pass_exit_0_with_timings_and_cleanup(tmp_path):
     _cleaned_up(calls, tmp)
     assert not any(c.startswith("recsys train") for c in calls), "trained although the store has a pair"
     assert not any(c.startswith("docker rmi recsys:stub1") for c in calls), "image removed without CONTAINER_RM_IMAGE"
+    # containerize runs where its temporary copy of the Bento is under the working directory (bentoml#5566)
+    assert (tmp / "containerize.cwd").read_text().strip() == str(tmp / "repo" / "var" / "container")
 
 
 def test_empty_store_trains_a_stand_in_loudly_and_image_removal(tmp_path):
