@@ -25,7 +25,7 @@
 #   DEBIAN_MIRROR           mirror for debootstrap           (default: the first one in the machine's apt sources)
 #   CONTAINER_STATE_DIR     script-owned config/state dir    (default: var/container)
 #   CONTAINER_NETWORK=host  skip -p 127.0.0.1:PORT:3000 and run with --network host (used anyway if -p fails)
-#   CONTAINER_RM_IMAGE=1    remove the app image at the end (default: keep it; the previous run's image is removed)
+#   CONTAINER_RM_IMAGE=1    remove the app image at the end (default: keep it; earlier runs' images are removed)
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -354,6 +354,7 @@ containerize() {
         >"$STATE/containerize.log" 2>&1 \
         || { tail -n 40 "$STATE/containerize.log" >&2; die "bentoml containerize failed (log: $STATE/containerize.log)"; }
     "$CT" image inspect "$TAG" >/dev/null 2>&1 || die "containerize finished but there is no image $TAG"
+    echo "$TAG" >>"$STATE/images"
     log "image $TAG: $("$CT" image inspect "$TAG" --format '{{.Size}}' | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 }
 
@@ -412,17 +413,22 @@ smoke_test() {
         || die "the container's answer is wrong or differs from the host's"
 }
 
+# Images of earlier runs, failed ones included (kept until the next pass for inspection), are listed in
+# $STATE/images; only the newest passing one stays.
 retire_images() {
-    local prev=""
-    if [[ -f $STATE/last-image ]]; then prev=$(cat "$STATE/last-image"); fi
-    if [[ -n $prev && $prev != "$TAG" ]] && "$CT" image inspect "$prev" >/dev/null 2>&1; then
-        if "$CT" rmi "$prev" >/dev/null 2>&1; then log "removed the previous run's image $prev"; fi
+    local prev
+    if [[ -f $STATE/images ]]; then
+        while read -r prev; do
+            if [[ -n $prev && $prev != "$TAG" ]] && "$CT" image inspect "$prev" >/dev/null 2>&1; then
+                if "$CT" rmi "$prev" >/dev/null 2>&1; then log "removed the image of an earlier run: $prev"; fi
+            fi
+        done <"$STATE/images"
     fi
     if [[ ${CONTAINER_RM_IMAGE:-0} == 1 ]]; then
-        rm -f "$STATE/last-image"
+        : >"$STATE/images"
         log "image $TAG is removed after the container (CONTAINER_RM_IMAGE=1)"
     else
-        echo "$TAG" >"$STATE/last-image"
+        echo "$TAG" >"$STATE/images"
         local env=""
         if [[ $CT == podman ]]; then env="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF "; fi
         log "image kept: $TAG; run it with: $env$CT run --rm -p 127.0.0.1:3000:3000 $TAG"

@@ -114,6 +114,8 @@ def _cleaned_up(calls: list[str], tmp_path: Path) -> None:
 
 
 def test_all_phases_pass_exit_0_with_timings_and_cleanup(tmp_path):
+    state = tmp_path / "repo" / "var" / "container"
+    _write(state / "images", "recsys:passed0\nrecsys:failed0\n")  # images of two earlier runs
     result, calls, tmp = run_script(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -121,7 +123,8 @@ def test_all_phases_pass_exit_0_with_timings_and_cleanup(tmp_path):
     assert _timings(result.stdout) == [*PHASES, "cleanup (container, host server)", "total"]
     _cleaned_up(calls, tmp)
     assert not any(c.startswith("recsys train") for c in calls), "trained although the store has a pair"
-    assert not any(c.startswith("docker rmi recsys:stub1") for c in calls), "image removed without CONTAINER_RM_IMAGE"
+    assert [c for c in calls if c.startswith("docker rmi")] == ["docker rmi recsys:passed0", "docker rmi recsys:failed0"]
+    assert (state / "images").read_text() == "recsys:stub1\n"
     # containerize runs where its temporary copy of the Bento is under the working directory (bentoml#5566)
     assert (tmp / "containerize.cwd").read_text().strip() == str(tmp / "repo" / "var" / "container")
 
@@ -132,6 +135,7 @@ def test_empty_store_trains_a_stand_in_loudly_and_image_removal(tmp_path):
     assert "recsys train --size tiny" in calls
     assert "STAND-IN" in result.stderr and "CONTAINER_BENTOML_HOME=" in result.stderr
     assert "docker rmi recsys:stub1" in calls
+    assert (tmp / "repo" / "var" / "container" / "images").read_text() == ""
     assert "cleanup (container, host server, image)" in _timings(result.stdout)
 
 
@@ -153,6 +157,8 @@ def test_a_failing_phase_exits_nonzero_naming_it(tmp_path, fail, phase, started)
     if started:
         _cleaned_up(calls, tmp)
         assert "last words of the container" in result.stdout
+        # kept for inspection, listed so that the next passing run removes it
+        assert (tmp / "repo" / "var" / "container" / "images").read_text() == "recsys:stub1\n"
     else:
         assert not any(c.startswith(("docker run", "bentoml serve")) for c in calls)
 
