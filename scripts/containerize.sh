@@ -429,9 +429,9 @@ retire_images() {
         log "image $TAG is removed after the container (CONTAINER_RM_IMAGE=1)"
     else
         echo "$TAG" >"$STATE/images"
-        local env=""
-        if [[ $CT == podman ]]; then env="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF "; fi
-        log "image kept: $TAG; run it with: $env$CT run --rm -p 127.0.0.1:3000:3000 $TAG"
+        local conf=""
+        if [[ $CT == podman ]]; then conf="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF "; fi
+        log "image kept: $TAG; run it with: $conf$CT run --rm -p 127.0.0.1:3000:3000 $TAG"
     fi
 }
 
