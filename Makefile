@@ -70,9 +70,11 @@ test: setup browser
 clean:
 	rm -rf var .pytest_cache .hypothesis catboost_info
 
-# Build the Bento, `bentoml containerize` it (docker if a daemon answers, else podman as root, installed and given a
-# locally built base image when needed), run it on loopback and check /recommend against `bentoml serve` of the same
-# Bento. Settings (CONTAINER_TRAIN_SIZE, CONTAINER_BACKEND, ports...) are described in scripts/containerize.sh.
+# Build the Bento from the model pair in your BentoML store (BENTOML_HOME, default ~/bentoml; a tiny stand-in pair is
+# trained there, with a warning, only when it has none), `bentoml containerize` it (docker if a daemon answers, else
+# podman as root, installed and given a locally built base image when needed), run it on loopback and check /recommend
+# against `bentoml serve` of the same Bento. Exits 0 only when that round trip passed; otherwise it names the failed
+# phase. Settings (CONTAINER_BENTOML_HOME, CONTAINER_BACKEND, ports...) are described in scripts/containerize.sh.
 .PHONY: container
 container: setup
 	bash scripts/containerize.sh

@@ -2,7 +2,8 @@
 # `make container`: build the Bento, turn it into an OCI image with `bentoml containerize`, run it on loopback and
 # check that it answers /recommend exactly like `bentoml serve` of the same Bento on the host.
 #
-#   1. a trained model pair   (`recsys train --size $CONTAINER_TRAIN_SIZE` if the store has no recsys_ranker)
+#   1. the model pair of the BentoML store (the one `recsys train` / `make serve` use); only when that store has
+#      no pair, a stand-in is trained there with `recsys train --size $CONTAINER_TRAIN_SIZE`, loudly
 #   2. `bentoml build`        -> Bento tag
 #   3. `bentoml containerize` -> image; backend docker if a Docker daemon answers, else podman (rootful; installed
 #      with apt-get if missing, configured for this machine kind, base image built locally with debootstrap when
@@ -11,9 +12,9 @@
 #      stop everything (trap on EXIT), print per-phase timings and PASS/FAIL.
 #
 # Settings (environment):
-#   CONTAINER_BENTOML_HOME  BentoML store used here          (default: var/container-bentoml)
-#   RECSYS_HOME             datasets/reports of training     (default: var/container-recsys)
-#   CONTAINER_TRAIN_SIZE    synthetic dataset size if training is needed: tiny|small|default|kion (default: tiny)
+#   CONTAINER_BENTOML_HOME  BentoML store to containerize    (default: $BENTOML_HOME, else ~/bentoml)
+#   RECSYS_HOME             datasets/reports of a stand-in training (default: var/container-recsys)
+#   CONTAINER_TRAIN_SIZE    synthetic dataset size if the store has no pair: tiny|small|default|kion (default: tiny)
 #   CONTAINER_BACKEND       auto|docker|podman               (default: auto)
 #   CONTAINER_PORT          loopback port of the container   (default: a free port)
 #   CONTAINER_HOST_PORT     port of the host `bentoml serve` (default: a free port)
@@ -24,7 +25,7 @@
 #   DEBIAN_MIRROR           mirror for debootstrap           (default: the first one in the machine's apt sources)
 #   CONTAINER_STATE_DIR     script-owned config/state dir    (default: var/container)
 #   CONTAINER_NETWORK=host  skip -p 127.0.0.1:PORT:3000 and run with --network host (used anyway if -p fails)
-#   CONTAINER_RM_IMAGE=1    remove the app image at the end (default: keep it; the previous run's image is removed)
+#   CONTAINER_RM_IMAGE=1    remove the app image at the end (default: keep it; earlier runs' images are removed)
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +34,7 @@ BIN=$REPO/.venv/bin
 PY=$BIN/python
 SMOKE=$REPO/scripts/container/smoke.py
 
-export BENTOML_HOME=${CONTAINER_BENTOML_HOME:-$REPO/var/container-bentoml}
+export BENTOML_HOME=${CONTAINER_BENTOML_HOME:-${BENTOML_HOME:-$HOME/bentoml}}
 export RECSYS_HOME=${RECSYS_HOME:-$REPO/var/container-recsys}
 export BENTOML_DO_NOT_TRACK=True
 TRAIN_SIZE=${CONTAINER_TRAIN_SIZE:-tiny}
@@ -87,8 +88,11 @@ phase() {
 }
 
 cleanup() {
-    local rc=$? t0 i
+    local rc=$? t0 i what="cleanup (container, host server)"
     trap - EXIT INT TERM
+    # The report below must always be printed and the exit status is decided explicitly at the end, so no step of
+    # the clean-up may end the script early through errexit.
+    set +e
     t0=$(now)
     if [[ $CONTAINER_STARTED == 1 ]]; then
         if [[ $rc != 0 ]]; then
@@ -97,8 +101,11 @@ cleanup() {
         fi
         "$CT" rm -f "$CNAME" >/dev/null 2>&1 || warn "could not remove container $CNAME"
     fi
-    if [[ ${CONTAINER_RM_IMAGE:-0} == 1 && -n $TAG && -n $CT ]] && "$CT" image inspect "$TAG" >/dev/null 2>&1; then
-        "$CT" rmi "$TAG" >/dev/null 2>&1 && log "removed image $TAG" || warn "could not remove image $TAG"
+    if [[ ${CONTAINER_RM_IMAGE:-0} == 1 ]]; then
+        what="cleanup (container, host server, image)"
+        if [[ -n $TAG && -n $CT ]] && "$CT" image inspect "$TAG" >/dev/null 2>&1; then
+            if "$CT" rmi "$TAG" >/dev/null 2>&1; then log "removed image $TAG"; else warn "could not remove image $TAG"; fi
+        fi
     fi
     if [[ -n $HOST_PID ]]; then
         if [[ $rc != 0 && -f $STATE/host-serve.log ]]; then
@@ -112,11 +119,11 @@ cleanup() {
         kill -TERM -- "-$HOST_PID" 2>/dev/null || true
         for i in $(seq 1 50); do kill -0 "$HOST_PID" 2>/dev/null || break; sleep 0.2; done
         kill -KILL -- "-$HOST_PID" 2>/dev/null || true
-        # shellcheck disable=SC2086
-        [[ -n $workers ]] && kill -KILL $workers 2>/dev/null || true
+        # shellcheck disable=SC2086  # one pid per word
+        [[ -n $workers ]] && kill -KILL $workers 2>/dev/null
     fi
     [[ -n $ROOTFS && -d $ROOTFS ]] && rm -rf --one-file-system "$ROOTFS"
-    PHASE_NAMES+=("cleanup (container, host server$([[ ${CONTAINER_RM_IMAGE:-0} == 1 ]] && echo ", image"))")
+    PHASE_NAMES+=("$what")
     PHASE_TIMES+=("$(elapsed "$t0")")
     echo
     log "timings:"
@@ -143,13 +150,14 @@ preflight() {
     if [[ $BACKEND == auto || $BACKEND == docker ]] && command -v docker >/dev/null \
         && timeout 20 docker info >/dev/null 2>&1; then
         CT=docker
+        log "backend: docker (docker info answered)"
     elif [[ $BACKEND == docker ]]; then
         die "CONTAINER_BACKEND=docker but no Docker daemon answers \`docker info\`" \
             "start dockerd, or use CONTAINER_BACKEND=podman (or auto)"
     else
         CT=podman
+        log "backend: podman (no Docker daemon answers docker info)"
     fi
-    log "backend: $CT ($([[ $CT == docker ]] && echo 'docker info answered' || echo 'no Docker daemon answers docker info'))"
 
     if [[ $CT == podman ]]; then
         if [[ $(id -u) != 0 ]]; then
@@ -160,6 +168,9 @@ preflight() {
         fi
     fi
     mkdir -p "$STATE" "$BENTOML_HOME" || die "cannot create $STATE and $BENTOML_HOME"
+    # absolute: containerize runs in another directory
+    STATE=$(cd "$STATE" && pwd)
+    BENTOML_HOME=$(cd "$BENTOML_HOME" && pwd)
     local proxies
     proxies=$(env | grep -iE '^(https?|no)_proxy=' | cut -d= -f1 | tr '\n' ' ' || true)
     log "proxy variables on the host: ${proxies:-none (egress is transparent here; builds need only the proxy CA)}"
@@ -224,16 +235,21 @@ unqualified-search-registries = []"
 }
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The Bento packs the pair that recsys_ranker:latest of $BENTOML_HOME names (service.py; serving checks that the
+# two belong together).
 ensure_model() {
-    local ranker
-    ranker=$("$BIN/bentoml" models list -o json 2>/dev/null | "$PY" -c 'import json, sys
-tags = [m["tag"] for m in json.load(sys.stdin) if m["tag"].startswith("recsys_ranker:")]
-print(tags[0] if tags else "")' || true)
-    if [[ -n $ranker ]]; then
-        log "model store has $ranker (no training needed)"
+    local found
+    found=$("$BIN/bentoml" models list -o json 2>/dev/null | "$PY" -c 'import json, sys
+names = {m["tag"].split(":")[0] for m in json.load(sys.stdin)}
+print(int({"recsys_candidates", "recsys_ranker"} <= names))' || true)
+    if [[ $found == 1 ]]; then
+        log "the BentoML store $BENTOML_HOME has a model pair: the Bento packs the one recsys_ranker:latest names"
         return
     fi
-    log "no recsys_ranker in $BENTOML_HOME: training on the synthetic '$TRAIN_SIZE' dataset"
+    warn "no model pair (recsys_candidates + recsys_ranker) in BentoML store $BENTOML_HOME"
+    warn "training a STAND-IN pair there on the synthetic '$TRAIN_SIZE' dataset, so the image serves that, not your model."
+    warn "To containerize your own pair: train it first (\`make train\` / \`recsys train\` with this BENTOML_HOME), or"
+    warn "point the script at the store that has it: CONTAINER_BENTOML_HOME=/path/to/bentoml make container"
     "$BIN/recsys" train --size "$TRAIN_SIZE" >"$STATE/train.log" 2>&1 \
         || { tail -n 30 "$STATE/train.log" >&2; die "recsys train failed (log: $STATE/train.log)"; }
     grep -E '^(models|total)' "$STATE/train.log" | sed 's/^/    /' || true
@@ -328,12 +344,17 @@ containerize() {
     local opts=() v
     # Podman hands the host's proxy variables to RUN steps itself; docker needs them as build args.
     for v in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
-        [[ -n ${!v:-} ]] && opts+=(--opt "build-arg=$v=${!v}")
+        if [[ -n ${!v:-} ]]; then opts+=(--opt "build-arg=$v=${!v}"); fi
     done
     log "bentoml containerize $TAG --backend $CT (log: $STATE/containerize.log)"
-    "$BIN/bentoml" containerize "$TAG" --backend "$CT" "${opts[@]}" >"$STATE/containerize.log" 2>&1 \
+    # BentoML 1.4.40 re-renders the bentofile's dockerfile_template from a temporary copy of the Bento and refuses a
+    # template outside the working directory (bentoml#5566): so the copy is made under the working directory.
+    mkdir -p "$STATE/tmp"
+    (cd "$STATE" && TMPDIR=$STATE/tmp "$BIN/bentoml" containerize "$TAG" --backend "$CT" "${opts[@]}") \
+        >"$STATE/containerize.log" 2>&1 \
         || { tail -n 40 "$STATE/containerize.log" >&2; die "bentoml containerize failed (log: $STATE/containerize.log)"; }
     "$CT" image inspect "$TAG" >/dev/null 2>&1 || die "containerize finished but there is no image $TAG"
+    echo "$TAG" >>"$STATE/images"
     log "image $TAG: $("$CT" image inspect "$TAG" --format '{{.Size}}' | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 }
 
@@ -392,19 +413,25 @@ smoke_test() {
         || die "the container's answer is wrong or differs from the host's"
 }
 
+# Images of earlier runs, failed ones included (kept until the next pass for inspection), are listed in
+# $STATE/images; only the newest passing one stays.
 retire_images() {
-    local prev=""
-    [[ -f $STATE/last-image ]] && prev=$(cat "$STATE/last-image")
-    if [[ -n $prev && $prev != "$TAG" ]] && "$CT" image inspect "$prev" >/dev/null 2>&1; then
-        "$CT" rmi "$prev" >/dev/null 2>&1 && log "removed the previous run's image $prev" || true
+    local prev
+    if [[ -f $STATE/images ]]; then
+        while read -r prev; do
+            if [[ -n $prev && $prev != "$TAG" ]] && "$CT" image inspect "$prev" >/dev/null 2>&1; then
+                if "$CT" rmi "$prev" >/dev/null 2>&1; then log "removed the image of an earlier run: $prev"; fi
+            fi
+        done <"$STATE/images"
     fi
     if [[ ${CONTAINER_RM_IMAGE:-0} == 1 ]]; then
-        rm -f "$STATE/last-image"
+        : >"$STATE/images"
         log "image $TAG is removed after the container (CONTAINER_RM_IMAGE=1)"
     else
-        echo "$TAG" >"$STATE/last-image"
-        log "image kept: $TAG (run: $CT run --rm -p 127.0.0.1:3000:3000 $TAG$([[ $CT == podman ]] \
-            && echo "; with CONTAINERS_CONF=$STATE/conf/containers.conf CONTAINERS_REGISTRIES_CONF=$STATE/conf/registries.conf"))"
+        echo "$TAG" >"$STATE/images"
+        local conf=""
+        if [[ $CT == podman ]]; then conf="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF "; fi
+        log "image kept: $TAG; run it with: $conf$CT run --rm -p 127.0.0.1:3000:3000 $TAG"
     fi
 }
 
