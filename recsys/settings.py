@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     ui: UISettings = UISettings()
 
+    def single_threaded(self) -> Settings:
+        """The same settings with LightFM and CatBoost on one thread each, for runs that must repeat bit for bit.
+
+        LightFM's multi-threaded SGD is Hogwild (unsynchronised updates), so with several threads two runs of one
+        seed differ; CatBoost is only guaranteed to repeat with the same thread count.
+        """
+        return self.model_copy(update={"lightfm": self.lightfm.model_copy(update={"threads": 1}),
+                                       "ranker": self.ranker.model_copy(update={"threads": 1})})
+
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
