@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
-SyntheticSize = Literal["tiny", "small", "default", "kion"]
+SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
