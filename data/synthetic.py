@@ -72,6 +72,8 @@ class SyntheticConfig:
 SIZES: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(n_users=1_500, n_items=300, mean_interactions=12.0, days=120),
     "small": SyntheticConfig(n_users=8_000, n_items=1_000, mean_interactions=12.0),
+    # the quality tests' size: large enough that the models' gaps stand well above seed-to-seed noise
+    "medium": SyntheticConfig(n_users=20_000, n_items=2_000, mean_interactions=11.0),
     "default": SyntheticConfig(n_users=40_000, n_items=3_000, mean_interactions=11.0),
     "kion": SyntheticConfig(n_users=1_000_000, n_items=15_000, mean_interactions=5.5),
 }

@@ -26,7 +26,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", choices=["synthetic", "kion", "movielens-100k", "movielens-1m"],
                        help="which dataset to load (default: synthetic)")
     group.add_argument("--data-dir", type=Path, help="folder with a real dataset's files")
-    group.add_argument("--size", choices=["tiny", "small", "default", "kion"], help="synthetic dataset size")
+    group.add_argument("--size", choices=["tiny", "small", "medium", "default", "kion"], help="synthetic dataset size")
     group.add_argument("--seed", type=int, help="synthetic dataset seed")
     group.add_argument("--rating-threshold", type=float, help="MovieLens: ratings >= this are positives")
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
-SyntheticSize = Literal["tiny", "small", "default", "kion"]
+SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     eval: EvalSettings = EvalSettings()
     serving: ServingSettings = ServingSettings()
     ui: UISettings = UISettings()
+
+    def single_threaded(self) -> Settings:
+        """The same settings with LightFM and CatBoost on one thread each, for runs that must repeat bit for bit.
+
+        LightFM's multi-threaded SGD is Hogwild (unsynchronised updates), so with several threads two runs of one
+        seed differ; CatBoost is only guaranteed to repeat with the same thread count.
+        """
+        return self.model_copy(update={"lightfm": self.lightfm.model_copy(update={"threads": 1}),
+                                       "ranker": self.ranker.model_copy(update={"threads": 1})})
 
     @property
     def datasets_dir(self) -> Path:

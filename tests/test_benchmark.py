@@ -9,7 +9,8 @@ def test_a_load_level_counts_requests_latency_and_cpu_per_process(server, models
     candidates, _ = models
     bodies = [{"user_id": int(u), "top_k": 5} for u in candidates.user_ids[:50]]
     result = _measure(server, "/recommend", bodies, clients=4, seconds=1.5, config="split")
-    assert result["errors"] == 0 and result["requests"] > 10 and result["completed"] >= result["requests"]
+    # how many requests fit in 1.5 s depends on the machine; that every one is counted does not
+    assert result["errors"] == 0 and result["completed"] >= result["requests"] > 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     cpu = result["cpu_ms_per_request"]
     assert set(cpu) == {"recommender", "candidates", "ranker", "client"}

@@ -43,12 +43,11 @@ def test_killed_or_stuck_model_service_gives_503_then_recovers(trained_home, sta
         [pid] = server.service_pids()[stage]
         os.kill(pid, signal.SIGSTOP)  # hangs: the entry must not wait for it
         try:
-            start = time.time()
+            # the client's own timeout catches a hang; the answer must come from the dependency timeout
             status, answer = post(f"{server.url}/recommend", body, timeout=TIMEOUT_S + 10)
-            assert status == 503 and f"the {stage} model service is unavailable" in answer["msg"], answer
-            assert time.time() - start < TIMEOUT_S + 2
+            assert status == 503 and f"the {stage} model service is unavailable (TimeoutError)" in answer["msg"], answer
             status, answer = get(f"{server.url}/get_recommendation?user_id={body['user_id']}", timeout=TIMEOUT_S + 10)
-            assert status == 503 and f"the {stage} model service is unavailable" in answer["msg"], answer
+            assert status == 503 and f"the {stage} model service is unavailable (TimeoutError)" in answer["msg"], answer
         finally:
             os.kill(pid, signal.SIGCONT)
         _recovers(server, body, expected)

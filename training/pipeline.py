@@ -31,8 +31,8 @@ from recsys.showcase import write_showcase
 from training.evaluate import evaluate
 from training.first_stage import fit_candidate_model
 from training.report import showcase_summary, write_plots, write_report
-from training.second_stage import fit_ranker
-from training.split import split_interactions
+from training.second_stage import RankerFit, fit_ranker
+from training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
 LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]
@@ -58,16 +58,20 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
     return tables, model
 
 
-def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
-    timings = Timings()
-    started = time.time()
-    if dataset is None:
-        with timings.step(f"load dataset '{settings.data.dataset}'"):
-            dataset = load_dataset(settings.data)
-    fingerprint = dataset.fingerprint()
-    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{fingerprint[:6]}"
-    log.info("run %s on %s", run_id, dataset.summary())
+@dataclass
+class OfflineRun:
+    split: Split
+    fit: RankerFit
+    evaluation: dict
 
+
+def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None) -> OfflineRun:
+    """Stages A and B: the reranker and the offline metrics, without the serving refit or any saving.
+
+    `train` runs it first; the quality tests and `scripts/quality_variance.py` run it alone, so they measure
+    exactly what a training run reports.
+    """
+    timings = Timings() if timings is None else timings
     with timings.step("split into history / labels / holdout"):
         split = split_interactions(dataset.interactions, settings.split, dataset.name)
     for name, window in split.report().items():
@@ -86,6 +90,20 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
         evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
                               settings.candidates, settings.eval, seed=settings.data.seed,
                               threads=settings.ranker.threads)
+    return OfflineRun(split, fit, evaluation)
+
+
+def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
+    timings = Timings()
+    started = time.time()
+    if dataset is None:
+        with timings.step(f"load dataset '{settings.data.dataset}'"):
+            dataset = load_dataset(settings.data)
+    fingerprint = dataset.fingerprint()
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{fingerprint[:6]}"
+    log.info("run %s on %s", run_id, dataset.summary())
+    offline = fit_and_evaluate(dataset, settings, timings)
+    split, fit, evaluation = offline.split, offline.fit, offline.evaluation
 
     serve_as_of = dataset.interactions["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
     with timings.step("C. refit LightFM + features on all data (serving)"):
