@@ -14,7 +14,7 @@
 # Settings (environment):
 #   CONTAINER_BENTOML_HOME  BentoML store to containerize    (default: $BENTOML_HOME, else ~/bentoml)
 #   RECSYS_HOME             datasets/reports of a stand-in training (default: var/container-recsys)
-#   CONTAINER_TRAIN_SIZE    synthetic dataset size if the store has no pair: tiny|small|default|kion (default: tiny)
+#   CONTAINER_TRAIN_SIZE    synthetic dataset size if the store has no pair: tiny|small|medium|default|kion (default: tiny)
 #   CONTAINER_BACKEND       auto|docker|podman               (default: auto)
 #   CONTAINER_PORT          loopback port of the container   (default: a free port)
 #   CONTAINER_HOST_PORT     port of the host `bentoml serve` (default: a free port)
@@ -145,7 +145,7 @@ trap 'exit 130' INT TERM
 preflight() {
     [[ -x $BIN/bentoml && -x $BIN/recsys ]] \
         || die "no project virtualenv at $REPO/.venv" "run \`make setup\` first (\`make container\` does it for you)"
-    case $TRAIN_SIZE in tiny | small | default | kion) ;; *) die "CONTAINER_TRAIN_SIZE=$TRAIN_SIZE: use tiny, small, default or kion" ;; esac
+    case $TRAIN_SIZE in tiny | small | medium | default | kion) ;; *) die "CONTAINER_TRAIN_SIZE=$TRAIN_SIZE: use tiny, small, medium, default or kion" ;; esac
 
     if [[ $BACKEND == auto || $BACKEND == docker ]] && command -v docker >/dev/null \
         && timeout 20 docker info >/dev/null 2>&1; then
@@ -358,6 +358,15 @@ containerize() {
     log "image $TAG: $("$CT" image inspect "$TAG" --format '{{.Size}}' | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 }
 
+# The image must hold exactly the serving lock the Bento points to: the versions the tests ran with.
+check_packages() {
+    "$CT" run --rm --entrypoint /bin/sh "$TAG" -c 'uv pip freeze --python python3' >"$STATE/image-packages.txt" \
+        2>"$STATE/image-packages.log" \
+        || die "could not list the image's Python packages: $(tail -n 2 "$STATE/image-packages.log")"
+    "$PY" "$SMOKE" packages "$REPO/requirements/serving.txt" "$STATE/image-packages.txt" \
+        || die "the image's Python packages differ from requirements/serving.txt (listed in $STATE/image-packages.txt)"
+}
+
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # wait_ready NAME URL T0 CHECK_ALIVE_CMD...: poll URL/readyz until 200 (T0 = when the server was started); fail early
@@ -446,6 +455,7 @@ phase "model pair (train if missing)" ensure_model
 phase "bentoml build" build_bento
 phase "base image" base_image
 phase "bentoml containerize" containerize
+phase "image packages = requirements/serving.txt" check_packages
 phase "start container + host server" start_servers
 phase "container /readyz (waiting)" wait_container
 phase "host serve /readyz (waiting, started alongside)" wait_host

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import ROOT
 
 PHASES = ["preflight", "model pair (train if missing)", "bentoml build", "base image", "bentoml containerize",
-          "start container + host server", "container /readyz (waiting)",
+          "image packages = requirements/serving.txt", "start container + host server", "container /readyz (waiting)",
           "host serve /readyz (waiting, started alongside)", "POST /recommend, compare", "image housekeeping"]
 
 DOCKER = """#!/usr/bin/env bash
@@ -59,7 +59,7 @@ with open(os.environ["STUB_LOG"], "a") as log:
 fail = os.environ.get("STUB_FAIL")
 if sys.argv[1] == "user":
     print(7)
-sys.exit(int((sys.argv[1], fail) in {("probe", "container-dies"), ("compare", "compare")}))
+sys.exit(int((sys.argv[1], fail) in {("probe", "container-dies"), ("compare", "compare"), ("packages", "packages")}))
 """
 
 
@@ -142,6 +142,7 @@ def test_empty_store_trains_a_stand_in_loudly_and_image_removal(tmp_path):
 @pytest.mark.parametrize("fail, phase, started", [
     ("build", "bentoml build", False),
     ("containerize", "bentoml containerize", False),
+    ("packages", "image packages = requirements/serving.txt", False),
     ("container-dies", "container /readyz (waiting)", True),
     ("compare", "POST /recommend, compare", True),
 ])
@@ -160,7 +161,7 @@ def test_a_failing_phase_exits_nonzero_naming_it(tmp_path, fail, phase, started)
         # kept for inspection, listed so that the next passing run removes it
         assert (tmp / "repo" / "var" / "container" / "images").read_text() == "recsys:stub1\n"
     else:
-        assert not any(c.startswith(("docker run", "bentoml serve")) for c in calls)
+        assert not any(c.startswith(("docker run -d", "bentoml serve")) for c in calls)
 
 
 def test_without_the_project_virtualenv_it_stops_in_preflight_saying_what_to_run(tmp_path):
@@ -171,3 +172,22 @@ def test_without_the_project_virtualenv_it_stops_in_preflight_saying_what_to_run
     assert result.returncode == 1
     assert result.stdout.strip().splitlines()[-1].startswith("FAIL: in phase 'preflight' (exit 1): no project virtualenv")
     assert "make setup" in result.stderr
+
+
+def test_the_image_package_check_compares_pip_freeze_with_the_serving_lock(tmp_path):
+    """The real smoke.py: the image passes only with exactly the lock's versions (pip freeze spells names freely)."""
+    lock = ROOT / "requirements" / "serving.txt"
+    pinned = [line.split(" ")[0] for line in lock.read_text().splitlines() if "==" in line and line[0].isalnum()]
+    freeze = tmp_path / "freeze.txt"
+
+    def check(lines: list[str]) -> subprocess.CompletedProcess:
+        freeze.write_text("\n".join(lines) + "\n")
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "container" / "smoke.py"), "packages", str(lock),
+                               str(freeze)], capture_output=True, text=True, timeout=60)
+
+    respelled = [name.replace("-", "_").upper() + "==" + version for name, version in (p.split("==") for p in pinned)]
+    assert len(pinned) > 50 and check(respelled).returncode == 0
+    name, version = pinned[0].split("==")
+    older = check([f"{name}==0.0.1", *pinned[1:]])
+    assert older.returncode == 1 and f"{name}: image 0.0.1, lock {version}" in older.stderr
+    assert check([*pinned[1:], "extra-package==1.0"]).returncode == 1

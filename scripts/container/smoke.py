@@ -4,11 +4,13 @@
   smoke.py user BENTO_PATH                print a user id the Bento's candidate model knows
   smoke.py compare TOP_K USER URL [URL..] POST {"user_id": USER, "top_k": TOP_K} to each URL + /recommend, check
                                           200 + TOP_K recommendations, and that all answers carry the same item_ids
+  smoke.py packages LOCK FREEZE           exit 0 if FREEZE (`pip freeze` of the image) pins exactly LOCK's versions
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -79,11 +81,32 @@ def compare(top_k: int, user_id: int, *bases: str) -> int:
     return 0 if ok else 1
 
 
+def _pins(path: str) -> dict[str, str]:
+    """name -> version of each `name==version` line (names normalised as pip does)."""
+    found = {}
+    for line in Path(path).read_text().splitlines():
+        if match := re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line):
+            found[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return found
+
+
+def packages(lock: str, freeze: str) -> int:
+    want, have = _pins(lock), _pins(freeze)
+    differ = {name: (have.get(name), want.get(name)) for name in want.keys() | have.keys() if have.get(name) != want.get(name)}
+    for name, (installed, locked) in sorted(differ.items()):
+        print(f"[containerize]     {name}: image {installed or '-'}, lock {locked or '-'}", file=sys.stderr)
+    print(f"[containerize]     {len(have)} packages in the image, {len(want)} in {lock}: "
+          f"{'the same versions' if not differ else f'{len(differ)} differ'}")
+    return int(bool(differ))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "probe":
         return probe(argv[1])
     if len(argv) == 2 and argv[0] == "user":
         return user(argv[1])
+    if len(argv) == 3 and argv[0] == "packages":
+        return packages(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "compare":
         return compare(int(argv[1]), int(argv[2]), *argv[3:])
     print(__doc__, file=sys.stderr)
