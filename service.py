@@ -141,5 +141,5 @@ class Recommender:
             return unavailable(exc)
 
 
-Recommender.add_asgi_middleware(CleanErrorsMiddleware)
+Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(PublicSpecMiddleware)
