@@ -2,8 +2,8 @@
 
 `bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, at import: the newest
 ranker in the BentoML store, the pair packed into the Bento when served from one, or
-RECSYS_SERVING__MODEL_VERSION; a missing, mismatched or damaged pair stops the start-up
-with one line that says which model is wrong and how to fix it (`bentoml serve` exits 1).
+RECSYS_SERVING__MODEL_VERSION; a missing, mismatched or damaged pair, or an unknown or invalid RECSYS_* setting,
+stops the start-up with one line that says what is wrong and how to fix it (`bentoml serve` exits 1).
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from recsys import model_store
-from recsys.settings import get_settings
+from recsys.settings import SettingsError, get_settings
+
+try:  # before the serving modules, which read the settings as they are imported
+    SETTINGS = get_settings()
+    VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
+except (SettingsError, model_store.ModelStoreError) as exc:
+    raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
+
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
 from serving.openapi import PublicSpecMiddleware
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 from serving.web import create_app as web_page
-
-SETTINGS = get_settings()
-try:
-    VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
-except model_store.ModelStoreError as exc:
-    raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
