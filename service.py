@@ -29,6 +29,7 @@ except (SettingsError, model_store.ModelStoreError) as exc:
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from serving.headers import SafeHeadersMiddleware
 from serving.openapi import PublicSpecMiddleware
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures
 from serving.web import create_app as web_page
@@ -83,7 +84,8 @@ BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documenta
 
 
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
-@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512})
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
+                  http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
         candidates = bentoml.depends(Candidates)
@@ -142,5 +144,6 @@ class Recommender:
             return unavailable(exc)
 
 
+Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
 Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(PublicSpecMiddleware)

@@ -1,5 +1,6 @@
-"""Hostile traffic against the running service: refused requests leave one log line each, and the worst body
-that fits in the size limit does not stall anyone else.
+"""Hostile traffic against the running service: refused requests leave one log line each, the worst body that
+fits in the size limit does not stall anyone else, redirects do not echo the Host header, the page may not be
+framed, and plain `bentoml serve` listens on loopback only.
 
 No wall-clock bound is asserted. The stall test checks an order of events instead: a normal client finishes all
 its requests while a flood of hostile 1 MB bodies is being answered. Before the fix, one such body held the event
@@ -9,14 +10,17 @@ loop for 177 s, so a normal request could not be answered at all (the 60 s clien
 from __future__ import annotations
 
 import http.client
+import shutil
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from serving.errors import MAX_BODY_BYTES
-from tests.helpers import warm_user
+from serving.headers import SAFE_HEADERS
+from tests.helpers import Server, project_env, warm_user
 from tests.test_malformed_input import JSON, send
 
 MARKER = "hostile-input-9f3b"
@@ -106,3 +110,51 @@ def test_a_flood_of_the_worst_bodies_does_not_stall_normal_requests(server, mode
     assert len(during) >= 2, f"the flood was not running while the normal requests were answered: {len(answered)}"
     assert {status for _, status, _ in answered} == {400}
     assert all("more JSON keys and values than any valid request has" in msg for _, _, msg in answered)
+
+
+def _get(url: str, path: str, host: str | None = None) -> http.client.HTTPResponse:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection.request("GET", path, headers={"Host": host} if host else {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def test_redirects_do_not_echo_the_host_header(server):
+    """Regression: `GET /ui` with `Host: evil.example` was redirected to http://evil.example/ui/."""
+    response = _get(server.url, "/ui", host="evil.example")
+    assert response.status == 307 and response.getheader("location") == "/ui/"
+
+
+@pytest.mark.parametrize("path", ["/ui/", "/", "/ui/api/model"])
+def test_pages_may_not_be_framed_or_sniffed(server, path):
+    response = _get(server.url, path)
+    assert response.status == 200
+    for name, value in SAFE_HEADERS:
+        assert response.getheader(name.decode()) == value.decode(), name
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_plain_bentoml_serve_listens_on_loopback_only(trained_home, tmp_path):
+    """`bentoml serve` without --host listened on 0.0.0.0; the image sets BENTOML_HOST=0.0.0.0 (bentofile.yaml).
+
+    A copy of the store: a second server on the session's BENTOML_HOME would reset the session server's metrics.
+    """
+    shutil.copytree(trained_home / "bentoml" / "models", tmp_path / "bentoml" / "models")
+    server = Server(project_env(tmp_path))
+    server.command = [arg for arg in server.command if arg not in ("--host", "127.0.0.1")]
+    with server:
+        assert _listening(server.port) == {"0100007F"}  # 127.0.0.1
