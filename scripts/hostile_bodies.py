@@ -92,7 +92,9 @@ class NormalClient(threading.Thread):
                 self.times.append((sent, time.perf_counter()))
 
     def seen_between(self, start: float, end: float) -> list[float]:
-        """Latencies of the requests that overlapped [start, end]."""
+        """Latencies of the requests that overlapped [start, end], once the one in flight at ``end`` is answered."""
+        while not self.times or self.times[-1][0] < end:
+            time.sleep(0.01)
         return [b - a for a, b in list(self.times) if b >= start and a <= end]
 
 
@@ -108,8 +110,8 @@ def measure(url: str, repeat: int) -> list[str]:
     normal.start()
     time.sleep(2)
     quiet = normal.seen_between(0, time.perf_counter())
-    rows = ["| body | route | bytes | answer | slowest of %d (ms) | normal client meanwhile: answers, median, slowest (ms) |"
-            % repeat, "|---|---|---|---|---|---|"]
+    rows = ["| body | route | bytes | answer | median, slowest of %d (ms) | normal client meanwhile: answers, median, "
+            "slowest (ms) |" % repeat, "|---|---|---|---|---|---|"]
     hostile = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
     for name, (path, body) in bodies().items():
         start, took = time.perf_counter(), []
@@ -117,20 +119,45 @@ def measure(url: str, repeat: int) -> list[str]:
             sent = time.perf_counter()
             status, answer = _post(hostile, path, body)
             took.append(time.perf_counter() - sent)
-        seen = normal.seen_between(start, time.perf_counter()) or [float("nan")]
+        seen = normal.seen_between(start, time.perf_counter())
         msg = json.loads(answer).get("msg") or "success"
-        rows.append(f"| {name} | `{path}` | {len(body):,} | {status} {msg[:60]} | {_ms(max(took))} | "
-                    f"{len(seen)}, {_ms(statistics.median(seen))}, {_ms(max(seen))} |")
-    normal.stop.set()
+        rows.append(f"| {name} | `{path}` | {len(body):,} | {status} {msg[:60]} | {_ms(statistics.median(took))}, "
+                    f"{_ms(max(took))} | {len(seen)}, {_ms(statistics.median(seen))}, {_ms(max(seen))} |")
     rows.append(f"\nNormal client with no attack: {len(quiet)} answers, median {_ms(statistics.median(quiet))} ms, "
                 f"slowest {_ms(max(quiet))} ms.")
+    rows.append(flood(parts.hostname, parts.port, normal))
+    normal.stop.set()
     return rows
+
+
+def flood(host: str, port: int, normal: NormalClient, connections: int = 4, seconds: float = 5.0) -> str:
+    """``connections`` clients send the many-keys body back to back for ``seconds``."""
+    body, answered = bodies()["many distinct keys, one repeated"][1], []
+
+    def send_until(deadline: float) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=300)
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            answered.append((_post(connection, "/recommend", body)[0], time.perf_counter() - sent))
+
+    start = time.perf_counter()
+    senders = [threading.Thread(target=send_until, args=(start + seconds,)) for _ in range(connections)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    seen = sorted(normal.seen_between(start, time.perf_counter()))
+    statuses = sorted({status for status, _ in answered})
+    return (f"Flood: {connections} connections sent the many-keys body back to back for {seconds:.0f} s: "
+            f"{len(answered)} answers ({statuses}), median {_ms(statistics.median(t for _, t in answered))} ms; "
+            f"the normal client got {len(seen)} answers, median {_ms(statistics.median(seen))} ms, "
+            f"p99 {_ms(seen[int(0.99 * (len(seen) - 1))])} ms, slowest {_ms(seen[-1])} ms.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="a running server on loopback (default: start one)")
-    parser.add_argument("--repeat", type=int, default=5, help="sends of each body")
+    parser.add_argument("--repeat", type=int, default=20, help="sends of each body")
     args = parser.parse_args()
     if args.url:
         print("\n".join(measure(args.url, args.repeat)))
