@@ -81,8 +81,15 @@ def test_export_into_a_path_that_cannot_be_a_folder_is_one_line(tmp_path):
     assert line.endswith(f"ERROR file system error: {target}: Not a directory"), line
 
 
-def test_train_on_a_full_disk_is_one_line_and_no_model(tmp_path):
-    line = _one_error_line(_recsys(project_env(tmp_path), "train", "--size", "tiny", max_file_bytes=100_000))
-    assert "ERROR file system error: " in line and "File too large" in line, line
-    models = tmp_path / "bentoml" / "models"
-    assert not models.exists() or not any(models.rglob("model.yaml"))
+@pytest.mark.parametrize("case", ["full-disk", "store-under-a-file"])
+def test_train_that_cannot_write_is_one_line_and_no_model(tmp_path, case):
+    (tmp_path / "file").write_text("")
+    if case == "full-disk":
+        result = _recsys(project_env(tmp_path), "train", "--size", "tiny", max_file_bytes=100_000)
+        problem = "File too large"
+    else:
+        env = {**project_env(tmp_path), "BENTOML_HOME": str(tmp_path / "file" / "bentoml")}
+        result, problem = _recsys(env, "train", "--size", "tiny"), f"{tmp_path / 'file' / 'bentoml'}: Not a directory"
+    line = _one_error_line(result)
+    assert "ERROR file system error: " in line and problem in line, line
+    assert not any(tmp_path.rglob("model.yaml"))
