@@ -2,8 +2,8 @@
 
 `bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, at import: the newest
 ranker in the BentoML store, the pair packed into the Bento when served from one, or
-RECSYS_SERVING__MODEL_VERSION; a missing, mismatched or damaged pair stops the start-up
-with one line that says which model is wrong and how to fix it (`bentoml serve` exits 1).
+RECSYS_SERVING__MODEL_VERSION; a missing, mismatched or damaged pair, or an unknown or invalid RECSYS_* setting,
+stops the start-up with one line that says what is wrong and how to fix it (`bentoml serve` exits 1).
 """
 
 from __future__ import annotations
@@ -20,22 +20,24 @@ from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
 from recsys import model_store
-from recsys.settings import get_settings
+from recsys.settings import SettingsError, get_settings
+
+try:  # before the serving modules, which read the settings as they are imported
+    SETTINGS = get_settings()
+    VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
+    # the demographic labels `user_features` may use: the training data's, read from the candidates model
+    LABELS = model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
+except (SettingsError, model_store.ModelStoreError) as exc:
+    raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
+
 from serving import flask_compat
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from serving.headers import SafeHeadersMiddleware
 from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from serving.web import create_app as web_page
-
-SETTINGS = get_settings()
-try:
-    VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
-    # the demographic labels `user_features` may use: the training data's, read from the candidates model
-    LABELS = model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
-except model_store.ModelStoreError as exc:
-    raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
@@ -93,7 +95,8 @@ async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Respo
 
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
-@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512})
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
+                  http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
         candidates = bentoml.depends(Candidates)
@@ -160,5 +163,6 @@ class Recommender:
             return unavailable(exc)
 
 
-Recommender.add_asgi_middleware(CleanErrorsMiddleware)
+Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)

@@ -1,7 +1,15 @@
-"""Write any dataset in a published file format, so it reloads through the real loaders (`--dataset ...`)."""
+"""Write any dataset in a published file format, so it reloads through the real loaders (`--dataset ...`).
+
+Each file is written to a temporary name in the target folder and renamed over the real one only once all files
+of the dataset are complete: a full disk or a stop midway leaves the previous files (or none), never a truncated
+``interactions.csv`` that would load as a smaller dataset.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +29,50 @@ _ML_GENRE = {"drama": "Drama", "comedy": "Comedy", "thriller": "Thriller", "acti
              "sport": "Drama"}
 
 
-def write_kion(dataset: Dataset, directory: Path) -> None:
+@contextmanager
+def _all_or_nothing(directory: Path, *names: str) -> Iterator[list[Path]]:
+    """Temporary paths in ``directory`` for the files ``names``; they replace those files once all are written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    temporary = [directory / f".{name}.{os.getpid()}.tmp" for name in names]
+    try:
+        yield temporary
+        for name, path in zip(names, temporary):
+            os.replace(path, directory / name)
+    except OSError as exc:  # pandas writes through a handle: name the folder the disk-full error is about
+        raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(directory)) from None
+    finally:
+        for path in temporary:
+            path.unlink(missing_ok=True)
+
+
+def write_kion(dataset: Dataset, directory: Path) -> None:
     interactions = dataset.interactions[INTERACTION_COLUMNS].copy()
     interactions["last_watch_dt"] = interactions["last_watch_dt"].dt.strftime("%Y-%m-%d")
-    interactions.to_csv(directory / "interactions.csv", index=False)
-    dataset.users[USER_COLUMNS].to_csv(directory / "users.csv", index=False)
-    dataset.items[ITEM_COLUMNS].to_csv(directory / "items.csv", index=False)
+    with _all_or_nothing(directory, "interactions.csv", "users.csv", "items.csv") as (inter_csv, users_csv, items_csv):
+        interactions.to_csv(inter_csv, index=False)
+        dataset.users[USER_COLUMNS].to_csv(users_csv, index=False)
+        dataset.items[ITEM_COLUMNS].to_csv(items_csv, index=False)
 
 
 def write_movielens_100k(dataset: Dataset, directory: Path) -> None:
     """u.data / u.user / u.item; watched_pct becomes 1-5 stars (so ratings >= 4 mean 'watched most of it')."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    with _all_or_nothing(directory, "u.data", "u.user", "u.item") as files:
+        _write_movielens_100k(dataset, *files)
+
+
+def _write_movielens_100k(dataset: Dataset, u_data: Path, u_user: Path, u_item: Path) -> None:
     inter = dataset.interactions
     stars = np.clip(np.ceil(inter["watched_pct"].to_numpy() / 20.0), 1, 5).astype(int)
     # Same-day events get distinct seconds so the per-user order of the log survives the round trip.
     seconds = (inter["last_watch_dt"].astype("int64") // 10**9).to_numpy() + inter.groupby(
         [inter["user_id"], inter["last_watch_dt"]]).cumcount().to_numpy()
     pd.DataFrame({"u": inter["user_id"], "i": inter["item_id"], "r": stars, "t": seconds}).to_csv(
-        directory / "u.data", sep="\t", header=False, index=False)
+        u_data, sep="\t", header=False, index=False)
     users = dataset.users
     pd.DataFrame({"u": users["user_id"], "age": users["age"].map(_BAND_AGE).fillna(30).astype(int),
                   "sex": users["sex"].where(users["sex"].isin(["M", "F"]), "M"), "occupation": "other",
-                  "zip": "00000"}).to_csv(directory / "u.user", sep="|", header=False, index=False)
+                  "zip": "00000"}).to_csv(u_user, sep="|", header=False, index=False)
     items = dataset.items
     flags = np.zeros((len(items), len(GENRES_100K)), dtype=int)
     for row, genres in enumerate(split_genres(items["genres"])):
@@ -55,7 +82,7 @@ def write_movielens_100k(dataset: Dataset, directory: Path) -> None:
     table = pd.DataFrame({"i": items["item_id"], "title": items["title"] + " (" + year.astype(str) + ")",
                           "date": "01-Jan-" + year.astype(str), "video": "", "url": ""})
     table = pd.concat([table, pd.DataFrame(flags, columns=GENRES_100K)], axis=1)
-    table.to_csv(directory / "u.item", sep="|", header=False, index=False, encoding=ENCODING)
+    table.to_csv(u_item, sep="|", header=False, index=False, encoding=ENCODING)
 
 
 WRITERS = {"kion": write_kion, "movielens-100k": write_movielens_100k}

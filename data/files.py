@@ -38,6 +38,20 @@ def _wrong_sep(path: Path, sep: str, encoding: str, problem: str, note: str = ""
     return DataError(f"{path}: {problem}; looks like the separator is not {sep!r}{hint}{note}")
 
 
+def _bad_byte(path: Path, encoding: str) -> str:
+    """Line and column of the first byte of ``path`` that is not ``encoding``: pandas reports an offset within
+    the chunk it was decoding, which points nowhere in the file."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start:exc.start].decode(encoding, "replace")) + 1
+        return f"line {line}, column {column}"
+    return "an unknown position"
+
+
 def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: bool = True,
                encoding: str = "utf-8", required: list[str] | None = None,
                quoted: bool | None = None) -> pd.DataFrame:
@@ -69,9 +83,9 @@ def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: 
             quoting=quoting, keep_default_na=False, na_values=[""],
             **({"low_memory": False} if engine == "c" else {}),
         )
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise DataError(
-            f"{path}: not valid {encoding} text (bad byte at position {exc.start}); "
+            f"{path}: not valid {encoding} text (bad byte at {_bad_byte(path, encoding)}); "
             f"re-save the file as {encoding} or check you picked the right dataset"
         ) from None
     except pd.errors.EmptyDataError:

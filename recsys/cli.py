@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from data.schema import DataError
 from recsys.model_store import ModelStoreError
 from recsys.progress import Timings, setup_logging
-from recsys.settings import PROJECT_ROOT, Settings, get_settings
+from recsys.settings import PROJECT_ROOT, Settings, SettingsError, describe_errors, get_settings
 from recsys.stopping import raise_if_stopped, stop_on_sigterm
 from training.second_stage import RankerTrainingError
 from training.split import SplitError
@@ -55,9 +56,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for section, updates in (("data", data_updates), ("split", split_updates)):
         if updates:
             current = getattr(settings, section)
-            settings = settings.model_copy(update={section: type(current).model_validate(
-                {**current.model_dump(), **updates})})
+            try:
+                checked = type(current).model_validate({**current.model_dump(), **updates})
+            except ValidationError as exc:
+                raise SettingsError(f"invalid option {describe_errors(exc, _flag)}") from None
+            settings = settings.model_copy(update={section: checked})
     return settings
+
+
+def _flag(loc: tuple) -> str:
+    """The command-line flag of a data or split field (``strategy`` is ``--split``)."""
+    return "--split" if loc == ("strategy",) else "--" + str(loc[0]).replace("_", "-")
+
+
+def _file_system_error(exc: OSError) -> str:
+    """One line for a file that cannot be written or read: disk full, read-only or missing folder..."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"file system error: {where}{exc.strerror or exc}"
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -228,14 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(get_settings().log_level)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:  # before logging is set up: its level is a setting too
+        print(f"recsys: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
     stop_on_sigterm()
     try:
         code = args.func(args)
         raise_if_stopped()
         return code
-    except (DataError, SplitError, RankerTrainingError, ModelStoreError) as exc:
+    except (DataError, SplitError, RankerTrainingError, ModelStoreError, SettingsError) as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("%s", _file_system_error(exc))
         return 2
 
 

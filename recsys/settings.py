@@ -2,22 +2,35 @@
 
 Every knob lives here with a default that works out of the box. Any value can be overridden from the
 environment with the ``RECSYS_`` prefix and ``__`` between levels, e.g. ``RECSYS_LIGHTFM__EPOCHS=5`` or
-``RECSYS_DATA__SIZE=tiny``; the CLI sets the same fields from its flags.
+``RECSYS_DATA__SIZE=tiny``; the CLI sets the same fields from its flags. A ``RECSYS_*`` name that is not a
+setting (``RECSYS_SERVING__TOPOLGY``) or a value that does not fit is a :class:`SettingsError` with one line that
+names the variable, instead of a silently ignored typo or a pydantic traceback.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
 SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
 
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "RECSYS_"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or invalid; the message names it and says what it should be."""
 
 
 class DataSettings(BaseModel):
@@ -104,10 +117,10 @@ class UISettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     home: Path = Field(PROJECT_ROOT / "var", description="where generated datasets, features and reports go")
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()
     lightfm: LightFMSettings = LightFMSettings()
@@ -139,7 +152,39 @@ class Settings(BaseSettings):
         return self.home / "reports"
 
 
+def env_names() -> list[str]:
+    """Every environment variable the settings read: ``RECSYS_<FIELD>`` and ``RECSYS_<SECTION>__<FIELD>``."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        names.append(f"{ENV_PREFIX}{name.upper()}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += [f"{ENV_PREFIX}{name.upper()}__{sub.upper()}" for sub in field.annotation.model_fields]
+    return names
+
+
+def describe_errors(exc: ValidationError, name: Callable[[tuple], str]) -> str:
+    """A validation error as one line: each wrong setting by ``name(loc)``, the value given and what it should be."""
+    return "; ".join(f"{name(err['loc'])}={str(err['input'])[:40]!r}: {err['msg']}" for err in exc.errors())
+
+
+def _env_name(loc: tuple) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    known = set(env_names())
+    return sorted(n for n in environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings from the environment, read once per process."""
-    return Settings()
+    """Settings from the environment, read once per process; :class:`SettingsError` on an unknown ``RECSYS_*``
+    name (with the closest valid one) or a value that does not fit."""
+    for name in _unknown_env_names(os.environ):
+        close = difflib.get_close_matches(name.upper(), env_names(), n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `recsys/settings.py` for the settings there are"
+        raise SettingsError(f"unknown setting {name}; {hint}")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(f"invalid setting {describe_errors(exc, _env_name)}") from None

@@ -4,18 +4,24 @@ BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and dou
 dependency. This ASGI middleware turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
 ``/get_recommendation``) into ``{"status": "error", "msg": "...", "recommendations": []}`` with the same status
 code. Before BentoML sees a request it refuses anything but JSON with 415, a body larger than ``MAX_BODY_BYTES``
-with 413 (counted as it arrives, so a chunked body cannot slip past), and a JSON object with a repeated key with
-400 (BentoML's parser would silently keep the last value).
+with 413 (counted as it arrives, so a chunked body cannot slip past), and an invalid body with 400
+(:mod:`serving.admission`: bounded, linear checks, off the event loop for big bodies). BentoML therefore only
+ever parses valid, small requests: it never logs a 4xx as an ERROR with a traceback quoting the sender's input
+(the access log's one line is the record of a refused request), and its parser never silently keeps the last of
+repeated keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from serving import flask_compat
+from serving.admission import INLINE_BYTES, Admission
 from serving.asgi import rewrite_responses, send_json
 
 MAX_BODY_BYTES = 1_000_000
@@ -39,26 +45,13 @@ def _unwrap(message: Any) -> str:
     return str(message)
 
 
-def _describe(detail: list) -> str:
-    """Pydantic's error list as one line a person can act on: 'top_k: Input should be ...; foo: ...'."""
-    parts = []
-    for err in detail:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def error_body(status: int, raw: bytes) -> bytes:
     text = raw.decode("utf-8", "replace")
     try:
         parsed = json.loads(text)
     except ValueError:
         parsed = text
-    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
-        msg = _describe(parsed["detail"])
-    else:
-        msg = _unwrap(parsed) if text else f"HTTP {status}"
-    return _error_json(msg)
+    return _error_json(_unwrap(parsed) if text else f"HTTP {status}")
 
 
 class ModelServiceDown(RuntimeError):
@@ -76,8 +69,11 @@ def _error_json(msg: str) -> bytes:
 
 
 class CleanErrorsMiddleware:
-    def __init__(self, app: Any) -> None:
+    """``inputs`` maps each POST route to its input model (``Service.apis``' routes and input specs)."""
+
+    def __init__(self, app: Any, inputs: dict[str, type[BaseModel]]) -> None:
         self.app = app
+        self.admissions = {route: Admission.of(model) for route, model in inputs.items()}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PATHS):
@@ -96,11 +92,13 @@ class CleanErrorsMiddleware:
             await send_json(send, 413, _error_json(f"request body of {size} bytes exceeds the limit of "
                                                    f"{MAX_BODY_BYTES} bytes; split it into smaller batches"))
             return
-        repeated = _repeated_key(body)
-        if repeated is not None:
-            await send_json(send, 400, _error_json(f"invalid request: body: key '{repeated}' appears more than once "
-                                                   "in one JSON object; send each field once"))
-            return
+        admission = self.admissions.get(scope["path"]) if scope.get("method") == "POST" else None
+        if admission is not None:
+            refusal = (admission.refusal(body) if len(body) <= INLINE_BYTES
+                       else await asyncio.to_thread(admission.refusal, body))
+            if refusal is not None:
+                await send_json(send, 400, _error_json(refusal))
+                return
         await rewrite_responses(self.app, scope, _replay(body, receive), send, lambda status: status >= 400, error_body)
 
 
@@ -137,21 +135,3 @@ def _replay(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
-
-
-def _repeated_key(body: bytes) -> str | None:
-    """The first key that repeats within one JSON object of ``body``; None when there is none or ``body`` is not
-    JSON (the app reports that itself, with the position of the error)."""
-    found: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict:
-        keys = [k for k, _ in items]
-        if not found and len(set(keys)) < len(keys):
-            found.append(next(k for i, k in enumerate(keys) if k in keys[:i]))
-        return dict(items)
-
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return None
-    return found[0] if found else None

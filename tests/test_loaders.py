@@ -124,9 +124,10 @@ def test_kion_empty_file(kion_dir: Path) -> None:
 
 
 def test_kion_not_utf8(kion_dir: Path) -> None:
+    """Regression: the bad byte on line 2 was reported at 'position 3' (an offset in pandas' decoding chunk)."""
     header = KION_ITEMS.splitlines()[0]
-    (kion_dir / "items.csv").write_bytes(header.encode() + b"\n1,film,S\xe9rie,,,,,,,,,,,\n")  # cp1252 'é'
-    with pytest.raises(DataError, match=r"items\.csv.*not valid utf-8"):
+    (kion_dir / "items.csv").write_bytes(header.encode() + "\n1,film,Сказка S".encode() + b"\xe9rie,,,,,,,,,,,\n")  # cp1252 'é'
+    with pytest.raises(DataError, match=r"items\.csv: not valid utf-8 text \(bad byte at line 2, column 16\)"):
         load_kion(kion_dir)
 
 

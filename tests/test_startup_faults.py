@@ -72,10 +72,10 @@ DAMAGE: dict[str, tuple[Callable[[Path], None] | None, str]] = {
 }
 
 
-def _start(home: Path) -> str:
+def _start(home: Path, **env: str) -> str:
     """What `bentoml serve` on ``home`` reported: "server exited with ..." and its output, or "started"."""
     try:
-        with Server(project_env(home), ready_timeout=STARTUP_SECONDS):
+        with Server(project_env(home, **env), ready_timeout=STARTUP_SECONDS):
             return "started"
     except RuntimeError as exc:
         return str(exc)
@@ -95,12 +95,33 @@ def reports(trained_home, tmp_path_factory) -> dict[str, str]:
         return dict(zip(homes, pool.map(_start, homes.values())))
 
 
-@pytest.mark.parametrize(("case", "message"), [(case, message) for case, (_, message) in DAMAGE.items()],
-                         ids=DAMAGE.keys())
-def test_damaged_store_refuses_to_start_with_one_clear_line(reports, case, message):
-    report = reports[case]
+def _one_line(report: str) -> str:
+    """The one line a refused start-up printed (it must exit 1, with no traceback)."""
     assert report.startswith("server exited with 1:"), report[-3000:]  # not "started", nor "not ready after"
     output = report.split("\n", 1)[1]
     assert "Traceback" not in output, output[-3000:]
     line = output.strip().splitlines()[-1]
-    assert line.startswith("recsys: cannot serve: ") and message in line and "recsys train" in line, line
+    assert line.startswith("recsys: cannot serve: "), line
+    return line
+
+
+@pytest.mark.parametrize(("case", "message"), [(case, message) for case, (_, message) in DAMAGE.items()],
+                         ids=DAMAGE.keys())
+def test_damaged_store_refuses_to_start_with_one_clear_line(reports, case, message):
+    line = _one_line(reports[case])
+    assert message in line and "recsys train" in line, line
+
+
+BAD_SETTINGS = {  # environment: what the one line must say
+    "RECSYS_SERVING__TOPOLOGY=bogus": "invalid setting RECSYS_SERVING__TOPOLOGY='bogus': Input should be 'split' or 'fused'",
+    "RECSYS_SERVING__WORKERS=0": "RECSYS_SERVING__WORKERS='0': Input should be greater than or equal to 1",
+    "RECSYS_LOG_LEVEL=bogus": "RECSYS_LOG_LEVEL='BOGUS': Input should be 'DEBUG', 'INFO'",
+    "RECSYS_SERVING__TOPOLGY=fused": "unknown setting RECSYS_SERVING__TOPOLGY; did you mean RECSYS_SERVING__TOPOLOGY?",
+}
+
+
+@pytest.mark.parametrize(("assignment", "message"), BAD_SETTINGS.items(), ids=BAD_SETTINGS.keys())
+def test_bad_setting_refuses_to_start_with_one_clear_line(trained_home, assignment, message):
+    """Regression: a bad value was a 16-69-line pydantic traceback, and a misspelt name was silently ignored."""
+    name, value = assignment.split("=")
+    assert message in _one_line(_start(trained_home, **{name: value}))
