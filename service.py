@@ -35,9 +35,12 @@ from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
 from serving.headers import SafeHeadersMiddleware
+from serving.metrics_dir import use_own_prometheus_dir
 from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from serving.web import create_app as web_page
+
+use_own_prometheus_dir()  # in `bentoml serve` itself, before it prepares the folder its workers share
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
