@@ -34,7 +34,7 @@ def _fill(unit: bytes, head: bytes, tail: bytes) -> bytes:
     return head + b",".join([unit] * count) + tail
 
 
-def _many_keys() -> bytes:
+def many_keys() -> bytes:
     """~90k distinct keys and one repeated at the end (the body that held the loop for 177 s)."""
     keys, size = [], 2
     while size < MAX_BODY_BYTES - 40:
@@ -51,8 +51,8 @@ def bodies() -> dict[str, tuple[str, bytes]]:
     full_batch = json.dumps({"requests": [{"user_id": i, "top_k": 100} for i in range(100)]}).encode()
     extra_keys = b'{"requests": [{"user_id": 1}],' + b",".join(b'"x%d": 1' % i for i in range(1_730)) + b"}"
     cases = {
-        "many distinct keys, one repeated": ("/recommend", _many_keys()),
-        "many distinct keys (batch route)": ("/recommend/batch", _many_keys()),
+        "many distinct keys, one repeated": ("/recommend", many_keys()),
+        "many distinct keys (batch route)": ("/recommend/batch", many_keys()),
         "one valid key repeated 83k times": ("/recommend", _fill(b'"user_id":1', b"{", b"}")),
         "333k empty objects": ("/recommend/batch", _fill(b"{}", b'{"requests": [', b"]}")),
         "500k-deep nesting": ("/recommend", b"[" * (MAX_BODY_BYTES // 2) + b"]" * (MAX_BODY_BYTES // 2)),

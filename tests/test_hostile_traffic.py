@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from scripts.hostile_bodies import many_keys
 from serving.errors import MAX_BODY_BYTES
 from serving.headers import SAFE_HEADERS
 from tests.helpers import Server, project_env, warm_user
@@ -25,14 +26,6 @@ from tests.test_malformed_input import JSON, send
 
 MARKER = "hostile-input-9f3b"
 
-
-def _many_keys() -> bytes:
-    """As many distinct keys as fit in the limit, and the first one repeated at the end."""
-    keys, size = [], 2
-    while size < MAX_BODY_BYTES - 40:
-        keys.append(b'"k%d":1' % len(keys))
-        size += len(keys[-1]) + 1
-    return b"{" + b",".join(keys + [b'"k0":1']) + b"}"
 
 
 def _new_log_lines(server, offset: int, count: int) -> list[str]:
@@ -79,7 +72,7 @@ def test_a_flood_of_the_worst_bodies_does_not_stall_normal_requests(server, mode
     """Two connections send the many-keys body back to back while a normal client sends 20 requests: all 20 get
     their usual answer, and hostile bodies keep being answered (400) during that time, so the normal requests
     really went through in the middle of the flood."""
-    hostile_body = _many_keys()
+    hostile_body = many_keys()
     assert len(hostile_body) <= MAX_BODY_BYTES
     normal = f'{{"user_id": {warm_user(models)}, "top_k": 7}}'.encode()
     status, usual = send(server.url, "/recommend", normal, JSON)
