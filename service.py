@@ -1,9 +1,10 @@
 """BentoML service: Recommender (entry, JSON API) -> Candidates (LightFM, batchable) -> Ranker (CatBoost, batchable).
 
-`bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, at import: the newest
-ranker in the BentoML store, the pair packed into the Bento when served from one, or
-RECSYS_SERVING__MODEL_VERSION; a missing, mismatched or damaged pair, or an unknown or invalid RECSYS_* setting,
-stops the start-up with one line that says what is wrong and how to fix it (`bentoml serve` exits 1).
+`bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, as `bentoml serve` imports
+this module: the newest ranker in the BentoML store, the pair packed into the Bento when served from one, or
+RECSYS_SERVING__MODEL_VERSION; every worker, restarts included, then loads exactly that pair. A missing,
+mismatched or damaged pair, or an unknown or invalid RECSYS_* setting, stops the start-up with one line that says
+what is wrong and how to fix it (`bentoml serve` exits 1).
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
 from serving.headers import SafeHeadersMiddleware
-from serving.metrics_dir import use_own_prometheus_dir
 from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
+from serving.server_process import pin_model_version, use_own_prometheus_dir
 from serving.web import create_app as web_page
 
-use_own_prometheus_dir()  # in `bentoml serve` itself, before it prepares the folder its workers share
+# settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
+pin_model_version(VERSION)
+use_own_prometheus_dir()
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.

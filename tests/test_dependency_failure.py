@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import Server, get, load_pair, post, project_env, warm_user
+from tests.helpers import Server, get, load_pair, post, project_env, train, warm_user
 
 TIMEOUT_S = 1.5
 
@@ -61,3 +61,24 @@ def test_killed_or_stuck_model_service_gives_503_then_recovers(trained_home, sta
         assert "model service is unavailable" in json.loads(refused.value.read())["msg"]
         _recovers(server, body, expected)
         assert server.service_pids()[stage] != [pid]
+
+
+def test_restarted_workers_serve_the_pair_the_server_started_with(tmp_path):
+    """Serve pair A, train a newer pair B into the same store, kill each model worker: circus' restarts load A,
+    not `latest` (a restarted ranker used to load B and rank A's candidates with it, labelled A)."""
+    env = project_env(tmp_path, RECSYS_SERVING__DEPENDENCY_TIMEOUT_S=str(TIMEOUT_S))
+    assert train(env, "--size", "tiny").returncode == 0
+    with Server(env) as server:
+        version = post(f"{server.url}/recommend", {"user_id": 0, "top_k": 1})[1]["model_version"]
+        pair = load_pair(tmp_path, version)
+        bodies = [{"user_id": warm_user(pair, i), "top_k": 10} for i in range(3)]
+        expected = [post(f"{server.url}/recommend", body)[1] for body in bodies]
+        assert train(env, "--size", "tiny", "--seed", "8").returncode == 0
+        latest = (tmp_path / "bentoml" / "models" / "recsys_ranker" / "latest").read_text().strip()
+        assert latest != version
+        for stage in ("candidates", "ranker"):
+            [pid] = server.service_pids()[stage]
+            os.kill(pid, signal.SIGKILL)
+            _recovers(server, bodies[0], expected[0])
+            assert server.service_pids()[stage] != [pid]
+        assert [post(f"{server.url}/recommend", body)[1] for body in bodies] == expected
