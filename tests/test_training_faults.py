@@ -216,3 +216,37 @@ def test_sigterm_leaves_latest_on_a_complete_pair(trained_home, tmp_path, step):
     if "A." in step:
         assert latest == previous
     load_pair(tmp_path, latest)  # every file of the pair `latest` names is there and loads
+
+
+CHECK_PAIRS = """
+import sys
+from recsys import model_store
+for version in sys.argv[1:]:
+    model_store.servable_version(version)
+print(model_store.resolve_version())
+"""
+
+
+def test_concurrent_trainings_each_save_a_servable_pair(tmp_path):
+    """Regression (issue 12, item 4): runs on one store shared `var/features/<dataset>`, so one run's ranker
+    carried another run's feature store and could not be served. Three real runs at once, two of them on the same
+    seed (same data, same run id prefix), then the checks `bentoml serve` runs at start-up on every run that
+    exited 0, and the ranker's `latest` must name one of them."""
+    env = project_env(tmp_path, RECSYS_RANKER__ITERATIONS="20", RECSYS_LIGHTFM__EPOCHS="1",
+                      RECSYS_RANKER__THREADS="1", RECSYS_LIGHTFM__THREADS="1")
+    processes = [subprocess.Popen([str(BIN / "recsys"), "train", "--size", "tiny", "--seed", str(seed)], env=env,
+                                  cwd=ROOT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for seed in (1, 2, 2)]
+    logs = [process.communicate(timeout=STEP_TIMEOUT)[1] for process in processes]
+    versions = [re.search(r" run (\S+) on ", log).group(1) for log in logs]
+    succeeded = [version for process, version in zip(processes, versions) if process.returncode == 0]
+    for process, log in zip(processes, logs):
+        assert process.returncode in (0, 2), log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+    assert len(succeeded) == len(processes), "\n".join(logs)[-6000:]
+    check = subprocess.run([str(BIN / "python"), "-c", CHECK_PAIRS, *succeeded], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=STEP_TIMEOUT)
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert check.stdout.strip() in succeeded
+    models = tmp_path / "bentoml" / "models"
+    assert (models / "recsys_candidates" / "latest").read_text().strip() == check.stdout.strip()
