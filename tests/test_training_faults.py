@@ -8,6 +8,7 @@ time (the CI machine has two cores).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -243,10 +244,14 @@ def test_concurrent_trainings_each_save_a_servable_pair(tmp_path):
     for process, log in zip(processes, logs):
         assert process.returncode in (0, 2), log[-3000:]
         assert "Traceback" not in log, log[-3000:]
-    assert len(succeeded) == len(processes), "\n".join(logs)[-6000:]
+    assert len(succeeded) == len(processes), [line for log in logs for line in log.splitlines() if " ERROR " in line]
     check = subprocess.run([str(BIN / "python"), "-c", CHECK_PAIRS, *succeeded], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=STEP_TIMEOUT)
     assert check.returncode == 0, check.stderr[-3000:]
     assert check.stdout.strip() in succeeded
     models = tmp_path / "bentoml" / "models"
     assert (models / "recsys_candidates" / "latest").read_text().strip() == check.stdout.strip()
+    reports = tmp_path / "var" / "reports"
+    for version in succeeded:
+        assert json.loads((reports / version / "report.json").read_text())["run_id"] == version
+    assert json.loads((reports / "latest" / "report.json").read_text())["run_id"] in succeeded

@@ -100,7 +100,8 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
         with timings.step(f"load dataset '{settings.data.dataset}'"):
             dataset = load_dataset(settings.data)
     fingerprint = dataset.fingerprint()
-    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{fingerprint[:6]}"
+    # microseconds: runs started together on the same data must not share a version (nor a report folder)
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}-{fingerprint[:6]}"
     log.info("run %s on %s", run_id, dataset.summary())
     offline = fit_and_evaluate(dataset, settings, timings)
     split, fit, evaluation = offline.split, offline.fit, offline.evaluation
@@ -110,7 +111,8 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
         tables_c, model_c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, settings)
 
     with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
-        feature_dir = settings.features_dir / dataset.name
+        # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots
+        feature_dir = Path(tmp) / model_store.FEATURES_DIR
         manifest = write_feature_store(tables_c, feature_dir, fingerprint)
         ranker_file = Path(tmp) / model_store.RANKER_FILE
         fit.model.save_model(str(ranker_file), format="cbm")
