@@ -6,11 +6,14 @@ showcase: catalogue, recent histories, report headline and plots, see :mod:`recs
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
 ``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
 interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
-``latest``. Serving checks the pair it resolves (:func:`servable_version`) before it starts.
+``latest``. The ranker is only committed once the pair passes the checks serving runs, and saves of concurrent
+trainings take turns (a lock file in the store), so both `latest` files name the same, servable pair. Serving
+checks the pair it resolves (:func:`servable_version`) before it starts.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -93,29 +96,65 @@ def _copy_files(source: Path, target: Path) -> None:
         (target / file.name).write_bytes(file.read_bytes())
 
 
+@contextmanager
+def _saving_lock() -> Iterator[None]:
+    """One save at a time per store. BentoML moves a model's `latest` to the newest version as it commits, and
+    deleting a version moves it back to the newest one left; two runs saving at once could leave the candidates'
+    `latest` on one run and the ranker's on the other, or a failed run's clean-up could pick a half-written pair.
+    Training itself runs in parallel; only the few seconds of saving and checking wait for each other."""
+    path = Path(store_home()) / "recsys-save.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another training is saving to this store (%s); waiting for it", path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path, showcase_dir: Path,
               labels: dict[str, str], metadata: dict) -> tuple[str, str]:
-    """Write both models under one version; the ranker goes last so that `latest` is always a whole pair."""
-    for name in (CANDIDATES, RANKER):
-        if bentoml.models.list(f"{name}:{version}"):  # everything of `version` below is then this call's own
-            raise ModelStoreError(f"model {name}:{version} already exists; train again to get a new version")
-    try:
-        with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
-                                   metadata=metadata) as model:
-            candidates.save(Path(model.path_of(CANDIDATES_DIR)))
-            candidates_tag = str(model.tag)
-        log.info("saved %s; saving %s:%s", candidates_tag, RANKER, version)
-        with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
-                                   metadata=metadata) as model:
-            Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
-            np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
-            _copy_files(feature_dir, Path(model.path_of(FEATURES_DIR)))
-            _copy_files(showcase_dir, Path(model.path_of(SHOWCASE_DIR)))
-            ranker_tag = str(model.tag)
-    except BaseException:
-        _discard(version)
-        raise
+    """Write both models under one version; the ranker goes last so that `latest` is always a whole pair.
+
+    The ranker is committed (and its `latest` moved) only after the pair passes the checks `bentoml serve` runs at
+    start-up, and the committed pair is checked again; a pair that fails is removed with its one-line reason.
+    """
+    with _saving_lock():
+        for name in (CANDIDATES, RANKER):
+            if bentoml.models.list(f"{name}:{version}"):  # everything of `version` below is then this call's own
+                raise ModelStoreError(f"model {name}:{version} already exists; train again to get a new version")
+        try:
+            with bentoml.models.create(f"{CANDIDATES}:{version}", labels={**labels, "stage": "candidates"},
+                                       metadata=metadata) as model:
+                candidates.save(Path(model.path_of(CANDIDATES_DIR)))
+                candidates_tag = str(model.tag)
+            log.info("saved %s; saving %s:%s", candidates_tag, RANKER, version)
+            with bentoml.models.create(f"{RANKER}:{version}", labels={**labels, "stage": "ranker"},
+                                       metadata=metadata) as model:
+                Path(model.path_of(RANKER_FILE)).write_bytes(Path(ranker_file).read_bytes())
+                np.save(model.path_of(ITEM_IDS_FILE), candidates.item_ids, allow_pickle=False)
+                _copy_files(feature_dir, Path(model.path_of(FEATURES_DIR)))
+                _copy_files(showcase_dir, Path(model.path_of(SHOWCASE_DIR)))
+                _check_servable(get_model(CANDIDATES, version), model)
+                ranker_tag = str(model.tag)
+            _check_servable(get_model(CANDIDATES, version), get_model(RANKER, version))  # as committed
+        except BaseException:
+            _discard(version)
+            raise
     return candidates_tag, ranker_tag
+
+
+def _check_servable(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
+    """What `bentoml serve` checks at start-up, for a pair that is being saved."""
+    try:
+        check_pair(candidates, ranker)
+        check_files(candidates, ranker)
+    except ModelStoreError as exc:
+        raise ModelStoreError(f"the new pair would not be served, so it was removed: {exc}") from exc
 
 
 def _discard(version: str) -> None:

@@ -364,3 +364,23 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
     model_store.check_files(model_store.get_model(model_store.CANDIDATES, done),
                             model_store.get_model(model_store.RANKER, done))
 
+
+def test_a_pair_that_would_not_be_served_is_removed_before_latest_moves(pair):
+    """A ranker whose feature-store snapshot is not the one its metadata names (what concurrent runs sharing
+    var/features produced, issue 12 item 4) fails the serving checks at save time: one-line error, nothing of
+    the run left in the store, `latest` of both models unchanged."""
+    import bentoml
+
+    from recsys import model_store
+
+    candidates, ranker = pair
+    previous = model_store.resolve_version()
+    bad = "mismatched-" + candidates.tag.version
+    metadata = {**ranker.info.metadata, "run_id": bad, "feature_store_version": "0123456789abcdef"}
+    labels = {"run_id": bad, "dataset": "synthetic", "project": "recsys"}
+    with pytest.raises(model_store.ModelStoreError, match="would not be served, so it was removed: .* is version"):
+        model_store.save_pair(bad, model_store.load_candidates(candidates), Path(ranker.path_of("ranker.cbm")),
+                              Path(ranker.path_of("features")), Path(ranker.path_of("showcase")), labels, metadata)
+    for name in (model_store.CANDIDATES, model_store.RANKER):
+        assert bad not in {m.tag.version for m in bentoml.models.list(name)}
+        assert bentoml.models.get(f"{name}:latest").tag.version == previous
