@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -128,13 +129,23 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 
 
 def write_report(report: dict, directory: Path) -> Path:
-    """Write the report files to ``directory`` and mirror them to ``latest`` beside it."""
+    """Write the report files to ``directory`` and point ``latest`` beside it at them."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))
     write_plots(report, directory)
     (directory / "report.md").write_text(_markdown(report))
     (directory / "report.html").write_text(_html(report))
-    latest = directory.parent / "latest"
-    shutil.rmtree(latest, ignore_errors=True)
-    shutil.copytree(directory, latest)
+    _point_latest(directory)
     return directory
+
+
+def _point_latest(directory: Path) -> None:
+    """Swap the ``latest`` symlink in one rename: concurrent runs that deleted and re-copied a ``latest`` folder
+    left it mixing two runs' files, or made copytree fail on a folder the other run had just created."""
+    latest = directory.parent / "latest"
+    if latest.is_dir() and not latest.is_symlink():  # a copy written before `latest` became a link
+        shutil.rmtree(latest, ignore_errors=True)
+    link = directory.parent / f".latest-{directory.name}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(directory.name, target_is_directory=True)
+    os.replace(link, latest)
