@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys import model_store
 from recsys.settings import get_settings
-from serving import flask_compat
+from serving import flask_compat, gc_watch
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -53,6 +53,7 @@ class Candidates:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
         self.model = model_store.load_candidates(self.model_ref)
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
     def generate(self, queries: list[dict]) -> list[dict]:
@@ -66,6 +67,7 @@ class Ranker:
     def __init__(self) -> None:
         bundle = model_store.load_ranker(self.model_ref)
         self.reranker = bundle.reranker
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
     def rank(self, requests: list[dict]) -> list[dict]:
@@ -105,6 +107,7 @@ class Recommender:
             self.candidates, self.ranker = Candidates(), Ranker()
         self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
                                 on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
+        gc_watch.settle(serving.freeze_startup_heap)
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
@@ -161,4 +164,5 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(CleanErrorsMiddleware)
+Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
 Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)

@@ -95,6 +95,8 @@ class ServingSettings(BaseModel):
     blas_threads: int = Field(1, ge=1, description="BLAS threads in the candidates service (one batch at a time)")
     dependency_timeout_s: float = Field(3.0, gt=0, description="wait this long for a model service, then answer 503")
     max_latency_ms: int = Field(5_000, ge=1, description="batching deadline; past it BentoML answers 503")
+    freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
+                                                        "are loaded, so full collections skip it")
 
 
 class UISettings(BaseModel):
