@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys import model_store
 from recsys.settings import get_settings
-from serving import flask_compat, gc_watch
+from serving import flask_compat, gc_watch, request_timer
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -30,6 +30,7 @@ from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, Recom
 from serving.web import create_app as web_page
 
 SETTINGS = get_settings()
+request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 try:
     VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
     # the demographic labels `user_features` may use: the training data's, read from the candidates model
