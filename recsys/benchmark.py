@@ -46,6 +46,7 @@ from serving.process import PlainAsgiServer, Server
 
 log = logging.getLogger("recsys")
 WARMUP_S = 1.0  # untimed, before each level: connection set-up and first calls are not the steady state
+PAUSES_PUBLISHED_S = 0.5  # a service publishes its collector pauses every 0.25 s (serving/gc_watch.py)
 INSTALL_HEY = ("the benchmark's load generator `hey` is not installed: `make bench` installs it as root "
                "(apt-get install hey); elsewhere install your distribution's `hey` package or "
                "`go install github.com/rakyll/hey@latest`")
@@ -137,6 +138,8 @@ def _measure(server: Server, path: str, body: dict | None, clients: int, seconds
     before, client_before = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = hey(url, seconds, clients, rate, body)
     after, client_after = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if server.metrics:
+        time.sleep(PAUSES_PUBLISHED_S)
     done = max(result["requests"], 1)
     per_request = {name: (after[name] - before.get(name, 0)) * 1000 / done for name in after}
     per_request["client"] = (client_after.ru_utime + client_after.ru_stime - client_before.ru_utime

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
+from collections import deque
 from typing import Any
 
 import bentoml
 from bentoml._internal.context import server_context
 
 PROCESS = ("service", "worker")
+PUBLISH_EVERY_S = 0.25  # collector pauses reach /metrics this late at most
 GC_PAUSE = bentoml.metrics.Histogram(
     name="recsys_gc_pause_seconds", documentation="garbage-collector pauses of this process, by generation",
     labelnames=[*PROCESS, "generation"],
@@ -36,18 +39,30 @@ def _process_labels() -> dict[str, str]:
 
 
 class _PauseTimer:
-    """A ``gc.callbacks`` entry: times each collection from its start to its stop."""
+    """A ``gc.callbacks`` entry: times each collection from its start to its stop.
+
+    It only appends to a queue. A collection can start inside any allocation, including one made while
+    prometheus_client holds its process-wide, non-reentrant lock (in multiprocess mode every metric update takes
+    it): a callback that observed the histogram itself would deadlock the worker. A thread publishes the queue.
+    """
 
     def __init__(self) -> None:
-        labels = _process_labels()
-        self.by_generation = [GC_PAUSE.labels(**labels, generation=str(g)) for g in range(3)]
+        self.pending: deque[tuple[int, float]] = deque()
         self.started = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self.started = time.perf_counter()
         else:
-            self.by_generation[info["generation"]].observe(time.perf_counter() - self.started)
+            self.pending.append((info["generation"], time.perf_counter() - self.started))
+
+    def publish_forever(self, labels: dict[str, str]) -> None:
+        by_generation = [GC_PAUSE.labels(**labels, generation=str(g)) for g in range(3)]
+        while True:
+            time.sleep(PUBLISH_EVERY_S)
+            while self.pending:
+                generation, seconds = self.pending.popleft()
+                by_generation[generation].observe(seconds)
 
 
 def settle(freeze: bool) -> None:
@@ -61,7 +76,11 @@ def settle(freeze: bool) -> None:
         gc.freeze()
         FROZEN.labels(**_process_labels()).set(gc.get_freeze_count())
     if not any(isinstance(callback, _PauseTimer) for callback in gc.callbacks):
-        gc.callbacks.append(_PauseTimer())
+        timer = _PauseTimer()
+        # the labels are read here: the service's name is a context variable, which a new thread does not see
+        threading.Thread(target=timer.publish_forever, args=(_process_labels(),), name="recsys-gc-pauses",
+                         daemon=True).start()
+        gc.callbacks.append(timer)
 
 
 class LoopTimersOnScrape:

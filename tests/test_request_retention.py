@@ -6,6 +6,7 @@ entry's count of scheduled timers, read through /metrics, shows whether that ret
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,9 +54,14 @@ def test_a_burst_of_requests_leaves_no_timers_behind_in_the_entry(server, models
 def test_collector_pauses_and_the_frozen_start_up_heap_show_per_process(server, models):
     for _ in range(50):
         post(f"{server.url}/recommend", {"user_id": warm_user(models), "top_k": 5})
-    pauses = _samples(server.url, "recsys_gc_pause_seconds_count")
+    for _ in range(40):  # each process publishes its pauses every 0.25 s
+        pauses = _samples(server.url, "recsys_gc_pause_seconds_count")
+        observed = {service: sum(v for labels, v in pauses.items() if ("service", service) in labels)
+                    for service in ("recommender", "candidates", "ranker")}
+        if all(observed.values()):
+            break
+        time.sleep(0.25)
+    assert all(observed.values()), f"no collector pauses observed for some service: {observed}"
     frozen = _samples(server.url, "recsys_gc_frozen_objects")
-    for service in ("recommender", "candidates", "ranker"):
-        observed = sum(v for labels, v in pauses.items() if ("service", service) in labels)
-        assert observed > 0, f"no collector pauses observed for {service}: {pauses}"
+    for service in observed:
         assert any(v > 10_000 for labels, v in frozen.items() if ("service", service) in labels), frozen
