@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,17 +40,26 @@ class Server:
 
     def __init__(self, env: dict[str, str] | None = None, target: str = "service:Recommender",
                  ready_timeout: float = 90, port: int | None = None, log: Path | None = None):
-        self.env = env or dict(os.environ)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        home = Path(self.env.get("RECSYS_HOME", PROJECT_ROOT / "var"))
+        home = Path((env or os.environ).get("RECSYS_HOME", PROJECT_ROOT / "var"))
         self.log = log or home / "logs" / f"serve-{self.port}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.bentoml_home = home / "servers" / str(self.port)
+        self.env = {**(env or os.environ), "BENTOML_HOME": str(self.bentoml_home)}
+        self.stores = Path((env or os.environ).get("BENTOML_HOME", Path.home() / "bentoml"))
         self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
+        # BentoML keeps its Prometheus files in BENTOML_HOME and empties that folder whenever a server starts, so
+        # servers sharing a home blank each other's /metrics: each gets a home of its own, with the shared stores.
+        self.bentoml_home.mkdir(parents=True, exist_ok=True)
+        for store in ("models", "bentos"):
+            (self.stores / store).mkdir(parents=True, exist_ok=True)
+            if not (self.bentoml_home / store).exists():
+                (self.bentoml_home / store).symlink_to(self.stores / store)
         self.process = subprocess.Popen(self.command, env=self.env, cwd=PROJECT_ROOT, stdout=self.log.open("w"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + self.ready_timeout
@@ -108,6 +118,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        shutil.rmtree(self.bentoml_home, ignore_errors=True)  # removes the links, not the stores they point to
 
 
 class PlainAsgiServer(Server):
