@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup lock serve train test features load soak bench clean browser
+.PHONY: setup lock serve train test features load soak bench clean browser hey
 
 # The venv is built from the lock (requirements/lock.txt, with hashes): every machine, CI and the Bento
 # (requirements/serving.txt, a subset pinned to the same versions) install exactly what was tested.
@@ -47,8 +47,19 @@ load: setup
 soak: setup
 	$(BIN)/recsys soak $(SOAK_ARGS)
 
-bench: setup
+bench: setup hey
 	$(BIN)/recsys bench
+
+# `recsys bench` loads the service with hey, a native load generator (Debian package `hey`). Installed with apt-get
+# when missing and we are root; otherwise this only warns, and the benchmark stops saying what to install.
+hey:
+	@if command -v hey >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "==> installing hey for the benchmark (apt-get, first run only)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null \
+			|| echo "==> WARNING: apt-get could not install hey; the benchmark will not run"; \
+	else echo "==> WARNING: no hey on PATH; install it as root with 'apt-get install hey'" \
+		"(or 'go install github.com/rakyll/hey@latest'), or the benchmark will not run"; fi
 
 # The page test drives Debian's headless Chromium through its chromedriver (tests/browser.py). Installed with apt-get
 # when missing and we are root; otherwise this only warns, and that test fails saying what to install.
@@ -62,7 +73,7 @@ browser:
 		"'apt-get install chromium chromium-driver', or the page test will fail"; fi
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
-test: setup browser
+test: setup browser hey
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]

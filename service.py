@@ -31,7 +31,7 @@ try:  # before the serving modules, which read the settings as they are imported
 except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import flask_compat
+from serving import flask_compat, gc_watch, request_timer
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -44,6 +44,7 @@ from serving.web import create_app as web_page
 # settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
 pin_model_version(VERSION)
 use_own_prometheus_dir()
+request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
@@ -61,6 +62,7 @@ class Candidates:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
         self.model = model_store.load_candidates(self.model_ref)
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
     def generate(self, queries: list[dict]) -> list[dict]:
@@ -74,6 +76,7 @@ class Ranker:
     def __init__(self) -> None:
         bundle = model_store.load_ranker(self.model_ref)
         self.reranker = bundle.reranker
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
     def rank(self, requests: list[dict]) -> list[dict]:
@@ -114,6 +117,7 @@ class Recommender:
             self.candidates, self.ranker = Candidates(), Ranker()
         self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
                                 on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
+        gc_watch.settle(serving.freeze_startup_heap)
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
@@ -171,4 +175,5 @@ class Recommender:
 
 Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
 Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
+Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
 Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)

@@ -179,10 +179,14 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from recsys.benchmark import run_benchmark
+    from recsys.benchmark import LoadGeneratorMissing, run_benchmark
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
-    run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling)
+    try:
+        run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling)
+    except LoadGeneratorMissing as exc:
+        log.error("%s", exc)
+        return 2
     print((out / "benchmark.md").read_text())
     print(f"report: {out}/benchmark.json")
     return 0
@@ -233,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_args(p, "5m")
     p.add_argument("--max-growth-pct", type=float, default=5.0, help="allowed RSS growth over the second half of the run")
 
-    p = sub.add_parser("bench", help="benchmark: framework ceiling, /recommend at 1-64 clients, batching, compute")
+    p = sub.add_parser("bench", help="benchmark with hey: plain ASGI ceiling, /healthz and /recommend split and fused, "
+                                     "before/after the tail-latency fixes, GC pauses, compute")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measured load level")
     p.add_argument("--no-scaling", action="store_true", help="skip the catalogue scaling part")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")

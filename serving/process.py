@@ -35,6 +35,8 @@ def _stat_fields(pid: int) -> list[str]:
 class Server:
     """`bentoml serve` in its own process group on loopback; the whole group is stopped on exit."""
 
+    metrics = True  # serves Prometheus /metrics
+
     def __init__(self, env: dict[str, str] | None = None, target: str = "service:Recommender",
                  ready_timeout: float = 90, port: int | None = None, log: Path | None = None):
         self.env = env or dict(os.environ)
@@ -106,3 +108,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+class PlainAsgiServer(Server):
+    """The smallest ASGI app (recsys/plain_asgi.py) under uvicorn, as BentoML runs its workers: the ceiling of the
+    machine for an HTTP endpoint, for the benchmark to compare the service with."""
+
+    metrics = False
+
+    def __init__(self, env: dict[str, str] | None = None):
+        super().__init__(env=env)
+        self.command = [str(BIN / "uvicorn"), "recsys.plain_asgi:app", "--host", "127.0.0.1", "--port",
+                        str(self.port), "--lifespan", "off", "--no-access-log", "--log-level", "warning"]
+
+    def service_pids(self) -> dict[str, list[int]]:
+        return {"uvicorn": [self.process.pid]} if self.process else {}
