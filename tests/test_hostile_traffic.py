@@ -10,7 +10,6 @@ loop for 177 s, so a normal request could not be answered at all (the 60 s clien
 from __future__ import annotations
 
 import http.client
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -141,13 +140,9 @@ def _listening(port: int) -> set[str]:
     return found
 
 
-def test_plain_bentoml_serve_listens_on_loopback_only(trained_home, tmp_path):
-    """`bentoml serve` without --host listened on 0.0.0.0; the image sets BENTOML_HOST=0.0.0.0 (bentofile.yaml).
-
-    A copy of the store: a second server on the session's BENTOML_HOME would reset the session server's metrics.
-    """
-    shutil.copytree(trained_home / "bentoml" / "models", tmp_path / "bentoml" / "models")
-    server = Server(project_env(tmp_path))
+def test_plain_bentoml_serve_listens_on_loopback_only(trained_home):
+    """`bentoml serve` without --host listened on 0.0.0.0; the image sets BENTOML_HOST=0.0.0.0 (bentofile.yaml)."""
+    server = Server(project_env(trained_home))
     server.command = [arg for arg in server.command if arg not in ("--host", "127.0.0.1")]
     with server:
         assert _listening(server.port) == {"0100007F"}  # 127.0.0.1
