@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 from pydantic import ValidationError
@@ -14,7 +15,16 @@ from pydantic import ValidationError
 from data.schema import DataError
 from recsys.model_store import ModelStoreError
 from recsys.progress import Timings, setup_logging
-from recsys.settings import PROJECT_ROOT, Settings, SettingsError, describe_errors, get_settings
+from recsys.settings import (
+    PROJECT_ROOT,
+    DatasetName,
+    Settings,
+    SettingsError,
+    SplitStrategy,
+    SyntheticSize,
+    describe_errors,
+    get_settings,
+)
 from recsys.stopping import raise_if_stopped, stop_on_sigterm
 from training.second_stage import RankerTrainingError
 from training.split import SplitError
@@ -24,17 +34,17 @@ log = logging.getLogger("recsys")
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dataset")
-    group.add_argument("--dataset", choices=["synthetic", "kion", "movielens-100k", "movielens-1m"],
+    group.add_argument("--dataset", choices=get_args(DatasetName),
                        help="which dataset to load (default: synthetic)")
     group.add_argument("--data-dir", type=Path, help="folder with a real dataset's files")
-    group.add_argument("--size", choices=["tiny", "small", "medium", "default", "kion"], help="synthetic dataset size")
+    group.add_argument("--size", choices=get_args(SyntheticSize), help="synthetic dataset size")
     group.add_argument("--seed", type=int, help="synthetic dataset seed")
     group.add_argument("--rating-threshold", type=float, help="MovieLens: ratings >= this are positives")
 
 
 def _add_split_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("time split")
-    group.add_argument("--split", choices=["auto", "global", "per_user"], help="split strategy (default: auto)")
+    group.add_argument("--split", choices=get_args(SplitStrategy), help="split strategy (default: auto)")
     group.add_argument("--label-days", type=int, help="global split: days in the reranker's label window")
     group.add_argument("--holdout-days", type=int, help="global split: days in the evaluation window")
     group.add_argument("--label-frac", type=float, help="per-user split: share of each user's events as labels")

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
 SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
+SplitStrategy = Literal["auto", "global", "per_user"]
 
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                      BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
@@ -44,7 +45,7 @@ class DataSettings(BaseModel):
 class SplitSettings(BaseModel):
     """Three consecutive windows: history (first level), labels (reranker targets), holdout (evaluation)."""
 
-    strategy: Literal["auto", "global", "per_user"] = Field(
+    strategy: SplitStrategy = Field(
         "auto", description="auto = global time cut for Kion-style logs, per-user for MovieLens"
     )
     label_days: int = Field(14, ge=1, description="global: length of the reranker's label window")
