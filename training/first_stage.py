@@ -82,8 +82,8 @@ def _popular(item_pos: np.ndarray, recent: np.ndarray, n_items: int) -> np.ndarr
 def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, recent: np.ndarray,
               n_items: int) -> tuple[np.ndarray, np.ndarray]:
     static = users.set_index("user_id").reindex(known["user_id"].to_numpy())
-    full = [segment_key(a, s, k) for a, s, k in zip(static["age"].fillna("unknown"), static["sex"].fillna("unknown"),
-                                                      static["kids_flg"].fillna(0))]
+    age, sex = static["age"].fillna(UNKNOWN_CATEGORY), static["sex"].fillna(UNKNOWN_CATEGORY)
+    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0))]
     kids = [kids_segment_key(k) for k in static["kids_flg"].fillna(0)]
     user_of = known["user_id"].to_numpy()
     keys, lists = [], []
