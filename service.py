@@ -61,7 +61,7 @@ class Candidates:
     def __init__(self) -> None:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
-        self.model = model_store.load_candidates(self.model_ref)
+        self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads)
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)

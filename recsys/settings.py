@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
-SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
+SyntheticSize = Literal["tiny", "small", "medium", "default", "kion", "catalogue"]
 SplitStrategy = Literal["auto", "global", "per_user"]
 
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -72,6 +72,12 @@ class CandidateSettings(BaseModel):
     n_popular: int = Field(30, ge=0, description="extra candidates from recent popularity")
     n_cooc: int = Field(30, ge=0, description="extra candidates from item-to-item co-occurrence")
     popularity_days: int = Field(14, ge=1, description="window for 'recently popular'")
+    ann_min_items: int = Field(50_000, ge=1, description="catalogues of at least this many items get an approximate "
+                                                          "nearest-neighbour index for the LightFM top-n (built at "
+                                                          "training time); smaller ones score every item")
+    ann_nprobe: int = Field(32, ge=1, description="index lists searched per user: more is slower and closer to exact")
+    ann_recall_users: int = Field(1_000, ge=1, description="users on whom training measures the index's recall@100 "
+                                                           "against exact search (stored in the model's metadata)")
 
 
 class RankerSettings(BaseModel):

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from data.registry import load_dataset
@@ -23,10 +24,11 @@ from data.schema import Dataset
 from features.build import build_feature_tables
 from features.store import OnlineFeatureTable, write_feature_store
 from recsys import model_store
+from recsys.ann import RECALL_K, recall_at_k
 from recsys.candidates import CandidateModel
 from recsys.progress import Timings
 from recsys.reranker import FeatureAssembler, Reranker
-from recsys.settings import Settings
+from recsys.settings import CandidateSettings, Settings
 from recsys.showcase import write_showcase
 from training.evaluate import evaluate
 from training.first_stage import fit_candidate_model
@@ -35,7 +37,7 @@ from training.second_stage import RankerFit, fit_ranker
 from training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
-LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]
+LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "faiss-cpu", "numpy", "pandas", "pyarrow", "scipy"]
 
 
 @dataclass
@@ -56,6 +58,18 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
     model = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm, settings.candidates,
                                 seed=settings.data.seed)
     return tables, model
+
+
+def item_index_report(model: CandidateModel, cands: CandidateSettings, seed: int) -> dict:
+    """How the LightFM top-n is found: every item scored below the size threshold; above it the index, with its
+    recall@100 against exact search measured on a sample of users."""
+    if model.index is None:
+        return {"kind": "exact", "items": len(model.item_ids), "ann_min_items": cands.ann_min_items}
+    users = np.random.default_rng(seed).choice(len(model.user_ids), min(cands.ann_recall_users, len(model.user_ids)),
+                                               replace=False)
+    recall = recall_at_k(model.index, model.user_vectors[users], model.item_vectors)
+    log.info("item index: recall@%d %.4f against exact search on %d users", RECALL_K, recall, len(users))
+    return {**model.index.describe(), f"recall_at_{RECALL_K}": round(recall, 4), "recall_users": len(users)}
 
 
 @dataclass
@@ -109,6 +123,8 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
     serve_as_of = dataset.interactions["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
     with timings.step("C. refit LightFM + features on all data (serving)"):
         tables_c, model_c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, settings)
+    with timings.step("C. the served LightFM top-n: exact or index recall"):
+        item_index = item_index_report(model_c, settings.candidates, settings.data.seed)
 
     with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
         # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots
@@ -129,6 +145,7 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
                        "ranker": settings.ranker.model_dump()},
             "offline_metrics": evaluation["metrics"],
             "candidate_recall": evaluation["candidate_recall"],
+            "item_index": item_index,
             "libraries": {lib: package_version(lib) for lib in LIBRARIES},
             "training_seconds": round(time.time() - started, 1),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,104 @@
+"""The LightFM stage's approximate nearest-neighbour index, for catalogues too large to score every item per user.
+
+LightFM ranks items by an inner product (user embedding . item embedding + item bias; the bias is the item
+vector's last coordinate and the user vector's last coordinate is 1, and the user bias is left out since it does
+not change a user's ranking). Inner product is not a distance, so the index is built on the usual MIPS-to-L2
+transform: every item vector ``v`` gets one more coordinate ``sqrt(M^2 - |v|^2)`` (``M`` the largest item norm) and
+every query a 0 there. Then ``|q - v'|^2 = |q|^2 + M^2 - 2 q.v``: for one user, the nearest items in L2 are exactly
+the best ones by LightFM score. The index only picks which items to look at; their scores are computed again from
+the vectors, so a served score is the exact LightFM score whichever way the item was found.
+
+The index is faiss' IVF-Flat (k-means lists, exact distances inside the ``nprobe`` lists nearest to the query),
+picked over HNSW graphs (faiss HNSW, usearch, voyager) by measurement on this project's machine: for the same
+recall it builds 6-25x faster, and it was the only one to reach a recall@100 of 0.95 against exact search (README,
+"Large catalogues"). The file is memory-mapped when served, so the workers of a host share one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "item_index.faiss"
+MIN_POINTS_PER_LIST = 39  # faiss' k-means wants at least this many training points per centroid
+RECALL_K = 100
+
+
+def mips_to_l2(item_vectors: np.ndarray) -> np.ndarray:
+    """Item vectors with the extra coordinate that turns inner-product order into L2 order."""
+    norms = np.einsum("ij,ij->i", item_vectors, item_vectors, dtype=np.float64)
+    extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
+    return np.hstack([item_vectors, extra[:, None]]).astype(np.float32)
+
+
+def queries(user_vectors: np.ndarray) -> np.ndarray:
+    return np.hstack([user_vectors, np.zeros((len(user_vectors), 1), np.float32)]).astype(np.float32)
+
+
+def default_lists(n_items: int) -> int:
+    """About 4 sqrt(n) lists (4,000 for a million items), never more than the training points allow."""
+    return int(np.clip(round(4 * np.sqrt(n_items)), 1, max(1, n_items // MIN_POINTS_PER_LIST)))
+
+
+@dataclass
+class ItemIndex:
+    index: faiss.IndexIVFFlat
+
+    @classmethod
+    def build(cls, item_vectors: np.ndarray, nprobe: int, seed: int = 42, threads: int = 1) -> ItemIndex:
+        faiss.omp_set_num_threads(threads)
+        data = mips_to_l2(np.asarray(item_vectors, dtype=np.float32))
+        lists = default_lists(len(data))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(data.shape[1]), data.shape[1], lists, faiss.METRIC_L2)
+        index.cp.seed = seed
+        started = time.perf_counter()
+        index.train(data)
+        index.add(data)
+        index.nprobe = min(nprobe, lists)
+        log.info("item index: %d items in %d lists, nprobe %d, built in %.1f s", len(data), lists, index.nprobe,
+                 time.perf_counter() - started)
+        return cls(index)
+
+    def search(self, user_vectors: np.ndarray, k: int) -> np.ndarray:
+        """Item indices of about the ``k`` best items per user, best first; -1 where the probed lists held fewer."""
+        k = min(k, self.index.ntotal)
+        if k <= 0 or len(user_vectors) == 0:
+            return np.zeros((len(user_vectors), max(k, 0)), dtype=np.int64)
+        return self.index.search(queries(np.asarray(user_vectors, dtype=np.float32)), k)[1]
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, mmap: bool = True, threads: int = 1) -> ItemIndex:
+        """Memory-mapped by default: the lists stay in the page cache, shared by every process that serves them."""
+        faiss.omp_set_num_threads(threads)
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+        except RuntimeError as exc:  # faiss' message is a C++ assertion; say which file
+            raise ValueError(f"cannot read {Path(path).name} ({str(exc).splitlines()[-1][:200]})") from exc
+        return cls(index)
+
+    def describe(self) -> dict:
+        return {"library": f"faiss-cpu {package_version('faiss-cpu')}", "kind": "IVF-Flat on the MIPS->L2 transform",
+                "items": int(self.index.ntotal), "lists": int(self.index.nlist), "nprobe": int(self.index.nprobe)}
+
+
+def recall_at_k(index: ItemIndex, user_vectors: np.ndarray, item_vectors: np.ndarray, k: int = RECALL_K) -> float:
+    """Mean share of each user's exact top-k items (by LightFM score) that the index returns in its top-k."""
+    k = min(k, len(item_vectors))
+    found = index.search(user_vectors, k)
+    hits = 0
+    for lo in range(0, len(user_vectors), 256):  # bounded memory: 256 users x the catalogue at a time
+        scores = user_vectors[lo:lo + 256] @ item_vectors.T
+        exact = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        hits += sum(len(np.intersect1d(e, f)) for e, f in zip(exact, found[lo:lo + 256]))
+    return hits / (k * max(len(user_vectors), 1))
