@@ -5,6 +5,11 @@ this module: the newest ranker in the BentoML store, the pair packed into the Be
 RECSYS_SERVING__MODEL_VERSION; every worker, restarts included, then loads exactly that pair. A missing,
 mismatched or damaged pair, or an unknown or invalid RECSYS_* setting, stops the start-up with one line that says
 what is wrong and how to fix it (`bentoml serve` exits 1).
+
+With RECSYS_SERVING__TOPOLOGY=remote the two model services run as `bentoml serve service:Candidates` and
+`bentoml serve service:Ranker` of their own (other containers or hosts, each scaled on its own), and the entry
+reaches them at RECSYS_SERVING__CANDIDATES_URL and RECSYS_SERVING__RANKER_URL (`bentoml.depends(url=...)`); it
+answers 503, and its /readyz too, while either is down or serves another model pair than its own.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
@@ -31,7 +36,7 @@ try:  # before the serving modules, which read the settings as they are imported
 except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import flask_compat, gc_watch, request_timer
+from serving import flask_compat, gc_watch, request_timer, wire
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -49,7 +54,8 @@ request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML bu
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
 INTERNAL = {"workers": 1, "traffic": {"timeout": 20}, "runner_connection": {"max_requests": 1_000_000_000},
-            "logging": {"access": {"enabled": False}}}
+            "logging": {"access": {"enabled": False}},
+            "http": {"host": "127.0.0.1"}}  # served on their own (`remote`): loopback unless `--host`/BENTOML_HOST
 BATCHING = {"batchable": SETTINGS.serving.batching, "max_batch_size": SETTINGS.serving.max_batch_size,
             "max_latency_ms": SETTINGS.serving.max_latency_ms}
 
@@ -66,7 +72,13 @@ class Candidates:
 
     @bentoml.api(**BATCHING)
     def generate(self, queries: list[dict]) -> list[dict]:
-        return candidate_answers(self.model, queries, SETTINGS.candidates, SETTINGS.serving.max_top_k)
+        answers = candidate_answers(self.model, queries, SETTINGS.candidates, SETTINGS.serving.max_top_k)
+        return wire.pack(answers, model_version=VERSION)
+
+    @bentoml.api
+    def model_version(self) -> str:
+        """The model pair this process serves: the entry checks it against its own."""
+        return VERSION
 
 
 @bentoml.service(name="ranker", **INTERNAL)
@@ -80,17 +92,32 @@ class Ranker:
 
     @bentoml.api(**BATCHING)
     def rank(self, requests: list[dict]) -> list[dict]:
-        return rank_answers(self.reranker, self.reranker.assembler.item_ids, requests)
+        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, wire.unpack(requests))
+        return wire.pack(answers, model_version=VERSION)
+
+    @bentoml.api
+    def model_version(self) -> str:
+        """The model pair this process serves: the entry checks it against its own."""
+        return VERSION
 
 
 async def _call(stage: str, call: Awaitable[list[dict]]) -> list[dict]:
     """A model service's answer, or a 503 the client can act on when that process is down, restarting or stuck
-    (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang)."""
+    (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang), or serves another model pair
+    than the entry (a model service of another training, `remote` topology)."""
     try:
-        return await asyncio.wait_for(call, SETTINGS.serving.dependency_timeout_s)
+        answers = await asyncio.wait_for(call, SETTINGS.serving.dependency_timeout_s)
     except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise ModelServiceDown(f"the {stage} model service is unavailable ({type(exc).__name__}); it restarts "
                                "by itself, retry in a few seconds") from exc
+    if other := {a["model_version"] for a in answers} - {VERSION}:
+        raise ModelServiceDown(_other_pair(stage, other.pop()))
+    return answers
+
+
+def _other_pair(stage: str, version: str) -> str:
+    return (f"the {stage} model service serves model pair {version}, not this entry's {VERSION}; deploy the "
+            "services of one training together (or pin RECSYS_SERVING__MODEL_VERSION on all of them)")
 
 
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
@@ -110,6 +137,9 @@ class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
         candidates = bentoml.depends(Candidates)
         ranker = bentoml.depends(Ranker)
+    elif SETTINGS.serving.topology == "remote":  # each model service is a `bentoml serve` of its own, found by address
+        candidates = bentoml.depends(Candidates, url=SETTINGS.serving.candidates_url)
+        ranker = bentoml.depends(Ranker, url=SETTINGS.serving.ranker_url)
 
     def __init__(self) -> None:
         serving = SETTINGS.serving
@@ -119,14 +149,28 @@ class Recommender:
                                 on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
         gc_watch.settle(serving.freeze_startup_heap)
 
+    async def __is_ready__(self) -> bool:
+        """`remote`: ready (/readyz 200) only while both model services answer with this entry's model pair, so a
+        load balancer or Kubernetes sends no traffic to an entry whose stages are down or from another training."""
+        if SETTINGS.serving.topology != "remote":
+            return True
+        try:
+            versions = await asyncio.wait_for(asyncio.gather(self.candidates.to_async.model_version(),
+                                                             self.ranker.to_async.model_version()),
+                                              SETTINGS.serving.dependency_timeout_s)
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError, BentoMLException):
+            return False
+        return versions == [VERSION, VERSION]
+
     async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                     "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
-        candidates = await _call("candidates", self.candidates.to_async.generate(queries))
-        warm = [j for j, c in enumerate(candidates) if c["source"] == WARM]
-        ranked = await _call("ranker", self.ranker.to_async.rank([
-            {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
-        ])) if warm else []
+        packed = await _call("candidates", self.candidates.to_async.generate(queries))
+        warm = [j for j, c in enumerate(packed) if c["source"] == WARM]
+        ranked = wire.unpack(await _call("ranker", self.ranker.to_async.rank([  # candidates travel on as they came
+            {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **packed[j]} for j in warm
+        ]))) if warm else []
+        candidates = wire.unpack(packed)
         by_request = dict(zip(warm, ranked))
         responses = []
         for j, (request, cand) in enumerate(zip(requests, candidates)):
