@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
 MIN_POINTS_PER_LIST = 39  # faiss' k-means wants at least this many training points per centroid
+TRAIN_POINTS_PER_LIST = 64
 RECALL_K = 100
 
 
@@ -60,7 +61,10 @@ class ItemIndex:
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(data.shape[1]), data.shape[1], lists, faiss.METRIC_L2)
         index.cp.seed = seed
         started = time.perf_counter()
-        index.train(data)
+        # k-means on a sample: 64 points per list place the lists as well as all of them, at a fraction of the time
+        sample = np.random.default_rng(seed).choice(len(data), min(len(data), TRAIN_POINTS_PER_LIST * lists),
+                                                    replace=False)
+        index.train(data[np.sort(sample)])
         index.add(data)
         index.nprobe = min(nprobe, lists)
         log.info("item index: %d items in %d lists, nprobe %d, built in %.1f s", len(data), lists, index.nprobe,
