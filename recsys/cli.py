@@ -166,11 +166,13 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
-        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=getattr(args, "url", None))
+        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=getattr(args, "url", None),
+                         workers=args.workers)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    print(f"{s['requests']} requests in {s['duration']} with {s['users']} users: {s['rps']:.1f} req/s, "
+    by = f" ({s['workers']} Locust workers)" if s["workers"] else ""
+    print(f"{s['requests']} requests in {s['duration']} with {s['users']} users{by}: {s['rps']:.1f} req/s, "
           f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, {s['failures']} failures")
     grown = []
     for name, m in s.get("memory", {}).items():
@@ -207,6 +209,8 @@ def _add_load_args(p: argparse.ArgumentParser, duration: str) -> None:
     p.add_argument("--spawn-rate", type=float, default=8.0)
     p.add_argument("--duration", default=duration, help="run time, e.g. 30s, 2m")
     p.add_argument("--out", type=Path, help=f"report folder (default: var/reports/{p.prog.split()[-1]}-<time>)")
+    p.add_argument("--workers", type=int, default=0, help="run Locust distributed: a master and this many worker "
+                                                         "processes on loopback (default: one process)")
     p.set_defaults(func=cmd_loadtest)
 
 
