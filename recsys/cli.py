@@ -195,8 +195,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling)
-    except LoadGeneratorMissing as exc:
+        run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling, connections=args.connections,
+                      configs=args.config)
+    except (LoadGeneratorMissing, ValueError) as exc:
         log.error("%s", exc)
         return 2
     print((out / "benchmark.md").read_text())
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "before/after the tail-latency fixes, GC pauses, compute")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measured load level")
     p.add_argument("--no-scaling", action="store_true", help="skip the catalogue scaling part")
+    p.add_argument("--connections", type=int, default=32, help="hey's keep-alive connections per level")
+    p.add_argument("--config", action="append", help="only this configuration: split, fused, split-before or "
+                                                     "fused-before (repeatable; default: all four)")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")
     p.set_defaults(func=cmd_bench)
     return parser
