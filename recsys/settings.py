@@ -75,9 +75,12 @@ class CandidateSettings(BaseModel):
     ann_min_items: int = Field(50_000, ge=1, description="catalogues of at least this many items get an approximate "
                                                           "nearest-neighbour index for the LightFM top-n (built at "
                                                           "training time); smaller ones score every item")
-    ann_nprobe: int = Field(32, ge=1, description="index lists searched per user: more is slower and closer to exact")
+    ann_target_recall: float = Field(0.95, gt=0, le=1, description="recall@100 against exact search the index must "
+                                                                  "reach: training searches more lists until it does")
+    ann_nprobe: int = Field(32, ge=1, description="index lists searched per user to start from (more is slower and "
+                                                  "closer to exact)")
     ann_recall_users: int = Field(1_000, ge=1, description="users on whom training measures the index's recall@100 "
-                                                           "against exact search (stored in the model's metadata)")
+                                                           "(stored in the model's metadata)")
 
 
 class RankerSettings(BaseModel):

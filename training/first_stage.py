@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from data.schema import split_genres
 from features.store import UNKNOWN_CATEGORY
-from recsys.ann import ItemIndex
+from recsys.ann import build_index
 from recsys.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.settings import CandidateSettings, LightFMSettings
 
@@ -163,9 +163,13 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     del user_bias  # a per-user constant does not change that user's ranking
 
     item_vectors = np.hstack([item_emb, item_bias[:, None]]).astype(np.float32)
-    # a catalogue too large to score every item per request gets a nearest-neighbour index (recsys/ann.py)
-    index = (ItemIndex.build(item_vectors, cands.ann_nprobe, seed, lfm.threads)
-             if len(item_ids) >= cands.ann_min_items else None)
+    user_vectors = np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32)
+    index = None
+    if len(item_ids) >= cands.ann_min_items:  # too many items to score them all per request (recsys/ann.py)
+        sample = np.random.default_rng(seed).choice(len(user_ids), min(cands.ann_recall_users, len(user_ids)),
+                                                    replace=False)
+        index = build_index(item_vectors, user_vectors[sample], cands.ann_nprobe, cands.ann_target_recall, seed,
+                            lfm.threads)
 
     recent = (as_of - known["last_watch_dt"]).dt.days.to_numpy() <= cands.popularity_days
     segment_keys, segment_popular = _segments(known, users, item_pos, recent, len(item_ids))
@@ -173,7 +177,7 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     return CandidateModel(
         user_ids=user_ids,
         item_ids=item_ids,
-        user_vectors=np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32),
+        user_vectors=user_vectors,
         item_vectors=item_vectors,
         seen_indptr=np.concatenate([[0], np.cumsum(np.bincount(user_pos, minlength=len(user_ids)))]).astype(np.int64),
         seen_indices=item_pos.astype(np.int32),
