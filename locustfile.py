@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 from locust import HttpUser, between, events, task
 
-from recsys.model_store import CANDIDATES, get_model, load_candidates, resolve_version
+from recsys.core.model_store import CANDIDATES, get_model, load_candidates, resolve_version
 
 COLD_SHARE = float(os.environ.get("LOCUST_COLD_SHARE", "0.1"))
 TOP_K = [5, 10, 10, 10, 10, 20, 50]

@@ -20,7 +20,7 @@ from bentoml.exceptions import InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
-from recsys import model_store
+from recsys.core import model_store
 from recsys.settings import SettingsError, get_settings
 
 try:  # before the serving modules, which read the settings as they are imported
@@ -31,17 +31,17 @@ try:  # before the serving modules, which read the settings as they are imported
 except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import flask_compat, gc_watch, request_timer
-from serving.batcher import MicroBatcher
-from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from serving.handlers import WARM, candidate_answers, rank_answers, source_names
-from serving.headers import SafeHeadersMiddleware
-from serving.openapi import PublicSpecMiddleware, api_info
-from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
-from serving.server_process import pin_model_version, use_own_prometheus_dir
-from serving.web import create_app as web_page
+from recsys.serving import flask_compat, gc_watch, request_timer
+from recsys.serving.batcher import MicroBatcher
+from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
+from recsys.serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from recsys.serving.headers import SafeHeadersMiddleware
+from recsys.serving.openapi import PublicSpecMiddleware, api_info
+from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
+from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
+from recsys.serving.web import create_app as web_page
 
-# settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
+# settled once in `bentoml serve` itself, for every worker it starts or restarts (recsys/serving/server_process.py)
 pin_model_version(VERSION)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
@@ -102,7 +102,7 @@ async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Respo
     return await bentoml.get_current_service().recommend_one(request)
 
 
-@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
+@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.schema import split_genres
+from recsys.data.schema import split_genres
 
 MAX_GENRES = 20
 DAY = np.timedelta64(1, "D")

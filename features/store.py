@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from features.build import FeatureTables
+from recsys.features.build import FeatureTables
 
 MANIFEST = "manifest.json"
 TABLES = {"users": "user_id", "items": "item_id"}

@@ -10,14 +10,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from recsys.features.store import load_feature_store
 
-from features.store import load_feature_store
-from recsys.candidates import CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
+from recsys.core.candidates import CandidateModel
+from recsys.core.reranker import FeatureAssembler, Reranker
+from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.settings import PROJECT_ROOT as ROOT
 from recsys.settings import get_settings
-from serving.handlers import candidate_answers, rank_answers
-from serving.process import BIN, Server  # noqa: F401  (re-exported for the tests)
+from recsys.tools.process import BIN, Server  # noqa: F401  (re-exported for the tests)
 
 
 def project_env(home: Path, **extra: str) -> dict[str, str]:

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.files import read_table
-from data.kion import load_kion
-from data.movielens import age_band, load_movielens_1m, load_movielens_100k
-from data.schema import DataError
+from recsys.data.files import read_table
+from recsys.data.kion import load_kion
+from recsys.data.movielens import age_band, load_movielens_1m, load_movielens_100k
+from recsys.data.schema import DataError
 
 # ---------------------------------------------------------------- Kion (comma-separated, header, utf-8)
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from data.synthetic import generate
+from recsys.data.synthetic import generate
 from recsys.settings import get_settings
 from tests.helpers import Server, expected, get, post, project_env, warm_user
 

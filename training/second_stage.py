@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from catboost import CatBoost, FeaturesData, Pool
 
-from recsys.candidates import CandidateBatch, CandidateModel
-from recsys.reranker import FeatureAssembler
+from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.reranker import FeatureAssembler
 from recsys.settings import CandidateSettings, RankerSettings
 
 log = logging.getLogger(__name__)

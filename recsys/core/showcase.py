@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.schema import Dataset, split_genres
+from recsys.data.schema import Dataset, split_genres
 
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.movielens import ENCODING, GENRES_100K
-from data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, split_genres
+from recsys.data.movielens import ENCODING, GENRES_100K
+from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, split_genres
 
 # Kion-style age bands -> a representative age in years, for MovieLens' u.user.
 _BAND_AGE = {"age_0_17": 15, "age_18_24": 21, "age_25_34": 30, "age_35_44": 40, "age_45_54": 50, "age_55_64": 60,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.schema import DataError
+from recsys.data.schema import DataError
 
 _SEPARATORS = ["::", "\t", "|", ",", ";"]
 _PLACEHOLDER = "\x1f"  # ASCII unit separator: stands in for a multi-char separator so the fast C parser can be used

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.files import read_table, to_number
-from data.schema import GENRE_SEPARATOR, DataError, Dataset, make_dataset
+from recsys.data.files import read_table, to_number
+from recsys.data.schema import GENRE_SEPARATOR, DataError, Dataset, make_dataset
 
 ENCODING = "latin-1"
 GENRES_100K = [

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from data.schema import GENRE_SEPARATOR, Dataset, make_dataset
+from recsys.data.schema import GENRE_SEPARATOR, Dataset, make_dataset
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
-from recsys.reranker import Reranker, top_k_per_user
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
+from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings
 
 WARM = "reranked"

@@ -14,10 +14,10 @@ import json
 import tomllib
 from typing import Any
 
+from recsys.serving import flask_compat
+from recsys.serving.asgi import rewrite_responses
+from recsys.serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 from recsys.settings import PROJECT_ROOT
-from serving import flask_compat
-from serving.asgi import rewrite_responses
-from serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 
 SPEC_PATH = "/docs.json"
 ERROR_SCHEMA_NAME = "ErrorResponse"

@@ -1,6 +1,6 @@
 """`recsys bench`: how fast the service is and where the time goes, measured side by side in one run.
 
-1. the machine's ceiling: a plain ASGI app under uvicorn returning "ok" (recsys/plain_asgi.py);
+1. the machine's ceiling: a plain ASGI app under uvicorn returning "ok" (recsys/tools/plain_asgi.py);
 2. the default three-process topology (`split`) and the fused one with a worker per core, each before (BentoML's
    request timer and an unfrozen start-up heap: serving.cancel_request_timers and serving.freeze_startup_heap
    off) and after: `/healthz`, `/recommend` at the issue's steady 320 req/s, and `/recommend` flat out;
@@ -37,16 +37,16 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
-from recsys import model_store
-from recsys.candidates import CandidateBatch, CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
+from recsys.core import model_store
+from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.reranker import FeatureAssembler, Reranker
+from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.settings import get_settings
-from serving.handlers import candidate_answers, rank_answers
-from serving.process import PlainAsgiServer, Server
+from recsys.tools.process import PlainAsgiServer, Server
 
 log = logging.getLogger("recsys")
 WARMUP_S = 1.0  # untimed, before each level: connection set-up and first calls are not the steady state
-PAUSES_PUBLISHED_S = 0.5  # a service publishes its collector pauses every 0.25 s (serving/gc_watch.py)
+PAUSES_PUBLISHED_S = 0.5  # a service publishes its collector pauses every 0.25 s (recsys/serving/gc_watch.py)
 INSTALL_HEY = ("the benchmark's load generator `hey` is not installed: `make bench` installs it as root "
                "(apt-get install hey); elsewhere install your distribution's `hey` package or "
                "`go install github.com/rakyll/hey@latest`")

@@ -12,8 +12,8 @@ from typing import get_args
 import pandas as pd
 from pydantic import ValidationError
 
-from data.schema import DataError
-from recsys.model_store import ModelStoreError
+from recsys.core.model_store import ModelStoreError
+from recsys.data.schema import DataError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import (
     PROJECT_ROOT,
@@ -26,8 +26,8 @@ from recsys.settings import (
     get_settings,
 )
 from recsys.stopping import raise_if_stopped, stop_on_sigterm
-from training.second_stage import RankerTrainingError
-from training.split import SplitError
+from recsys.training.second_stage import RankerTrainingError
+from recsys.training.split import SplitError
 
 log = logging.getLogger("recsys")
 
@@ -86,7 +86,7 @@ def _file_system_error(exc: OSError) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
+    from recsys.data.registry import load_dataset
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -94,7 +94,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset = load_dataset(settings.data)
     print(json.dumps(dataset.summary(), indent=2))
     if args.export:
-        from data.export import WRITERS
+        from recsys.data.export import WRITERS
 
         with timings.step(f"export to {args.export} ({args.format} format)"):
             WRITERS[args.format](dataset, args.export)
@@ -102,9 +102,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
-    from features.build import build_feature_tables
-    from features.store import write_feature_store
+    from recsys.data.registry import load_dataset
+    from recsys.features.build import build_feature_tables
+    from recsys.features.store import write_feature_store
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -123,8 +123,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.pipeline import train
-    from training.report import metrics_table
+    from recsys.training.pipeline import train
+    from recsys.training.report import metrics_table
 
     result = train(settings_from_args(args))
     header, rows = metrics_table(result.report)
@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from recsys.model_store import ModelStoreError, resolve_version
+    from recsys.core.model_store import ModelStoreError, resolve_version
 
     settings = settings_from_args(args)
     try:
@@ -162,7 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from recsys.loadtest import default_out_dir, run_loadtest
+    from recsys.tools.loadtest import default_out_dir, run_loadtest
 
     out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
@@ -189,7 +189,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from recsys.benchmark import LoadGeneratorMissing, run_benchmark
+    from recsys.tools.benchmark import LoadGeneratorMissing, run_benchmark
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     try:
