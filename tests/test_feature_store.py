@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from recsys.features.build import build_feature_tables
 from recsys.features.store import FeatureStoreError, OnlineFeatureTable, load_feature_store, write_feature_store
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
 from recsys.training.baselines import ease_recommend, ease_weights, popular_recommend
 from recsys.training.metrics import candidate_recall, ranking_metrics, relevance
 

@@ -13,10 +13,10 @@ or the generator changes.
 from __future__ import annotations
 
 import pytest
-from recsys.training.pipeline import fit_and_evaluate
 
 from recsys.data.synthetic import generate
 from recsys.settings import Settings
+from recsys.training.pipeline import fit_and_evaluate
 
 SIZE = "medium"
 SEED = 42

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from recsys.training.split import MIN_WINDOW_USERS, SplitError, default_strategy, split_interactions
 
 from recsys.settings import SplitSettings
+from recsys.training.split import MIN_WINDOW_USERS, SplitError, default_strategy, split_interactions
 
 DAY = pd.Timedelta(days=1)
 

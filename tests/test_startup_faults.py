@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from recsys.features.store import META_KEY
 
+from recsys.features.store import META_KEY
 from tests.helpers import Server, project_env
 
 STARTUP_SECONDS = 30  # a refusal takes about 1.5 s; a server that is still not ready after this is half-started

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
-from recsys.features.store import UNKNOWN_CATEGORY
 from tqdm.auto import tqdm
 
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.data.schema import split_genres
+from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,6 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import pandas as pd
-from recsys.features.build import build_feature_tables
-from recsys.features.store import OnlineFeatureTable, write_feature_store
-from recsys.training.evaluate import evaluate
-from recsys.training.first_stage import fit_candidate_model
-from recsys.training.report import showcase_summary, write_plots, write_report
-from recsys.training.second_stage import RankerFit, fit_ranker
-from recsys.training.split import Split, split_interactions
 
 from recsys.core import model_store
 from recsys.core.candidates import CandidateModel
@@ -31,8 +24,15 @@ from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
 from recsys.data.registry import load_dataset
 from recsys.data.schema import Dataset
+from recsys.features.build import build_feature_tables
+from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
 from recsys.settings import Settings
+from recsys.training.evaluate import evaluate
+from recsys.training.first_stage import fit_candidate_model
+from recsys.training.report import showcase_summary, write_plots, write_report
+from recsys.training.second_stage import RankerFit, fit_ranker
+from recsys.training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
 LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]
