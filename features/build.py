@@ -25,14 +25,6 @@ class FeatureTables:
     genres: list[str]
     as_of: pd.Timestamp
 
-    @property
-    def user_genre_columns(self) -> list[str]:
-        return [f"u_genre_{g}" for g in self.genres]
-
-    @property
-    def item_genre_columns(self) -> list[str]:
-        return [f"i_genre_{g}" for g in self.genres]
-
 
 def genre_vocabulary(items: pd.DataFrame, limit: int = MAX_GENRES) -> list[str]:
     """The most common genres of the catalogue, most common first (ties by name, so it is deterministic)."""

@@ -146,10 +146,6 @@ class Settings(BaseSettings):
                                        "ranker": self.ranker.model_copy(update={"threads": 1})})
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.home / "datasets"
-
-    @property
     def features_dir(self) -> Path:
         return self.home / "features"
 

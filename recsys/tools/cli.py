@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import NoReturn, get_args
 
 import pandas as pd
 from pydantic import ValidationError
@@ -138,12 +138,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> NoReturn:
     """Train on the chosen dataset if the store holds no model pair, then hand over to `bentoml serve`."""
     import os
     import shutil
 
-    from recsys.core.model_store import ModelStoreError, resolve_version
+    from recsys.core.model_store import resolve_version
 
     settings = settings_from_args(args)
     try:
@@ -157,8 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = [bentoml, "serve", "service:Recommender", "--host", args.host, "--port", str(args.port)]
     log.info("starting %s (API on http://%s:%d, docs at /)", " ".join(command), args.host, args.port)
     os.chdir(PROJECT_ROOT)
-    os.execv(bentoml, command)
-    return 0
+    os.execv(bentoml, command)  # replaces this process: does not return
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
