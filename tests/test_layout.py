@@ -8,6 +8,7 @@ imports are read from the source with ast, function-level ones included, so a la
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -156,8 +157,10 @@ def test_no_import_of_a_retired_top_level_name(folder):
 def test_an_install_registers_one_package(tmp_path):
     """The wheel holds one top-level package, recsys, with training/ and features/ mapped into it and the web
     page's files beside its code; no `data` or `serving` module."""
+    source = tmp_path / "source"  # setuptools builds in the source folder: a copy keeps build/ out of the tree
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "var", "build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {PACKAGE}
