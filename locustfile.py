@@ -102,6 +102,6 @@ class RecommenderUser(HttpUser):
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
                 return
             results = response.json().get("results", [])
-            problems = [p for r, b in zip(results, bodies) if (p := check(r, b))]
+            problems = [p for r, b in zip(results, bodies, strict=True) if (p := check(r, b))]
             if len(results) != len(bodies) or problems:
                 response.failure(problems[0] if problems else f"{len(results)} results for {len(bodies)} requests")

@@ -127,9 +127,9 @@ class Recommender:
         ranked = await _call("ranker", self.ranker.to_async.rank([
             {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
         ])) if warm else []
-        by_request = dict(zip(warm, ranked))
+        by_request = dict(zip(warm, ranked, strict=True))
         responses = []
-        for j, (request, cand) in enumerate(zip(requests, candidates)):
+        for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
             if j in by_request:
                 item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
                 retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
@@ -140,7 +140,7 @@ class Recommender:
             responses.append(RecommendResponse(
                 user_id=request.user_id,
                 recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
-                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by)],
+                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by, strict=True)],
                 cold_start=cand["source"] != WARM,
                 model_version=VERSION,
             ))

@@ -92,7 +92,7 @@ def reports(trained_home, tmp_path_factory) -> dict[str, str]:
             shutil.copytree(trained_home / "bentoml" / "models", homes[case] / "bentoml" / "models")
             damage(homes[case] / "bentoml" / "models")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(homes, pool.map(_start, homes.values())))
+        return dict(zip(homes, pool.map(_start, homes.values()), strict=True))
 
 
 def _one_line(report: str) -> str:

@@ -90,7 +90,7 @@ def bad_runs(kion_dir, tmp_path_factory) -> dict[str, tuple[Path, subprocess.Com
         damage(homes[case] / "kion")
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = pool.map(_train_on, homes.values(), [flags for _, flags, _ in BAD_DATA.values()])
-        return {case: (home, run) for (case, home), run in zip(homes.items(), runs)}
+        return {case: (home, run) for (case, home), run in zip(homes.items(), runs, strict=True)}
 
 
 @pytest.mark.parametrize(("case", "message"), [(case, message) for case, (_, _, message) in BAD_DATA.items()],
@@ -240,8 +240,8 @@ def test_concurrent_trainings_each_save_a_servable_pair(tmp_path):
                  for seed in (1, 2, 2)]
     logs = [process.communicate(timeout=STEP_TIMEOUT)[1] for process in processes]
     versions = [re.search(r" run (\S+) on ", log).group(1) for log in logs]
-    succeeded = [version for process, version in zip(processes, versions) if process.returncode == 0]
-    for process, log in zip(processes, logs):
+    succeeded = [version for process, version in zip(processes, versions, strict=True) if process.returncode == 0]
+    for process, log in zip(processes, logs, strict=True):
         assert process.returncode in (0, 2), log[-3000:]
         assert "Traceback" not in log, log[-3000:]
     assert len(succeeded) == len(processes), [line for log in logs for line in log.splitlines() if " ERROR " in line]

@@ -37,7 +37,7 @@ def _all_or_nothing(directory: Path, *names: str) -> Iterator[list[Path]]:
     temporary = [directory / f".{name}.{os.getpid()}.tmp" for name in names]
     try:
         yield temporary
-        for name, path in zip(names, temporary):
+        for name, path in zip(names, temporary, strict=True):
             os.replace(path, directory / name)
     except OSError as exc:  # pandas writes through a handle: name the folder the disk-full error is about
         raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(directory)) from None

@@ -129,9 +129,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(settings_from_args(args))
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     recall = result.report["evaluation"]["candidate_recall"]
     print("candidate recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
     print(f"models: {', '.join(result.tags)}\nreport: {result.report_dir / 'report.html'}")
