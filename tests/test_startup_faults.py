@@ -2,9 +2,9 @@
 
 Each case copies the trained pair into its own temporary BENTOML_HOME, damages the copy and starts the server.
 It must exit non-zero within seconds, printing one line that names the problem and the fix. It must never come
-up half-started: before `serving.model_store.servable_version` checked the files at import, a damaged ranker
-only failed in its own worker, which BentoML restarted every few seconds, forever, while the entry service
-answered cold-start users.
+up half-started: before `bentoml serve` checked the files (`recsys.core.model_store.servable_version`, now run by
+the service's deployment hook), a damaged ranker only failed in its own worker, which BentoML restarted every few
+seconds, forever, while the entry service answered cold-start users.
 """
 
 from __future__ import annotations
