@@ -1,6 +1,6 @@
 """Two-stage recommender: LightFM candidates reranked by CatBoost, served with BentoML.
 
-Layers, each importing only those below it (tests/test_layers.py checks): settings, progress, stopping (this
+Layers, each importing only those below it (tests/test_layout.py checks): settings, progress, stopping (this
 folder) -> data -> features -> core -> training, serving -> tools.
 
 The product's design keeps ``training/`` and ``features/`` as top-level folders of the repository, yet they are
