@@ -1,4 +1,4 @@
-"""The LightFM stage's nearest-neighbour index (recsys/ann.py) and candidate generation through it, in process.
+"""The LightFM stage's nearest-neighbour index (recsys/core/ann.py) and candidate generation through it, in process.
 
 Everything here is deterministic: the index's k-means is seeded and runs on one thread, the vectors are seeded.
 """
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.ann import INDEX_FILE, ItemIndex, build_index, default_lists, mips_to_l2, queries, recall_at_k
-from recsys.candidates import CandidateModel
+from recsys.core.ann import INDEX_FILE, ItemIndex, build_index, default_lists, mips_to_l2, queries, recall_at_k
+from recsys.core.candidates import CandidateModel
+from recsys.training import first_stage
 from tests.helpers import Server, expected, load_pair, post, project_env, train, warm_user
-from training import first_stage
 
 DIM = 17  # 16 factors and the bias
 
@@ -62,7 +62,7 @@ def test_index_recall_at_100_against_exact_search():
     raw.nprobe = 32
     exact = np.argsort(-(users @ items.T), axis=1)[:, :100]
     found = raw.search(users, 100)[1]
-    assert np.mean([len(np.intersect1d(e, f)) / 100 for e, f in zip(exact, found)]) < recall - 0.15
+    assert np.mean([len(np.intersect1d(e, f)) / 100 for e, f in zip(exact, found, strict=True)]) < recall - 0.15
 
 
 def test_training_searches_the_fewest_lists_that_reach_the_target_recall():

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from serving.process import free_port
+from recsys.tools.process import free_port
 from tests.helpers import Server, post, project_env, train, warm_user
 
 TIMEOUT_S = 1.5

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from serving import wire
+from recsys.serving import wire
 
 
 def test_answers_survive_json_exactly():
@@ -16,7 +16,7 @@ def test_answers_survive_json_exactly():
                {"source": "global", "item_ids": np.zeros(0, np.int64)}]
     back = wire.unpack(json.loads(json.dumps(wire.pack(answers, model_version="v1"))))
     assert [a.pop("model_version") for a in back] == ["v1", "v1"]
-    for sent, got in zip(answers, back):
+    for sent, got in zip(answers, back, strict=True):
         assert sent.keys() == got.keys()
         for key, value in sent.items():
             if isinstance(value, np.ndarray):

@@ -10,10 +10,10 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from tqdm.auto import tqdm
 
-from data.schema import split_genres
-from features.store import UNKNOWN_CATEGORY
-from recsys.ann import build_index
-from recsys.candidates import CandidateModel, kids_segment_key, segment_key
+from recsys.core.ann import build_index
+from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
+from recsys.data.schema import split_genres
+from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, re
               n_items: int) -> tuple[np.ndarray, np.ndarray]:
     static = users.set_index("user_id").reindex(known["user_id"].to_numpy())
     age, sex = static["age"].fillna(UNKNOWN_CATEGORY), static["sex"].fillna(UNKNOWN_CATEGORY)
-    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0))]
+    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0), strict=True)]
     kids = [kids_segment_key(k) for k in static["kids_flg"].fillna(0)]
     user_of = known["user_id"].to_numpy()
     keys, lists = [], []
@@ -165,7 +165,7 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     item_vectors = np.hstack([item_emb, item_bias[:, None]]).astype(np.float32)
     user_vectors = np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32)
     index = None
-    if len(item_ids) >= cands.ann_min_items:  # too many items to score them all per request (recsys/ann.py)
+    if len(item_ids) >= cands.ann_min_items:  # too many items to score them all per request (recsys/core/ann.py)
         sample = np.random.default_rng(seed).choice(len(user_ids), min(cands.ann_recall_users, len(user_ids)),
                                                     replace=False)
         index = build_index(item_vectors, user_vectors[sample], cands.ann_nprobe, cands.ann_target_recall, seed,

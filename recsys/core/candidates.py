@@ -6,7 +6,7 @@ user and item representations (biases folded into the vectors), each user's watc
 recent popularity (global and per demographic segment), an item-to-item co-occurrence table and the
 demographics of the users table's users who have no history yet (so they get their own segment's list without
 sending their profile). Everything is stored as ``.npy`` files, plus, for a large catalogue, the LightFM stage's
-nearest-neighbour index (:mod:`recsys.ann`); loading never unpickles anything.
+nearest-neighbour index (:mod:`recsys.core.ann`); loading never unpickles anything.
 
 Candidates are built from each user's few hundred (user, item) pairs, never from users x catalogue matrices, so a
 request costs the same for a catalogue of a million items as for one of a thousand once the LightFM top-n comes
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.ann import INDEX_FILE, ItemIndex
+from recsys.core.ann import INDEX_FILE, ItemIndex
 
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
@@ -158,7 +158,7 @@ class CandidateModel:
         pos = np.searchsorted(self.profile_user_ids, user_ids).clip(max=len(self.profile_user_ids) - 1)
         found = self.profile_user_ids[pos] == user_ids
         return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
-                 "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found)]
+                 "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found, strict=True)]
 
     def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, str]:
         """Most popular items for a demographic segment, falling back to coarser segments, then global."""

@@ -7,13 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import NoReturn, get_args
 
 import pandas as pd
 from pydantic import ValidationError
 
-from data.schema import DataError
-from recsys.model_store import ModelStoreError
+from recsys.core.model_store import ModelStoreError
+from recsys.data.schema import DataError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import (
     PROJECT_ROOT,
@@ -26,8 +26,8 @@ from recsys.settings import (
     get_settings,
 )
 from recsys.stopping import raise_if_stopped, stop_on_sigterm
-from training.second_stage import RankerTrainingError
-from training.split import SplitError
+from recsys.training.second_stage import RankerTrainingError
+from recsys.training.split import SplitError
 
 log = logging.getLogger("recsys")
 
@@ -86,7 +86,7 @@ def _file_system_error(exc: OSError) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
+    from recsys.data.registry import load_dataset
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -94,7 +94,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset = load_dataset(settings.data)
     print(json.dumps(dataset.summary(), indent=2))
     if args.export:
-        from data.export import WRITERS
+        from recsys.data.export import WRITERS
 
         with timings.step(f"export to {args.export} ({args.format} format)"):
             WRITERS[args.format](dataset, args.export)
@@ -102,9 +102,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
-    from features.build import build_feature_tables
-    from features.store import write_feature_store
+    from recsys.data.registry import load_dataset
+    from recsys.features.build import build_feature_tables
+    from recsys.features.store import write_feature_store
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -123,27 +123,27 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.pipeline import train
-    from training.report import metrics_table
+    from recsys.training.pipeline import train
+    from recsys.training.report import metrics_table
 
     result = train(settings_from_args(args))
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     recall = result.report["evaluation"]["candidate_recall"]
     print("candidate recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
     print(f"models: {', '.join(result.tags)}\nreport: {result.report_dir / 'report.html'}")
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> NoReturn:
     """Train on the chosen dataset if the store holds no model pair, then hand over to `bentoml serve`."""
     import os
     import shutil
 
-    from recsys.model_store import ModelStoreError, resolve_version
+    from recsys.core.model_store import resolve_version
 
     settings = settings_from_args(args)
     try:
@@ -157,12 +157,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = [bentoml, "serve", "service:Recommender", "--host", args.host, "--port", str(args.port)]
     log.info("starting %s (API on http://%s:%d, docs at /)", " ".join(command), args.host, args.port)
     os.chdir(PROJECT_ROOT)
-    os.execv(bentoml, command)
-    return 0
+    os.execv(bentoml, command)  # replaces this process: does not return
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from recsys.loadtest import default_out_dir, run_loadtest
+    from recsys.tools.loadtest import default_out_dir, run_loadtest
 
     out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
@@ -191,7 +190,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from recsys.benchmark import LoadGeneratorMissing, run_benchmark
+    from recsys.tools.benchmark import LoadGeneratorMissing, run_benchmark
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     try:

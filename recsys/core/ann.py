@@ -108,7 +108,7 @@ def exact_top_k(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int = REC
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean share of each user's exact top-k that ``found`` (the index's top-k) holds."""
-    hits = sum(len(np.intersect1d(e, f)) for e, f in zip(exact, found))
+    hits = sum(len(np.intersect1d(e, f)) for e, f in zip(exact, found, strict=True))
     return hits / max(exact.size, 1)
 
 
