@@ -5,6 +5,7 @@ recovers by itself once the stage is back."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -102,3 +103,17 @@ def test_a_stage_serving_another_training_is_refused(server, models, trained_hom
             f"not this entry's {version}" in answer["msg"], answer
         # cold users never reach the ranker: they are served, from the entry's own pair's candidates service
         assert post(f"{entry.url}/recommend", {"user_id": 10**12})[0] == 200
+
+
+@pytest.mark.parametrize("target", ["Candidates", "Ranker"])
+def test_a_model_service_on_its_own_checks_the_pair_and_refuses_in_one_line(trained_home, tmp_path, target):
+    """Served alone it runs the same start-up check as the whole service (BentoML's deployment hook): here its
+    store holds a pair whose two models were not trained together."""
+    shutil.copytree(trained_home / "bentoml", tmp_path / "bentoml")
+    ranker = tmp_path / "bentoml" / "models" / "recsys_ranker"
+    model_yaml = ranker / (ranker / "latest").read_text().strip() / "model.yaml"
+    model_yaml.write_text(model_yaml.read_text().replace("feature_store_version: ", "feature_store_version: 0000", 1))
+    with pytest.raises(RuntimeError, match="server exited with 1") as refused:
+        _stage(tmp_path, target, free_port()).__enter__()
+    assert "recsys: cannot serve: recsys_candidates:" in str(refused.value) and "do not belong together" in \
+        str(refused.value) and "Traceback" not in str(refused.value), str(refused.value)[-2000:]
