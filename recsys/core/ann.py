@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "item_index.faiss"
 MIN_POINTS_PER_LIST = 39  # faiss' k-means wants at least this many training points per centroid
 TRAIN_POINTS_PER_LIST = 64
+# faiss' default of 25 k-means iterations took 366 s for a million items on the shared machine, 10 took 33 s, and
+# the recall@100 at the same nprobe moved by 0.002 (the catalogue model's vectors)
+KMEANS_ITERATIONS = 10
 RECALL_K = 100
 
 
@@ -61,6 +64,7 @@ class ItemIndex:
         lists = default_lists(len(data))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(data.shape[1]), data.shape[1], lists, faiss.METRIC_L2)
         index.cp.seed = seed
+        index.cp.niter = KMEANS_ITERATIONS
         started = time.perf_counter()
         # k-means on a sample: 64 points per list place the lists as well as all of them, at a fraction of the time
         sample = np.random.default_rng(seed).choice(len(data), min(len(data), TRAIN_POINTS_PER_LIST * lists),
