@@ -114,13 +114,13 @@ class CandidateModel:
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = False, threads: int = 1) -> CandidateModel:
-        """The model in ``directory``; ``mmap`` maps the arrays instead of reading them (the index is always mapped).
-        ``threads``: faiss' threads per search (one batch at a time in serving)."""
+        """The model in ``directory``; ``mmap`` maps the arrays and the index instead of reading them (the start-up
+        check). ``threads``: faiss' threads per search (one batch at a time in serving)."""
         paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
         index_file = Path(directory) / INDEX_FILE
         return cls(**{name: load_array(path, mmap) for name, path in paths.items()
                       if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()) or path.exists()},
-                   index=ItemIndex.load(index_file, threads=threads) if index_file.exists() else None)
+                   index=ItemIndex.load(index_file, mmap, threads) if index_file.exists() else None)
 
     @staticmethod
     def demographic_labels(directory: Path) -> dict[str, frozenset[str]]:
