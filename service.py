@@ -39,6 +39,7 @@ from serving.headers import SafeHeadersMiddleware
 from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from serving.server_process import pin_model_version, use_own_prometheus_dir
+from serving.traffic import TrafficMiddleware
 from serving.web import create_app as web_page
 
 # settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
@@ -102,9 +103,14 @@ async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Respo
     return await bentoml.get_current_service().recommend_one(request)
 
 
+# The traffic layer (serving/traffic.py) replaces BentoML's: no max_concurrency, and BentoML's timer is only a
+# backstop that never fires before the layer's own 408 or 504.
+TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_timeout_s + 5
+
+
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
-@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -174,6 +180,7 @@ class Recommender:
 
 
 Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+Recommender.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
 Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
 Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)

@@ -114,6 +114,18 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    # Traffic (serving/traffic.py); limits are per entry worker.
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive in full this long after its "
+                                                          "head, or the answer is 408 and the connection is closed")
+    max_uploads: int = Field(128, ge=1, description="bodies still arriving that are read at once (memory: this many "
+                                                    "bodies of up to 1 MB); the others wait, within body_timeout_s")
+    max_concurrency: int = Field(512, ge=1, description="requests being processed at once, once their body is in; "
+                                                        "past it 429 (batch calls have their own lane)")
+    max_batch_concurrency: int = Field(16, ge=1, description="/recommend/batch calls being processed or queued at "
+                                                             "once; past it 429, so a flood of batches cannot use "
+                                                             "up the single requests' capacity")
+    request_timeout_s: float = Field(30.0, gt=0, description="a request whose answer has not started this long "
+                                                             "after its body arrived gets 504")
 
 
 class UISettings(BaseModel):
