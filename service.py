@@ -31,7 +31,7 @@ try:  # before the serving modules, which read the settings as they are imported
 except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import flask_compat, gc_watch, request_timer
+from serving import connections, flask_compat, gc_watch, request_timer
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -46,6 +46,7 @@ from serving.web import create_app as web_page
 pin_model_version(VERSION)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
+connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.

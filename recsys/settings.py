@@ -114,7 +114,10 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
-    # Traffic (serving/traffic.py); limits are per entry worker.
+    # Traffic (serving/traffic.py, serving/connections.py); limits are per entry worker.
+    idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
+                                                         "request head this long after opening or after its last "
+                                                         "answer (keep-alive timeout; also bounds slow headers)")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive in full this long after its "
                                                           "head, or the answer is 408 and the connection is closed")
     max_uploads: int = Field(128, ge=1, description="bodies still arriving that are read at once (memory: this many "

@@ -76,9 +76,9 @@ def test_slow_uploads_do_not_take_the_normal_requests_slots(server, models):
 
 @pytest.fixture(scope="module")
 def strict(trained_home):
-    """A server with short limits: a 1 s body deadline, one request processed at a time, a 2 s
+    """A server with short limits: a 1 s body deadline and idle timeout, one request processed at a time, a 2 s
     answer deadline, and model calls that may hang for 10 s."""
-    env = project_env(trained_home, RECSYS_SERVING__BODY_TIMEOUT_S="1",
+    env = project_env(trained_home, RECSYS_SERVING__BODY_TIMEOUT_S="1", RECSYS_SERVING__IDLE_TIMEOUT_S="1",
                       RECSYS_SERVING__MAX_CONCURRENCY="1", RECSYS_SERVING__REQUEST_TIMEOUT_S="2",
                       RECSYS_SERVING__DEPENDENCY_TIMEOUT_S="10")
     with Server(env) as running:
@@ -91,6 +91,41 @@ def test_a_body_that_does_not_arrive_in_time_gets_a_408_and_the_connection_is_cl
     sock.close()
     assert status == 408 and headers["connection"] == "close", headers
     assert "did not arrive within 1 s of its headers" in error["msg"]
+
+
+def test_silent_connections_and_request_heads_sent_a_byte_at_a_time_are_closed(strict):
+    """Regression: a connection that never sent a byte, or sent its head a byte every few seconds, was never
+    closed (uvicorn's keep-alive timer runs only after an answer and any byte reset it)."""
+    silent = socket.create_connection(_address(strict.url), timeout=SAFETY_NET_S)
+    assert silent.recv(1) == b""
+    silent.close()
+    trickle = socket.create_connection(_address(strict.url), timeout=SAFETY_NET_S)
+    head, sent = b"POST /recommend HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 1000, 0
+    with pytest.raises(OSError):  # the server closes it half-way: a reset or a broken pipe
+        for byte in head:
+            trickle.sendall(bytes([byte]))
+            sent += 1
+            time.sleep(0.05)
+    assert sent < len(head)
+    trickle.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed(strict):
+    connection = http.client.HTTPConnection(*_address(strict.url), timeout=SAFETY_NET_S)
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200
+    assert connection.sock.recv(1) == b""  # closed by the server after its idle timeout
+    connection.close()
+
+
+def test_bytes_that_are_not_http_get_a_documented_400(strict):
+    sock = socket.create_connection(_address(strict.url), timeout=SAFETY_NET_S)
+    sock.sendall(b"HELLO THERE\r\n\r\n")
+    status, headers, error = _error(_read_all(sock))
+    sock.close()
+    assert status == 400 and headers["content-type"] == "application/json" and "HTTP/1.1" in error["msg"]
 
 
 def test_over_capacity_and_too_slow_answers_use_the_documented_body(strict, trained_home):
