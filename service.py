@@ -10,6 +10,7 @@ what is wrong and how to fix it (`bentoml serve` exits 1).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -31,7 +32,7 @@ try:  # before the serving modules, which read the settings as they are imported
 except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import connections, flask_compat, gc_watch, request_timer
+from serving import connections, flask_compat, gc_watch, request_timer, shutdown
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from serving.handlers import WARM, candidate_answers, rank_answers, source_names
@@ -42,11 +43,13 @@ from serving.server_process import pin_model_version, use_own_prometheus_dir
 from serving.traffic import TrafficMiddleware
 from serving.web import create_app as web_page
 
+logging.getLogger("recsys").setLevel(SETTINGS.log_level)  # BentoML's root logger passes WARNING and above only
 # settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
 pin_model_version(VERSION)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
+shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.

@@ -114,7 +114,7 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
-    # Traffic (serving/traffic.py, serving/connections.py); limits are per entry worker.
+    # Traffic (serving/traffic.py, serving/connections.py, serving/shutdown.py); limits are per entry worker.
     idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
                                                          "request head this long after opening or after its last "
                                                          "answer (keep-alive timeout; also bounds slow headers)")
@@ -129,6 +129,10 @@ class ServingSettings(BaseModel):
                                                              "up the single requests' capacity")
     request_timeout_s: float = Field(30.0, gt=0, description="a request whose answer has not started this long "
                                                              "after its body arrived gets 504")
+    drain_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM the entry stops accepting and waits at most "
+                                                           "this long for its open connections to finish (each "
+                                                           "gets its answer with Connection: close) before the "
+                                                           "model services stop")
 
 
 class UISettings(BaseModel):
