@@ -33,9 +33,10 @@ except (SettingsError, model_store.ModelStoreError) as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
 from serving import connections, flask_compat, gc_watch, request_timer, shutdown
+from serving.answers import Answer, answer_json, batch_json
 from serving.batcher import MicroBatcher
 from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from serving.handlers import WARM, candidate_answers, rank_answers
 from serving.headers import SafeHeadersMiddleware
 from serving.openapi import PublicSpecMiddleware, api_info
 from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
@@ -98,11 +99,12 @@ async def _call(stage: str, call: Awaitable[list[dict]]) -> list[dict]:
                                "by itself, retry in a few seconds") from exc
 
 
+JSON = "application/json"
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
-async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Response:
+async def _recommend_one(request: RecommendRequest) -> Answer | Response:
     """POST /recommend's answer, for the route BentoML cannot declare (a GET); the instance is this worker's."""
     return await bentoml.get_current_service().recommend_one(request)
 
@@ -125,11 +127,16 @@ class Recommender:
         serving = SETTINGS.serving
         if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
             self.candidates, self.ranker = Candidates(), Ranker()
-        self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
-                                on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
+        # single requests and /recommend/batch calls are coalesced apart, each with its own calls in flight:
+        # a single never waits in a queue behind big batches
+        self.run, self.run_batch = (
+            (MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight, on_batch=BATCH_SIZE.observe),
+             MicroBatcher(self._recommend, serving.max_batch_size, serving.batch_calls_in_flight,
+                          on_batch=BATCH_SIZE.observe))
+            if serving.batching else (self._recommend, self._recommend))
         gc_watch.settle(serving.freeze_startup_heap)
 
-    async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
+    async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                     "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
         candidates = await _call("candidates", self.candidates.to_async.generate(queries))
@@ -138,23 +145,16 @@ class Recommender:
             {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
         ])) if warm else []
         by_request = dict(zip(warm, ranked))
-        responses = []
+        answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates)):
             if j in by_request:
-                item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
-                retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
+                answers.append(Answer(request.user_id, by_request[j]["item_ids"], by_request[j]["scores"], WARM,
+                                      by_request[j]["retrieved_by"]))
             else:
                 item_ids = cand["item_ids"][: request.top_k]
                 scores = 1.0 - np.arange(len(item_ids)) / max(len(cand["item_ids"]), 1)
-                retrieved_by = [[]] * len(item_ids)
-            responses.append(RecommendResponse(
-                user_id=request.user_id,
-                recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
-                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by)],
-                cold_start=cand["source"] != WARM,
-                model_version=VERSION,
-            ))
-        return responses
+                answers.append(Answer(request.user_id, item_ids, scores, cand["source"]))
+        return answers
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, user_id: int, top_k: int = 10, exclude_seen: bool = True,
@@ -163,9 +163,10 @@ class Recommender:
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
         if problem := unknown_label([request], LABELS):
             raise InvalidArgument(problem)
-        return await self.recommend_one(request)
+        answer = await self.recommend_one(request)
+        return answer if isinstance(answer, Response) else Response(answer_json(answer, VERSION), media_type=JSON)
 
-    async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
+    async def recommend_one(self, request: RecommendRequest) -> Answer | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
         try:
             return (await self.run([request]))[0]
@@ -178,9 +179,11 @@ class Recommender:
         if problem := unknown_label(requests, LABELS, prefix="requests."):
             raise InvalidArgument(problem)
         try:
-            return BatchResponse(results=await self.run(requests))
+            answers = await self.run_batch(requests)
         except ModelServiceDown as exc:
             return unavailable(exc)
+        # up to 10,000 recommendations: rendered off the event loop, so single requests keep flowing meanwhile
+        return Response(await asyncio.to_thread(batch_json, answers, VERSION), media_type=JSON)
 
 
 Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too

@@ -127,6 +127,9 @@ class ServingSettings(BaseModel):
     max_batch_concurrency: int = Field(16, ge=1, description="/recommend/batch calls being processed or queued at "
                                                              "once; past it 429, so a flood of batches cannot use "
                                                              "up the single requests' capacity")
+    batch_calls_in_flight: int = Field(1, ge=1, description="calls of /recommend/batch requests to the model "
+                                                            "services at once, beside the single requests' own "
+                                                            "max_in_flight: singles never queue behind big batches")
     request_timeout_s: float = Field(30.0, gt=0, description="a request whose answer has not started this long "
                                                              "after its body arrived gets 504")
     drain_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM the entry stops accepting and waits at most "

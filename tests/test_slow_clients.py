@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -72,6 +73,46 @@ def test_slow_uploads_do_not_take_the_normal_requests_slots(server, models):
     finally:
         for sock in slow:
             sock.close()
+
+
+@pytest.mark.timeout(300)
+def test_single_requests_do_not_queue_behind_a_flood_of_big_batches(server, models):
+    """Regression: single requests and /recommend/batch calls shared one queue in the entry, so a single sent
+    during a flood of big batches waited for every batch queued before it (~3 s behind a flood; each batch of 100
+    users x top_k 100 also held the event loop ~22 ms to build its answer). Sixteen such batches are sent at once,
+    then one single: fewer than half of the batches still pending when it was sent may finish before it."""
+    users = [warm_user(models, i) for i in range(100)]
+    batch = json.dumps({"requests": [{"user_id": u, "top_k": 100} for u in users]}).encode()
+    single = f'{{"user_id": {users[0]}, "top_k": 10}}'.encode()
+    status, usual = send(server.url, "/recommend", single, JSON)
+    assert status == 200
+    finished: list[str] = []  # in the order the answers arrived
+    sent = threading.Semaphore(0)
+
+    def post_batch() -> int:
+        connection = http.client.HTTPConnection(*_address(server.url), timeout=SAFETY_NET_S * 4)
+        connection.request("POST", "/recommend/batch", body=batch, headers=JSON)
+        sent.release()
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        finished.append("batch")
+        connection.close()
+        assert len(answer["results"]) == 100
+        return response.status
+
+    with ThreadPoolExecutor(16) as pool:
+        batches = [pool.submit(post_batch) for _ in range(16)]
+        for _ in batches:
+            sent.acquire()
+        time.sleep(0.1)  # the batches are read and queued in the entry by now
+        finished.append("single sent")
+        assert send(server.url, "/recommend", single, JSON) == (200, usual)
+        finished.append("single answered")
+        assert [b.result() for b in batches] == [200] * 16
+    pending = finished[finished.index("single sent"):].count("batch")
+    overtaking = finished[finished.index("single sent"):finished.index("single answered")].count("batch")
+    assert pending >= 8, f"the flood was over before the single request was sent: {finished}"
+    assert overtaking < pending / 2, f"the single request waited behind the batches: {finished}"
 
 
 @pytest.fixture(scope="module")
