@@ -42,8 +42,9 @@ def answer_json(answer: Answer, model_version: str) -> str:
     source = json.dumps(answer.source)
     lists = ([_SOURCE_LISTS[m] for m in (answer.retrieved_by @ _BITS).tolist()] if answer.retrieved_by is not None
              else [_SOURCE_LISTS[0]] * len(answer.item_ids))
-    items = ",".join([f'{{"item_id":{i},"score":{round(s, 6)!r},"source":{source},"retrieved_by":{by}}}'
-                      for i, s, by in zip(answer.item_ids.tolist(), answer.scores.tolist(), lists)])
+    scores = np.round(answer.scores.astype(np.float64), 6).tolist()  # as round(float(s), 6), 3x faster
+    items = ",".join([f'{{"item_id":{i},"score":{s!r},"source":{source},"retrieved_by":{by}}}'
+                      for i, s, by in zip(answer.item_ids.tolist(), scores, lists)])
     return (f'{{"user_id":{answer.user_id},"recommendations":[{items}],"status":"success","msg":null,'
             f'"cold_start":{json.dumps(answer.cold_start)},"model_version":{json.dumps(model_version)}}}')
 
