@@ -113,27 +113,24 @@ class TrafficMiddleware:
 
     async def _processing(self, scope: dict, receive: Any, send: Send) -> None:
         """Run the app; if its answer has not started within the request timeout, cancel it and answer 504."""
-        started = asyncio.get_running_loop().create_future()
-        timed_out = False
+        deadline = asyncio.timeout(self.limits.request_timeout_s)
+        started = False
 
         async def watched(message: dict) -> None:
-            if timed_out:
-                return  # the cancelled app's late words: the client has its 504
-            if not started.done():
-                started.set_result(None)
+            nonlocal started
+            if not started:
+                started = True
+                deadline.reschedule(None)  # the answer has begun: the rest of it is not timed
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, watched))
-        await asyncio.wait((task, started), timeout=self.limits.request_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        if started.done() or task.done():
-            await task
-            return
-        timed_out = True
-        task.cancel()
-        await _refuse(send, 504, f"the answer took longer than {self.limits.request_timeout_s:g} s; retry later")
-        await asyncio.wait((task,))  # let it wind down (its slot is held until then); its error is of no use now
-        if not task.cancelled():
-            task.exception()
+        try:
+            async with deadline:
+                await self.app(scope, receive, watched)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the app's own, not ours
+        if deadline.expired() and not started:
+            await _refuse(send, 504, f"the answer took longer than {self.limits.request_timeout_s:g} s; retry later")
 
 
 async def _refuse(send: Send, status: int, msg: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
