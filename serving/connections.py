@@ -24,6 +24,7 @@ from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from serving.errors import error_json
+from serving.headers import SAFE_HEADERS
 
 WRITTEN_FOR = "0.54.0"
 log = logging.getLogger("recsys")
@@ -48,9 +49,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         body = error_json("invalid HTTP request: the request line or headers could not be parsed; send HTTP/1.1")
-        for event in (h11.Response(status_code=400, reason=b"Bad Request", headers=[
-                          (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                          (b"connection", b"close")]),
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close"), *SAFE_HEADERS]
+        for event in (h11.Response(status_code=400, reason=b"Bad Request", headers=headers),
                       h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()

@@ -167,6 +167,7 @@ def test_bytes_that_are_not_http_get_a_documented_400(strict):
     status, headers, error = _error(_read_all(sock))
     sock.close()
     assert status == 400 and headers["content-type"] == "application/json" and "HTTP/1.1" in error["msg"]
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_over_capacity_and_too_slow_answers_use_the_documented_body(strict, trained_home):
