@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serving.process import Server  # noqa: E402
+from recsys.tools.process import Server  # noqa: E402
 
 NORMAL = b'{"user_id": 1, "top_k": 10}'
 BIG_BATCH = json.dumps({"requests": [{"user_id": i, "top_k": 100} for i in range(100)]}).encode()

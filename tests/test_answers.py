@@ -1,4 +1,4 @@
-"""The entry renders its answers straight from the model services' arrays (serving/answers.py): the JSON must be
+"""The entry renders its answers straight from the model services' arrays (recsys/serving/answers.py): the JSON must be
 exactly what the documented pydantic response models give for the same answer."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 
-from serving.answers import Answer, answer_json, batch_json
-from serving.handlers import SOURCES, WARM
-from serving.schemas import BatchResponse, RecommendResponse
+from recsys.serving.answers import Answer, answer_json, batch_json
+from recsys.serving.handlers import SOURCES, WARM
+from recsys.serving.schemas import BatchResponse, RecommendResponse
 
 
 def _documented(answer: Answer, version: str) -> RecommendResponse:
@@ -18,8 +18,8 @@ def _documented(answer: Answer, version: str) -> RecommendResponse:
     return RecommendResponse(
         user_id=answer.user_id,
         recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": answer.source,
-                          "retrieved_by": [name for name, on in zip(SOURCES, f) if on]}
-                         for i, s, f in zip(answer.item_ids, answer.scores, flags)],
+                          "retrieved_by": [name for name, on in zip(SOURCES, f, strict=True) if on]}
+                         for i, s, f in zip(answer.item_ids, answer.scores, flags, strict=True)],
         cold_start=answer.source != WARM, model_version=version)
 
 

@@ -1,4 +1,4 @@
-"""The entry's traffic layer (serving/traffic.py) on its own: an ASGI app whose progress the test controls.
+"""The entry's traffic layer (recsys/serving/traffic.py) on its own: an ASGI app whose progress the test controls.
 
 Every refusal is the documented error body; a request only takes a processing slot once its body is in, so slow
 uploads cannot use up the slots, and /recommend/batch calls have their own lane. The end-to-end behaviour against
@@ -12,8 +12,8 @@ import json
 
 import pytest
 
+from recsys.serving.traffic import DRAINING, MAX_BODY_BYTES, TrafficMiddleware
 from recsys.settings import ServingSettings
-from serving.traffic import DRAINING, MAX_BODY_BYTES, TrafficMiddleware
 
 LIMITS = ServingSettings(body_timeout_s=0.3, max_uploads=2, max_concurrency=2, max_batch_concurrency=1,
                          request_timeout_s=0.3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.candidates import top_k
+from recsys.core.candidates import top_k
 
 
 def ease_weights(matrix: sp.csr_matrix, l2: float) -> np.ndarray:

@@ -1,0 +1,110 @@
+"""Second level at run time: assemble the reranker's features for candidates and score them with CatBoost.
+
+Training, offline evaluation and serving all call :meth:`FeatureAssembler.assemble`, so the model never sees a
+feature computed one way in training and another way in serving. Per call the work is array indexing into the
+online feature tables plus two row-wise dot products; no pandas, no file reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from catboost import CatBoost, CatBoostError, FeaturesData
+
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch
+from recsys.features.store import OnlineFeatureTable
+
+CROSS_FEATURES = ["genre_affinity", "year_gap"]
+
+
+@dataclass
+class FeatureAssembler:
+    users: OnlineFeatureTable
+    items: OnlineFeatureTable
+    item_ids: np.ndarray  # the candidate model's item order
+
+    def __post_init__(self) -> None:
+        rows, _ = self.items.rows(self.item_ids)
+        self._user_num = [i for i, n in enumerate(self.users.numeric_names) if not n.startswith("u_genre_")]
+        self._item_num = [i for i, n in enumerate(self.items.numeric_names) if not n.startswith("i_genre_")]
+        genres = [n.removeprefix("u_genre_") for n in self.users.numeric_names if n.startswith("u_genre_")]
+        # Item features re-indexed once into the candidate model's item order: a request only gathers rows.
+        self._item_numeric = self.items.numeric[rows][:, self._item_num]
+        self._item_categorical = self.items.categorical[rows]
+        self._item_genres = self.items.numeric[rows][:, [self.items.numeric_names.index(f"i_genre_{g}") for g in genres]]
+        self._item_year = self.items.numeric[rows][:, self.items.numeric_names.index("release_year")]
+        self._user_genre_cols = [self.users.numeric_names.index(f"u_genre_{g}") for g in genres]
+        self._user_year_col = self.users.numeric_names.index("u_mean_release_year")
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return (CANDIDATE_FEATURES + [self.users.numeric_names[i] for i in self._user_num]
+                + [self.items.numeric_names[i] for i in self._item_num] + CROSS_FEATURES)
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return self.users.categorical_names + self.items.categorical_names
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.numeric_names + self.categorical_names
+
+    def assemble(self, user_ids: np.ndarray, batch: CandidateBatch) -> FeaturesData:
+        user = self.users.lookup(user_ids)
+        owner, items = batch.owner, batch.items
+        user_numeric = user.numeric[owner]
+        affinity = np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols], self._item_genres[items])
+        year_gap = self._item_year[items] - user_numeric[:, self._user_year_col]
+        numeric = np.hstack([
+            batch.features, user_numeric[:, self._user_num], self._item_numeric[items],
+            affinity[:, None], year_gap[:, None],
+        ]).astype(np.float32, copy=False)
+        categorical = np.hstack([user.categorical[owner], self._item_categorical[items]])
+        return FeaturesData(num_feature_data=numeric, cat_feature_data=categorical,
+                            num_feature_names=self.numeric_names, cat_feature_names=self.categorical_names)
+
+
+def load_catboost(model_file: Path) -> CatBoost:
+    model = CatBoost()
+    try:
+        model.load_model(str(model_file), format="cbm")
+    except CatBoostError as exc:  # CatBoost's message does not name the file
+        raise ValueError(f"cannot read {Path(model_file).name} ({exc})") from exc
+    return model
+
+
+@dataclass
+class Reranker:
+    model: CatBoost
+    assembler: FeatureAssembler
+
+    @classmethod
+    def load(cls, model_file: Path, assembler: FeatureAssembler) -> Reranker:
+        model = load_catboost(model_file)
+        if list(model.feature_names_) != assembler.feature_names:
+            raise ValueError(f"{model_file} expects features {model.feature_names_}, the feature store gives "
+                             f"{assembler.feature_names}")
+        return cls(model, assembler)
+
+    def score(self, user_ids: np.ndarray, batch: CandidateBatch, threads: int = 1) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32)
+        data = self.assembler.assemble(user_ids, batch)
+        return self.model.predict(data, prediction_type="RawFormulaVal", thread_count=threads).astype(np.float32)
+
+
+def top_k_per_user(owner: np.ndarray, items: np.ndarray, scores: np.ndarray, n_users: int,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` items of each batch user from flat (owner, item, score) rows; padded with -1 / NaN."""
+    order = np.lexsort((-scores, owner))
+    owner, items, scores = owner[order], items[order], scores[order]
+    starts = np.searchsorted(owner, np.arange(n_users))
+    position = np.arange(len(owner)) - starts[owner]
+    keep = position < k
+    top_items = np.full((n_users, k), -1, dtype=np.int64)
+    top_scores = np.full((n_users, k), np.nan, dtype=np.float32)
+    top_items[owner[keep], position[keep]] = items[keep]
+    top_scores[owner[keep], position[keep]] = scores[keep]
+    return top_items, top_scores

@@ -1,0 +1,265 @@
+"""The built-in dataset: a seeded, synthetic video-streaming log in the schema of the public Kion dataset.
+
+It is generated from a hidden model of taste so that recommenders have something real to learn:
+
+* users have genre tastes (logits) drawn around a prior of their age band and sex, plus latent factors;
+* items have genres, a long-tailed (log-normal) popularity, a quality and latent factors;
+* households with kids watch kids' content and avoid 18+ titles; other households rarely watch kids' content;
+* items released during the log become available mid-window and get a novelty boost that fades;
+* users are active in bursts (a start day and a window), so a global time split sees realistic churn;
+* ``watched_pct`` grows with how much the user likes the item (taste match, latent match, quality).
+
+Choices are sampled without replacement with the Gumbel-top-k trick over user-chunk x catalogue score
+matrices, so the default size takes seconds and Kion's size (1M users, 15k items) a few minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recsys.data.schema import GENRE_SEPARATOR, Dataset, make_dataset
+
+log = logging.getLogger(__name__)
+
+START_DATE = pd.Timestamp("2021-03-13")
+
+GENRES = [
+    "drama", "comedy", "thriller", "action", "melodrama", "crime", "adventure", "horror", "sci-fi", "fantasy",
+    "detective", "documentary", "cartoons", "kids", "family", "anime", "war", "history", "biography", "sport",
+]
+KIDS_GENRES = ["cartoons", "kids", "family", "adventure", "fantasy", "comedy"]
+AGE_BANDS = ["age_18_24", "age_25_34", "age_35_44", "age_45_54", "age_55_64", "age_65_inf"]
+AGE_PROBS = [0.16, 0.30, 0.25, 0.15, 0.09, 0.05]
+INCOMES = ["income_0_20", "income_20_40", "income_40_60", "income_60_90", "income_90_150", "income_150_inf"]
+INCOME_PROBS = [0.12, 0.40, 0.28, 0.13, 0.05, 0.02]
+# How much each age band likes each genre (logit offsets): the demographics that should matter.
+AGE_TASTE = {
+    "age_18_24": {"anime": 1.5, "horror": 1.0, "action": 0.8, "sci-fi": 0.8, "comedy": 0.5, "documentary": -0.8},
+    "age_25_34": {"action": 0.6, "thriller": 0.5, "comedy": 0.5, "sci-fi": 0.4, "crime": 0.3},
+    "age_35_44": {"thriller": 0.5, "crime": 0.5, "drama": 0.4, "detective": 0.5},
+    "age_45_54": {"drama": 0.7, "detective": 0.7, "melodrama": 0.5, "history": 0.4, "anime": -1.0},
+    "age_55_64": {"drama": 0.8, "melodrama": 0.9, "history": 0.8, "war": 0.8, "documentary": 0.6, "anime": -1.5},
+    "age_65_inf": {"war": 1.2, "history": 1.0, "documentary": 0.9, "melodrama": 0.8, "horror": -1.2, "anime": -2.0},
+}
+SEX_TASTE = {
+    "M": {"action": 0.5, "war": 0.5, "sport": 0.6, "melodrama": -0.6},
+    "F": {"melodrama": 0.7, "drama": 0.3, "action": -0.3},
+}
+COUNTRIES = ["Russia", "USA", "France", "United Kingdom", "Germany", "Japan", "South Korea", "Italy", "Spain", "India"]
+WORDS_A = ["Silent", "Last", "Dark", "Golden", "Lost", "Hidden", "Broken", "Red", "Frozen", "Wild", "Secret", "Little",
+           "Long", "Iron", "Bright", "Empty", "Crimson", "Distant", "Final", "Northern"]
+WORDS_B = ["River", "Night", "Summer", "Kingdom", "Road", "Garden", "City", "Island", "Promise", "Storm", "Winter",
+           "Station", "Heart", "Voyage", "Forest", "Shadow", "Letter", "Mountain", "Harbor", "Dream"]
+FIRST = ["Anna", "Ivan", "Maria", "John", "Elena", "Pierre", "Yuki", "Sofia", "Marco", "Olga", "David", "Lena"]
+LAST = ["Petrov", "Smith", "Ivanova", "Dubois", "Tanaka", "Rossi", "Garcia", "Kim", "Muller", "Novak", "Brown"]
+IDLE_SHARE = 20  # users.csv also lists one user in 20 more who never watched anything
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    n_users: int
+    n_items: int
+    mean_interactions: float
+    days: int = 163
+    n_factors: int = 8
+
+
+SIZES: dict[str, SyntheticConfig] = {
+    "tiny": SyntheticConfig(n_users=1_500, n_items=300, mean_interactions=12.0, days=120),
+    "small": SyntheticConfig(n_users=8_000, n_items=1_000, mean_interactions=12.0),
+    # the quality tests' size: large enough that the models' gaps stand well above seed-to-seed noise
+    "medium": SyntheticConfig(n_users=20_000, n_items=2_000, mean_interactions=11.0),
+    "default": SyntheticConfig(n_users=40_000, n_items=3_000, mean_interactions=11.0),
+    "kion": SyntheticConfig(n_users=1_000_000, n_items=15_000, mean_interactions=5.5),
+}
+
+
+def _genre_matrix(genre_lists: list[list[str]]) -> np.ndarray:
+    """Items x genres, each row summing to 1 (a title split evenly across its genres)."""
+    index = {g: j for j, g in enumerate(GENRES)}
+    matrix = np.zeros((len(genre_lists), len(GENRES)), dtype=np.float32)
+    for i, genres in enumerate(genre_lists):
+        for g in genres:
+            matrix[i, index[g]] = 1.0 / len(genres)
+    return matrix
+
+
+def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    n = cfg.n_items
+    for_kids = rng.random(n) < 0.12
+    genre_pop = rng.dirichlet(np.full(len(GENRES), 2.0))
+    kids_idx = [GENRES.index(g) for g in KIDS_GENRES]
+    genre_lists = []
+    for kid in for_kids:
+        k = rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20])
+        pool, probs = (kids_idx, None) if kid else (range(len(GENRES)), genre_pop)
+        genre_lists.append([GENRES[j] for j in rng.choice(list(pool), size=k, replace=False, p=probs)])
+    release_year = np.clip(2021 - np.floor(rng.exponential(7.0, n)), 1950, 2021).astype(int)
+    is_new = release_year == 2021
+    # 2021 titles arrive during the log; older titles are available from day one.
+    available_day = np.where(is_new, rng.integers(0, cfg.days - 10, n), 0)
+    horror_like = np.array([bool({"horror", "thriller", "crime"} & set(g)) for g in genre_lists])
+    age_rating = np.where(
+        for_kids, rng.choice(["0+", "6+"], n),
+        np.where(horror_like, rng.choice(["16+", "18+"], n, p=[0.4, 0.6]),
+                 rng.choice(["12+", "16+", "18+"], n, p=[0.4, 0.4, 0.2])),
+    )
+    series = rng.random(n) < 0.25
+    item_ids = np.sort(rng.choice(np.arange(1, n * 7 + 1), size=n, replace=False))
+    titles = [f"{WORDS_A[a]} {WORDS_B[b]}" + (f" {s}" if s > 1 else "")
+              for a, b, s in zip(rng.integers(0, len(WORDS_A), n), rng.integers(0, len(WORDS_B), n),
+                                 rng.choice([1, 1, 1, 2, 3], n), strict=True)]
+    items = pd.DataFrame({
+        "item_id": item_ids,
+        "content_type": np.where(series, "series", "film"),
+        "title": titles,
+        "release_year": release_year.astype(float),
+        "genres": [GENRE_SEPARATOR.join(g) for g in genre_lists],
+        "countries": rng.choice(COUNTRIES, n, p=np.array([10, 8, 2, 2, 1.5, 1.5, 1, 1, 1, 1]) / 29),
+        "for_kids": for_kids.astype(int),
+        "age_rating": age_rating,
+        "studios": rng.choice(["", "Studio One", "North Pictures", "Kion Originals", "Blue Frame"], n),
+        "directors": [f"{FIRST[a]} {LAST[b]}"
+                      for a, b in zip(rng.integers(0, len(FIRST), n), rng.integers(0, len(LAST), n), strict=True)],
+    })
+    hidden = {
+        "genre": _genre_matrix(genre_lists),
+        "log_pop": rng.normal(0.0, 1.3, n).astype(np.float32),
+        "quality": rng.normal(0.0, 1.0, n).astype(np.float32),
+        "factors": (rng.normal(0.0, 1.0, (n, cfg.n_factors)) / np.sqrt(cfg.n_factors)).astype(np.float32),
+        "for_kids": for_kids,
+        "adult": age_rating == "18+",
+        "available_day": available_day,
+        "is_new": is_new,
+        "duration": np.where(series, rng.integers(6, 16, n) * 2700, rng.normal(5600, 1200, n).clip(2400)).astype(np.float32),
+    }
+    return items, hidden
+
+
+def _demographics(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age band, sex and whether the household has kids (more likely at 25-44)."""
+    age = rng.choice(AGE_BANDS, n, p=AGE_PROBS)
+    sex = rng.choice(["M", "F"], n)
+    kids_prob = np.select([np.isin(age, ["age_25_34", "age_35_44"]), age == "age_45_54"], [0.45, 0.25], 0.08)
+    return age, sex, rng.random(n) < kids_prob
+
+
+def _make_users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    n = cfg.n_users
+    age, sex, kids = _demographics(n, rng)
+    taste = rng.normal(0.0, 1.0, (n, len(GENRES))).astype(np.float32)
+    for band, offsets in AGE_TASTE.items():
+        for genre, value in offsets.items():
+            taste[age == band, GENRES.index(genre)] += value
+    for s, offsets in SEX_TASTE.items():
+        for genre, value in offsets.items():
+            taste[sex == s, GENRES.index(genre)] += value
+    activity = rng.lognormal(0.0, 0.9, n)
+    n_events = np.maximum(1, np.round(activity / activity.mean() * cfg.mean_interactions)).astype(int)
+    start = rng.integers(0, cfg.days, n)
+    length = np.minimum(np.ceil(rng.exponential(45.0, n)).astype(int) + 3, cfg.days - 1 - start)
+    users = pd.DataFrame({
+        "user_id": np.sort(rng.choice(np.arange(1, n * 2 + 1), size=n, replace=False)),
+        "age": age,
+        "income": rng.choice(INCOMES, n, p=INCOME_PROBS),
+        "sex": sex,
+        "kids_flg": kids.astype(int),
+    })
+    hidden = {
+        "taste": taste,
+        "factors": (rng.normal(0.0, 1.0, (n, cfg.n_factors)) / np.sqrt(cfg.n_factors)).astype(np.float32),
+        "kids": kids,
+        "n_events": np.minimum(n_events, cfg.n_items // 3),
+        "start": start,
+        "end": start + np.maximum(length, 0),
+    }
+    return users, hidden
+
+
+def _idle_users(taken: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Users who signed up and never watched anything (Kion's users.csv has them too): ids not ``taken``, the same
+    demographics as everyone else."""
+    n = max(1, len(taken) // IDLE_SHARE)
+    age, sex, kids = _demographics(n, rng)
+    return pd.DataFrame({
+        "user_id": np.sort(rng.choice(np.setdiff1d(np.arange(1, 2 * len(taken) + 1), taken), size=n, replace=False)),
+        "age": age,
+        "income": rng.choice(INCOMES, n, p=INCOME_PROBS),
+        "sex": sex,
+        "kids_flg": kids.astype(int),
+    })
+
+
+def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: dict[str, np.ndarray],
+                         rng: np.random.Generator) -> pd.DataFrame:
+    n_users = len(users["start"])
+    chunk = max(64, 3_000_000 // cfg.n_items)
+    base = 1.0 * items["log_pop"] + 0.5 * items["quality"]
+    avail = items["available_day"].astype(np.float32)
+    parts = []
+    for lo in tqdm(range(0, n_users, chunk), desc="synthetic interactions", unit="chunk", leave=False,
+                   disable=n_users < 50_000):
+        hi = min(lo + chunk, n_users)
+        start = users["start"][lo:hi, None].astype(np.float32)
+        end = users["end"][lo:hi, None].astype(np.float32)
+        affinity = users["taste"][lo:hi] @ items["genre"].T
+        latent = users["factors"][lo:hi] @ items["factors"].T
+        kids = users["kids"][lo:hi, None]
+        first_seen = np.maximum(start, avail[None, :])
+        overlap = np.clip(end - first_seen + 1.0, 0.0, None) / (end - start + 1.0)
+        novelty = np.where(items["is_new"][None, :], 1.2 * np.exp(-(first_seen - avail[None, :]) / 21.0), 0.0)
+        score = (base[None, :] + 1.6 * affinity + 2.5 * latent + novelty
+                 + np.where(items["for_kids"][None, :], np.where(kids, 1.8, -2.5), 0.0)
+                 + np.where(items["adult"][None, :] & kids, -1.2, 0.0))
+        with np.errstate(divide="ignore"):
+            score = score + np.log(overlap)
+        gumbel = -np.log(np.maximum(rng.standard_exponential(score.shape, dtype=np.float32), 1e-30))
+        keys = score + gumbel  # Gumbel-top-k: sampling without replacement in one vectorised pass
+        n_events = users["n_events"][lo:hi]
+        k = int(n_events.max())
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        rows, cols = np.nonzero(np.arange(k)[None, :] < n_events[:, None])
+        item_idx = top[rows, cols]
+        valid = np.isfinite(score[rows, item_idx])
+        rows, item_idx = rows[valid], item_idx[valid]
+        t0 = first_seen[rows, item_idx]
+        t1 = end[rows, 0]
+        # New titles are watched soon after release; the rest anywhere in the user's active window.
+        frac = np.where(items["is_new"][item_idx], rng.beta(1.0, 2.5, len(rows)), rng.random(len(rows)))
+        day = np.floor(t0 + frac * (t1 - t0 + 1.0)).clip(max=cfg.days - 1)
+        liking = 0.9 * affinity[rows, item_idx] + 2.0 * latent[rows, item_idx] + 0.6 * items["quality"][item_idx]
+        pct = 100.0 / (1.0 + np.exp(-(1.1 * liking + rng.normal(-1.2, 1.2, len(rows)))))
+        parts.append(pd.DataFrame({"user_row": rows + lo, "item_row": item_idx, "day": day.astype(int),
+                                   "watched_pct": np.round(pct).astype(np.float32)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def generate(size: str = "default", seed: int = 42) -> Dataset:
+    """Generate the built-in dataset; the same ``size`` and ``seed`` always give the same tables."""
+    if size not in SIZES:
+        raise ValueError(f"unknown synthetic size {size!r}; choose one of {sorted(SIZES)}")
+    cfg = SIZES[size]
+    rng = np.random.default_rng(seed)
+    items, item_hidden = _make_items(cfg, rng)
+    users, user_hidden = _make_users(cfg, rng)
+    events = _sample_interactions(cfg, user_hidden, item_hidden, rng)
+    interactions = pd.DataFrame({
+        "user_id": users["user_id"].to_numpy()[events["user_row"].to_numpy()],
+        "item_id": items["item_id"].to_numpy()[events["item_row"].to_numpy()],
+        "last_watch_dt": START_DATE + pd.to_timedelta(events["day"].to_numpy(), unit="D"),
+        "total_dur": np.round(events["watched_pct"].to_numpy() / 100.0
+                              * item_hidden["duration"][events["item_row"].to_numpy()]).astype(np.int64),
+        "watched_pct": events["watched_pct"].to_numpy(),
+    })
+    # Like Kion, a few users never fill in their profile, and a few sign up and never watch anything. The idle
+    # users are drawn last, so the rest of the dataset is the same as without them.
+    users = pd.concat([users.sample(frac=0.95, random_state=seed), _idle_users(users["user_id"].to_numpy(), rng)])
+    users = users.sort_values("user_id").reset_index(drop=True)
+    return make_dataset("synthetic", interactions, users, items, size=size, seed=seed)

@@ -1,0 +1,112 @@
+"""One clean error body for the public API, whatever BentoML raised underneath.
+
+BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
+dependency. This ASGI middleware turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
+``/get_recommendation``) into ``{"status": "error", "msg": "...", "recommendations": []}`` with the same status
+code, and a 429 or 503 always says when to retry (``Retry-After``). It runs inside :mod:`serving.traffic`, which
+has already read the whole body within its time and size limits. Before BentoML sees a request it refuses anything
+but JSON with 415 and an invalid body with 400 (:mod:`serving.admission`: bounded, linear checks, off the event
+loop for big bodies). BentoML therefore only ever parses valid, small requests: it never logs a 4xx as an ERROR
+with a traceback quoting the sender's input (the access log's one line is the record of a refused request), and
+its parser never silently keeps the last of repeated keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from recsys.serving import flask_compat
+from recsys.serving.admission import INLINE_BYTES, Admission
+from recsys.serving.asgi import replay, rewrite_responses, send_json
+
+RETRY_AFTER = {429: b"1", 503: b"2"}  # seconds, when the answer does not say
+PUBLIC_PATHS = ("/recommend", flask_compat.ROUTE)  # prefixes
+
+
+def _unwrap(message: Any) -> str:
+    """Dig the human message out of BentoML's (possibly nested, JSON-in-string) error arrays."""
+    for _ in range(5):
+        if isinstance(message, str):
+            try:
+                message = json.loads(message)
+            except ValueError:
+                return message
+        elif isinstance(message, list) and message:
+            message = message[0]
+        elif isinstance(message, dict):
+            message = message.get("error", message.get("msg", message.get("detail", json.dumps(message))))
+        else:
+            break
+    return str(message)
+
+
+def error_body(status: int, raw: bytes) -> bytes:
+    text = raw.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    return error_json(_unwrap(parsed) if text else f"HTTP {status}")
+
+
+class ModelServiceDown(RuntimeError):
+    """A model service did not answer in time; the request may be retried."""
+
+
+def unavailable(exc: ModelServiceDown) -> Response:
+    """503 with the reason (BentoML would replace the message of any 5xx it raises with a generic one)."""
+    return Response(error_json(str(exc)), status_code=503, media_type="application/json",
+                    headers={"Retry-After": RETRY_AFTER[503].decode()})
+
+
+def error_json(msg: str) -> bytes:
+    """The documented error body (serving/openapi.py's ErrorResponse)."""
+    return json.dumps({"status": "error", "msg": msg, "recommendations": []}).encode()
+
+
+class CleanErrorsMiddleware:
+    """``inputs`` maps each POST route to its input model (``Service.apis``' routes and input specs)."""
+
+    def __init__(self, app: Any, inputs: dict[str, type[BaseModel]]) -> None:
+        self.app = app
+        self.admissions = {route: Admission.of(model) for route, model in inputs.items()}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PATHS):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        if scope.get("method") == "POST" and content_type != b"application/json":
+            await send_json(send, 415, error_json(f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
+                                                   "send JSON with 'Content-Type: application/json'"))
+            return
+        admission = self.admissions.get(scope["path"]) if scope.get("method") == "POST" else None
+        if admission is not None:
+            refusal = (admission.refusal(body) if len(body) <= INLINE_BYTES
+                       else await asyncio.to_thread(admission.refusal, body))
+            if refusal is not None:
+                await send_json(send, 400, error_json(refusal))
+                return
+        await rewrite_responses(self.app, scope, replay(body, receive), send, lambda status: status >= 400, error_body,
+                                RETRY_AFTER)
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The request body (already bounded in size and time by serving/traffic.py), or None if the client left."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)

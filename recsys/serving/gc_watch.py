@@ -1,0 +1,97 @@
+"""Garbage-collector pauses kept off the request path and made visible on /metrics.
+
+A full (generation 2) collection walks every tracked object in the process and stops the event loop meanwhile.
+Most of them are loaded at start-up and live for ever (the models, feature tables, BentoML's and its libraries'
+state), so :func:`settle` freezes them into the permanent generation once a service is loaded: later collections
+only walk what requests allocated. Every pause is then observed per process in ``recsys_gc_pause_seconds``, and
+the entry's count of scheduled asyncio timers, the trace a retention like BentoML's request timer leaves
+(recsys/serving/request_timer.py), is read into ``recsys_event_loop_timers`` whenever /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import bentoml
+from bentoml._internal.context import server_context
+
+PROCESS = ("service", "worker")
+PUBLISH_EVERY_S = 0.25  # collector pauses reach /metrics this late at most
+GC_PAUSE = bentoml.metrics.Histogram(
+    name="recsys_gc_pause_seconds", documentation="garbage-collector pauses of this process, by generation",
+    labelnames=[*PROCESS, "generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+FROZEN = bentoml.metrics.Gauge(
+    name="recsys_gc_frozen_objects", documentation="start-up objects moved out of the collector's reach (gc.freeze)",
+    labelnames=list(PROCESS), multiprocess_mode="livemax")
+LOOP_TIMERS = bentoml.metrics.Gauge(
+    name="recsys_event_loop_timers", documentation="timers scheduled in the event loop, read when /metrics is scraped",
+    labelnames=list(PROCESS), multiprocess_mode="livemax")
+
+
+def _process_labels() -> dict[str, str]:
+    return {"service": server_context.service_name or "unknown", "worker": str(server_context.worker_index or 0)}
+
+
+class _PauseTimer:
+    """A ``gc.callbacks`` entry: times each collection from its start to its stop.
+
+    It only appends to a queue. A collection can start inside any allocation, including one made while
+    prometheus_client holds its process-wide, non-reentrant lock (in multiprocess mode every metric update takes
+    it): a callback that observed the histogram itself would deadlock the worker. A thread publishes the queue.
+    """
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[int, float]] = deque()
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pending.append((info["generation"], time.perf_counter() - self.started))
+
+    def publish_forever(self, labels: dict[str, str]) -> None:
+        by_generation = [GC_PAUSE.labels(**labels, generation=str(g)) for g in range(3)]
+        while True:
+            time.sleep(PUBLISH_EVERY_S)
+            while self.pending:
+                generation, seconds = self.pending.popleft()
+                by_generation[generation].observe(seconds)
+
+
+def settle(freeze: bool) -> None:
+    """Once a service has loaded its models: freeze the heap built so far (if ``freeze``) and time the collector.
+
+    Called at the end of each service's ``__init__``; in the fused topology that is three times in one process,
+    which only freezes what the later services added and times the collector once.
+    """
+    if freeze:
+        gc.collect()
+        gc.freeze()
+        FROZEN.labels(**_process_labels()).set(gc.get_freeze_count())
+    if not any(isinstance(callback, _PauseTimer) for callback in gc.callbacks):
+        timer = _PauseTimer()
+        # the labels are read here: the service's name is a context variable, which a new thread does not see
+        threading.Thread(target=timer.publish_forever, args=(_process_labels(),), name="recsys-gc-pauses",
+                         daemon=True).start()
+        gc.callbacks.append(timer)
+
+
+class LoopTimersOnScrape:
+    """ASGI middleware that refreshes ``recsys_event_loop_timers`` just before /metrics is read (free otherwise)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            # BaseEventLoop's heap of TimerHandles (uvloop, not used here, has none to count)
+            scheduled = getattr(asyncio.get_running_loop(), "_scheduled", ())
+            LOOP_TIMERS.labels(**_process_labels()).set(len(scheduled))
+        await self.app(scope, receive, send)

@@ -1,0 +1,70 @@
+"""Workaround for BentoML 1.4.40 keeping every finished request alive for `traffic.timeout` seconds.
+
+BentoML's ``TimeoutMiddleware`` (``bentoml/_internal/server/http/traffic.py``) schedules a timer per request with
+``loop.call_later(timeout, ...)`` and never cancels it. The timer holds the request's waiter future and a copy of
+its context (with the OpenTelemetry span), so under load a 30 s timeout keeps hundreds of thousands of objects
+alive and the collector's full passes over them stall every connection for up to a second. The report for
+upstream, with the same patch, is docs/bentoml-timeout-middleware-retention.md.
+
+:func:`apply` swaps in a subclass that cancels the timer when the request ends. BentoML looks the class up in
+``traffic`` each time it builds an app, so replacing it when the service module loads covers every service
+process. The patch is pinned to the BentoML version it was written against; on any other version it is skipped
+with a warning, so an upgrade cannot silently run a stale copy of BentoML's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any
+
+import bentoml
+from bentoml._internal.server.http import traffic
+from starlette.responses import JSONResponse
+
+WRITTEN_FOR = "1.4.40"
+log = logging.getLogger("recsys")
+
+
+class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
+    """BentoML's 504-after-`timeout` behaviour, with the timer cancelled as soon as the request ends."""
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        # the callback only touches `waiter`: an empty context, so a pending timer does not pin the request's span
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=contextvars.Context())
+
+        async def _send(message: dict) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        try:
+            await waiter
+        except asyncio.TimeoutError:
+            if fut.cancel():
+                await JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                   status_code=504)(scope, receive, send)
+        else:
+            await fut
+        finally:
+            timer.cancel()
+
+
+def apply(enabled: bool) -> None:
+    """Install the workaround in this process if ``enabled`` and BentoML is the version it was written for."""
+    if not enabled:
+        log.info("recsys: BentoML's TimeoutMiddleware left as is (serving.cancel_request_timers is off)")
+        return
+    if bentoml.__version__ != WRITTEN_FOR:
+        log.warning("recsys: BentoML %s is not %s, the version recsys/serving/request_timer.py was written for: its "
+                    "TimeoutMiddleware fix is NOT applied. Check whether this BentoML still leaks the timer "
+                    "(docs/bentoml-timeout-middleware-retention.md), then update or remove the workaround.",
+                    bentoml.__version__, WRITTEN_FOR)
+        return
+    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
