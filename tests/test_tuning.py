@@ -80,6 +80,32 @@ def test_coverage_below_the_floor_is_penalised_and_never_chosen_over_a_trial_abo
     assert best_trial(study).number == 2
 
 
+def test_a_pruned_trial_keeps_no_objective_and_the_search_plot_draws_every_kind_of_trial(tmp_path):
+    from training.report import _plot_tuning, tuning_summary
+    from training.tune import _trial_record
+
+    study = optuna.create_study(direction="maximize")
+    attrs = {"ndcg": 0.2, "coverage": 0.3, "coverage_floor": 0.1, "lightfm_ndcg": 0.15, "epochs": 8, "seconds": 3.0}
+    study.add_trial(optuna.trial.create_trial(value=0.2, params={"ranker.depth": 6}, user_attrs=attrs,
+                                              distributions={"ranker.depth": optuna.distributions.IntDistribution(3, 10)}))
+    study.add_trial(optuna.trial.create_trial(value=0.1, params={"ranker.depth": 4},
+                                              user_attrs={**attrs, "coverage": 0.05},
+                                              distributions={"ranker.depth": optuna.distributions.IntDistribution(3, 10)}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"ranker.depth": 3},
+                                              intermediate_values={0: 0.05}, user_attrs={"seconds": 1.0},
+                                              distributions={"ranker.depth": optuna.distributions.IntDistribution(3, 10)}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    records = [_trial_record(t) for t in study.trials]
+    assert records[2]["state"] == "pruned" and records[2]["value"] is None  # Optuna would say 0.05, LightFM's ndcg
+    assert records[2]["lightfm_ndcg_at_prune"] == 0.05 and records[3]["value"] is None
+    tuning = {"trials": records, "elapsed_s": 9.0, "budget_s": 60.0, "seed": 1, "objective": "o", "best_trial": 0,
+              "best_value": 0.2, "best_params": {"ranker.depth": 6}, "importance": {"ranker.depth": 1.0},
+              "importance_method": "fANOVA over 2 completed trials"}
+    _plot_tuning(tuning, tmp_path / "tuning.png")
+    assert (tmp_path / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "4 trials (2 complete, 1 pruned, 1 fail)" in tuning_summary(tuning)
+
+
 def _evaluation(two_stage: float, ease: float) -> dict:
     return {"metrics": {"ease": {"ndcg@10": ease, "map@10": ease}, "two_stage": {"ndcg@10": two_stage,
                                                                                  "map@10": two_stage}}}
@@ -174,7 +200,7 @@ def test_train_with_the_parameters_file_puts_them_and_the_search_in_both_models_
         for section, values in content["params"].items():
             assert {k: meta["params"][section][k] for k in values} == values, (name, section)
         assert meta["tuning"]["best_params"] == content["tuning"]["best_params"]
-        assert [t["value"] for t in meta["tuning"]["trials"]] == [t["value"] for t in content["tuning"]["trials"]]
+        assert [t.get("value") for t in meta["tuning"]["trials"]] == [t["value"] for t in content["tuning"]["trials"]]
         assert meta["tuning"]["params_file"] == str(tuned["file"])
         assert meta["offline_spread"]["seeds"] == [42, 43, 44]
         assert meta["lightfm_epochs"]["served"] == meta["lightfm_epochs"]["early_stopping"]["best_epoch"]

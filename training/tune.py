@@ -282,7 +282,10 @@ def _plain(value: object) -> object:
 
 
 def _trial_record(trial: optuna.trial.FrozenTrial) -> dict:
-    return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
+    """A trial as the parameters file keeps it. A pruned trial has no objective (Optuna gives it the last value it
+    reported, LightFM's ndcg, which is kept under its own name)."""
+    complete = trial.state == optuna.trial.TrialState.COMPLETE
+    return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value if complete else None,
             "params": {k: _plain(v) for k, v in trial.params.items()},
             **{k: trial.user_attrs[k] for k in ("ndcg", "coverage", "coverage_floor", "lightfm_ndcg", "epochs",
                                                  "seconds") if k in trial.user_attrs},
