@@ -103,7 +103,7 @@ def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
 def _plot_tuning(tuning: dict, path: Path) -> None:
     """The objective of every trial and the best so far, and which parameters mattered."""
     trials = tuning["trials"]
-    done = [t for t in trials if t["value"] is not None]
+    done = [t for t in trials if t["state"] == "complete"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     below = [t for t in done if t["coverage"] < t["coverage_floor"]]
     left.scatter([t["number"] for t in done], [t["value"] for t in done], s=18, label="trial", color="#4c72b0")
@@ -116,7 +116,7 @@ def _plot_tuning(tuning: dict, path: Path) -> None:
                      label="pruned")
     best, running = -float("inf"), []
     for t in trials:
-        best = max(best, t["value"]) if t["value"] is not None else best
+        best = max(best, t["value"]) if t["state"] == "complete" else best
         running.append(best)
     left.step(range(len(trials)), running, where="post", color="#55a868", label="best so far")
     left.set(xlabel="trial", ylabel="objective (validation)", title=f"{len(trials)} trials in {tuning['elapsed_s']:.0f}s")
