@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 from locust import HttpUser, between, events, task
 
-from recsys.model_store import CANDIDATES, get_model, load_candidates, resolve_version
+from recsys.core.model_store import CANDIDATES, get_model, load_candidates, resolve_version
 
 COLD_SHARE = float(os.environ.get("LOCUST_COLD_SHARE", "0.1"))
 TOP_K = [5, 10, 10, 10, 10, 20, 50]
@@ -102,6 +102,6 @@ class RecommenderUser(HttpUser):
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
                 return
             results = response.json().get("results", [])
-            problems = [p for r, b in zip(results, bodies) if (p := check(r, b))]
+            problems = [p for r, b in zip(results, bodies, strict=True) if (p := check(r, b))]
             if len(results) != len(bodies) or problems:
                 response.failure(problems[0] if problems else f"{len(results)} results for {len(bodies)} requests")

@@ -1,8 +1,10 @@
 """BentoML service: Recommender (entry, JSON API) -> Candidates (LightFM, batchable) -> Ranker (CatBoost, batchable).
 
-`bentoml serve service:Recommender` (or `make serve`). The model pair is resolved once, as `bentoml serve` imports
-this module: the newest ranker in the BentoML store, the pair packed into the Bento when served from one, or
-RECSYS_SERVING__MODEL_VERSION; every worker, restarts included, then loads exactly that pair. A missing,
+`bentoml serve service:Recommender` (or `make serve`). Importing this module reads the settings and looks up which
+pair to serve: RECSYS_SERVING__MODEL_VERSION, the pair packed into the Bento when served from one, or the newest
+ranker in the BentoML store; it neither opens the models nor stops when there is none, so the module can be imported
+to test or document it. `bentoml serve` checks that pair once, before any worker starts (BentoML's deployment hook,
+:meth:`Recommender.settle_model_pair`), and every worker, restarts included, then loads exactly that pair. A missing,
 mismatched or damaged pair, or an unknown or invalid RECSYS_* setting, stops the start-up with one line that says
 what is wrong and how to fix it (`bentoml serve` exits 1).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from functools import cache
 from pathlib import Path
 
 import aiohttp
@@ -20,29 +23,32 @@ from bentoml.exceptions import InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
-from recsys import model_store
+from recsys.core import model_store
 from recsys.settings import SettingsError, get_settings
 
 try:  # before the serving modules, which read the settings as they are imported
-    SETTINGS = get_settings()
-    VERSION = model_store.servable_version(SETTINGS.serving.model_version, source_dir=Path(__file__).parent)
-    # the demographic labels `user_features` may use: the training data's, read from the candidates model
-    LABELS = model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
-except (SettingsError, model_store.ModelStoreError) as exc:
+    SETTINGS = get_settings()  # the service declarations below are made of them
+except SettingsError as exc:
     raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; `bentoml serve` exits 1
 
-from serving import flask_compat, gc_watch, request_timer
-from serving.batcher import MicroBatcher
-from serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from serving.handlers import WARM, candidate_answers, rank_answers, source_names
-from serving.headers import SafeHeadersMiddleware
-from serving.openapi import PublicSpecMiddleware, api_info
-from serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
-from serving.server_process import pin_model_version, use_own_prometheus_dir
-from serving.web import create_app as web_page
+SOURCE_DIR = Path(__file__).parent
+try:  # the version names the models BentoML packs and resolves (the services' model_ref); a look-up, no loading
+    VERSION = model_store.resolve_version(SETTINGS.serving.model_version, source_dir=SOURCE_DIR)
+    NO_PAIR: model_store.ModelStoreError | None = None
+except model_store.ModelStoreError as exc:  # still importable; serving refuses to start (settle_model_pair)
+    VERSION, NO_PAIR = "latest", exc
 
-# settled once in `bentoml serve` itself, for every worker it starts or restarts (serving/server_process.py)
-pin_model_version(VERSION)
+from recsys.serving import flask_compat, gc_watch, request_timer
+from recsys.serving.batcher import MicroBatcher
+from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
+from recsys.serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from recsys.serving.headers import SafeHeadersMiddleware
+from recsys.serving.openapi import PublicSpecMiddleware, api_info
+from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
+from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
+from recsys.serving.web import create_app as web_page
+
+# before BentoML prepares its Prometheus folder, which it does before any hook runs (recsys/serving/server_process.py)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 
@@ -97,12 +103,18 @@ BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documenta
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
+@cache
+def demographic_labels() -> dict[str, frozenset[str]]:
+    """The labels `user_features` may use: the training data's, read from the candidates model (once per worker)."""
+    return model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
+
+
 async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Response:
     """POST /recommend's answer, for the route BentoML cannot declare (a GET); the instance is this worker's."""
     return await bentoml.get_current_service().recommend_one(request)
 
 
-@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (serving/web); its data loads at start-up
+@bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
@@ -111,8 +123,23 @@ class Recommender:
         candidates = bentoml.depends(Candidates)
         ranker = bentoml.depends(Ranker)
 
+    @bentoml.on_deployment
+    def settle_model_pair() -> None:
+        """Once in `bentoml serve` itself, before any worker starts: the pair must be there, belong together and be
+        readable, or the start-up stops with one line. The same fault found later, as a model service loads its
+        model in its own worker, would not stop it: BentoML restarts that worker over and over while the other
+        services answer. Every worker, and every restart of one, then loads exactly this pair."""
+        try:
+            if NO_PAIR is not None:
+                raise NO_PAIR
+            model_store.servable_version(VERSION)
+        except model_store.ModelStoreError as exc:
+            raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; exits 1
+        pin_model_version(VERSION)
+
     def __init__(self) -> None:
         serving = SETTINGS.serving
+        self.labels = demographic_labels()
         if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
             self.candidates, self.ranker = Candidates(), Ranker()
         self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
@@ -127,9 +154,9 @@ class Recommender:
         ranked = await _call("ranker", self.ranker.to_async.rank([
             {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
         ])) if warm else []
-        by_request = dict(zip(warm, ranked))
+        by_request = dict(zip(warm, ranked, strict=True))
         responses = []
-        for j, (request, cand) in enumerate(zip(requests, candidates)):
+        for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
             if j in by_request:
                 item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
                 retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
@@ -140,7 +167,7 @@ class Recommender:
             responses.append(RecommendResponse(
                 user_id=request.user_id,
                 recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
-                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by)],
+                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by, strict=True)],
                 cold_start=cand["source"] != WARM,
                 model_version=VERSION,
             ))
@@ -151,7 +178,7 @@ class Recommender:
                         user_features: UserFeatures | None = None) -> RecommendResponse:
         """Top-k items for one user: LightFM candidates reranked by CatBoost; popularity for unknown users."""
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
-        if problem := unknown_label([request], LABELS):
+        if problem := unknown_label([request], self.labels):
             raise InvalidArgument(problem)
         return await self.recommend_one(request)
 
@@ -165,7 +192,7 @@ class Recommender:
     @bentoml.api(route="/recommend/batch", input_spec=BatchRequest)
     async def recommend_batch(self, requests: list[RecommendRequest]) -> BatchResponse:
         """Recommendations for up to `max_batch_users` users in one call."""
-        if problem := unknown_label(requests, LABELS, prefix="requests."):
+        if problem := unknown_label(requests, self.labels, prefix="requests."):
             raise InvalidArgument(problem)
         try:
             return BatchResponse(results=await self.run(requests))
@@ -176,4 +203,4 @@ class Recommender:
 Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
 Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
-Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=LABELS)
+Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)

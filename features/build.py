@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.schema import split_genres
+from recsys.data.schema import split_genres
 
 MAX_GENRES = 20
 DAY = np.timedelta64(1, "D")
@@ -24,14 +24,6 @@ class FeatureTables:
     items: pd.DataFrame
     genres: list[str]
     as_of: pd.Timestamp
-
-    @property
-    def user_genre_columns(self) -> list[str]:
-        return [f"u_genre_{g}" for g in self.genres]
-
-    @property
-    def item_genre_columns(self) -> list[str]:
-        return [f"i_genre_{g}" for g in self.genres]
 
 
 def genre_vocabulary(items: pd.DataFrame, limit: int = MAX_GENRES) -> list[str]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.build import FeatureTables
+from recsys.features.build import FeatureTables
 
 MANIFEST = "manifest.json"
 TABLES = {"users": "user_id", "items": "item_id"}
@@ -133,24 +133,12 @@ class OnlineFeatureTable:
         rows, known = self.rows(ids)
         return Lookup(self.numeric[rows], self.categorical[rows], known)
 
-    def column(self, name: str) -> np.ndarray:
-        """A numeric column for all rows (defaults row included), for vectorised cross features."""
-        return self.numeric[:, self.numeric_names.index(name)]
-
-    def columns(self, prefix: str) -> tuple[list[str], np.ndarray]:
-        names = [n for n in self.numeric_names if n.startswith(prefix)]
-        return names, self.numeric[:, [self.numeric_names.index(n) for n in names]]
-
 
 @dataclass
 class OnlineFeatureStore:
     users: OnlineFeatureTable
     items: OnlineFeatureTable
     manifest: dict
-
-    @property
-    def version(self) -> str:
-        return self.manifest["version"]
 
 
 def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict, dict[str, Path]]:

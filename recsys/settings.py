@@ -118,7 +118,7 @@ class ServingSettings(BaseModel):
     dependency_timeout_s: float = Field(3.0, gt=0, description="wait this long for a model service, then answer 503")
     max_latency_ms: int = Field(5_000, ge=1, description="batching deadline; past it BentoML answers 503")
     cancel_request_timers: bool = Field(True, description="end BentoML 1.4.40's per-request timeout timer with the "
-                                                          "request (serving/request_timer.py); off, every request's "
+                                                          "request (recsys/serving/request_timer.py); off, every request's "
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
@@ -152,10 +152,6 @@ class Settings(BaseSettings):
         """
         return self.model_copy(update={"lightfm": self.lightfm.model_copy(update={"threads": 1}),
                                        "ranker": self.ranker.model_copy(update={"threads": 1})})
-
-    @property
-    def datasets_dir(self) -> Path:
-        return self.home / "datasets"
 
     @property
     def features_dir(self) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data import synthetic  # noqa: E402
-from data.export import write_movielens_100k  # noqa: E402
+from recsys.data import synthetic  # noqa: E402
+from recsys.data.export import write_movielens_100k  # noqa: E402
 
 SHAPE = synthetic.SyntheticConfig(n_users=943, n_items=1_682, mean_interactions=106.0, days=215)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.synthetic import SIZES, generate  # noqa: E402
+from recsys.data.synthetic import SIZES, generate  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from training.pipeline import fit_and_evaluate  # noqa: E402
+from recsys.training.pipeline import fit_and_evaluate  # noqa: E402
 
 METRICS = ("ndcg@10", "map@10")
 # (better, worse): the comparisons the quality tests make

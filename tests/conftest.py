@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from data.schema import Dataset
-from data.synthetic import generate
+from recsys.data.schema import Dataset
+from recsys.data.synthetic import generate
 from tests.helpers import Server, load_pair, post, project_env, train
 
 

@@ -10,14 +10,15 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from bentoml._internal.models import ModelStore
 
-from features.store import load_feature_store
-from recsys.candidates import CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
+from recsys.core import model_store
+from recsys.core.candidates import CandidateModel
+from recsys.core.reranker import Reranker
+from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.settings import PROJECT_ROOT as ROOT
 from recsys.settings import get_settings
-from serving.handlers import candidate_answers, rank_answers
-from serving.process import BIN, Server  # noqa: F401  (re-exported for the tests)
+from recsys.tools.process import BIN, Server  # noqa: F401  (re-exported for the tests)
 
 
 def project_env(home: Path, **extra: str) -> dict[str, str]:
@@ -52,13 +53,11 @@ def _json_answer(request: urllib.request.Request, timeout: float) -> tuple[int, 
 
 
 def load_pair(home: Path, version: str) -> tuple[CandidateModel, Reranker]:
-    """A stored model pair read straight from the store's files, to compute expected answers in-process."""
-    store = Path(home) / "bentoml" / "models"
-    candidates = CandidateModel.load(store / "recsys_candidates" / version / "candidates")
-    ranker_dir = store / "recsys_ranker" / version
-    features = load_feature_store(ranker_dir / "features")
-    item_ids = np.load(ranker_dir / "item_ids.npy")
-    return candidates, Reranker.load(ranker_dir / "ranker.cbm", FeatureAssembler(features.users, features.items, item_ids))
+    """A stored model pair loaded by serving's own loaders from ``home``'s store, to compute expected answers
+    in-process (this process's BentoML store is another one)."""
+    store = ModelStore(Path(home) / "bentoml" / "models")
+    candidates = model_store.load_candidates(store.get(f"{model_store.CANDIDATES}:{version}"))
+    return candidates, model_store.load_ranker(store.get(f"{model_store.RANKER}:{version}")).reranker
 
 
 def expected(models: tuple[CandidateModel, Reranker], user_id: int, top_k: int,

@@ -22,8 +22,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from recsys.serving.errors import PUBLIC_PATHS
 from recsys.settings import PROJECT_ROOT
-from serving.errors import PUBLIC_PATHS
 from tests.helpers import post
 
 # cases per generation mode, spread over the three routes: about 4 s in all on the 2-core CI machine. The cases are

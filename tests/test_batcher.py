@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.batcher import MicroBatcher
+from recsys.serving.batcher import MicroBatcher
 
 
 def _run(coro):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys.benchmark import _measure, markdown
+from recsys.tools.benchmark import _measure, markdown
 
 
 def test_a_load_level_counts_requests_latency_cpu_and_collector_pauses_per_process(server, models):

@@ -21,6 +21,11 @@ def test_built_bento_serves_its_own_model_pair(tmp_path):
     # the image will install the serving lock, hashes and all
     bento_path = tmp_path / "bentoml" / "bentos" / tag.replace(":", "/")
     assert pins(bento_path / "env" / "python" / "requirements.txt") == pins(SERVING_LOCK)
+    # only what serving imports: not the training code, the tools (CLI, benchmark, load test) nor the tests
+    src = bento_path / "src"
+    assert (src / "service.py").is_file() and (src / "features" / "store.py").is_file()
+    assert (src / "recsys" / "core" / "model_store.py").is_file() and (src / "recsys" / "serving").is_dir()
+    assert not any((src / folder).exists() for folder in ("training", "recsys/tools", "tests", "scripts", "var"))
     models = sorted((tmp_path / "bentoml" / "models" / "recsys_ranker").iterdir())
     version = next(p.name for p in models if p.name != "latest")
     pair = load_pair(tmp_path, version)

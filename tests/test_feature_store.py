@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.build import build_feature_tables
-from features.store import FeatureStoreError, OnlineFeatureTable, load_feature_store, write_feature_store
+from recsys.features.build import build_feature_tables
+from recsys.features.store import FeatureStoreError, OnlineFeatureTable, load_feature_store, write_feature_store
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.files import read_table
-from data.kion import load_kion
-from data.movielens import age_band, load_movielens_1m, load_movielens_100k
-from data.schema import DataError
+from recsys.data.files import read_table
+from recsys.data.kion import load_kion
+from recsys.data.movielens import age_band, load_movielens_1m, load_movielens_100k
+from recsys.data.schema import DataError
 
 # ---------------------------------------------------------------- Kion (comma-separated, header, utf-8)
 
@@ -169,7 +169,7 @@ def test_movielens_100k(ml100k_dir: Path) -> None:
     inter = ds.interactions
     assert ds.name == "movielens-100k" and ds.meta["rating_threshold"] == 4.0
     # 3-star ratings are dropped; the rest are sorted by time
-    assert list(zip(inter.user_id, inter.item_id)) == [(22, 242), (22, 1682), (196, 302)]
+    assert list(zip(inter.user_id, inter.item_id, strict=True)) == [(22, 242), (22, 1682), (196, 302)]
     assert inter["rating"].dtype == np.float32 and inter["rating"].tolist() == [5.0, 4.5, 4.0]
     assert inter["watched_pct"].tolist() == [100.0, 90.0, 80.0]
     assert (inter["total_dur"] == 0).all()
@@ -261,7 +261,7 @@ def test_movielens_1m(ml1m_dir: Path) -> None:
     ds = load_movielens_1m(ml1m_dir)
     inter = ds.interactions
     assert ds.name == "movielens-1m"
-    assert list(zip(inter.user_id, inter.item_id)) == [(2, 1193), (2, 2324), (1, 1193)]
+    assert list(zip(inter.user_id, inter.item_id, strict=True)) == [(2, 1193), (2, 2324), (1, 1193)]
     assert inter["rating"].dtype == np.float32 and inter["rating"].tolist() == [4.0, 5.0, 5.0]
     assert inter["watched_pct"].tolist() == [80.0, 100.0, 100.0]
     assert inter["last_watch_dt"].iloc[2] == pd.Timestamp("2000-12-31 22:12:40")  # 978300760 UTC

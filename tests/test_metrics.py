@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from training.baselines import ease_recommend, ease_weights, popular_recommend
-from training.metrics import candidate_recall, ranking_metrics, relevance
+from recsys.training.baselines import ease_recommend, ease_weights, popular_recommend
+from recsys.training.metrics import candidate_recall, ranking_metrics, relevance
 
 N_ITEMS = 8
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from data.synthetic import generate
+from recsys.data.synthetic import generate
 from recsys.settings import Settings
-from training.pipeline import fit_and_evaluate
+from recsys.training.pipeline import fit_and_evaluate
 
 SIZE = "medium"
 SEED = 42

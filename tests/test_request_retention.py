@@ -1,6 +1,6 @@
 """Finished requests leave nothing behind in the entry process, and the collector's pauses show on /metrics.
 
-BentoML 1.4.40 keeps a timer per request alive for `traffic.timeout` seconds (serving/request_timer.py); the
+BentoML 1.4.40 keeps a timer per request alive for `traffic.timeout` seconds (recsys/serving/request_timer.py); the
 entry's count of scheduled timers, read through /metrics, shows whether that retention is back.
 """
 
@@ -48,7 +48,7 @@ def test_a_burst_of_requests_leaves_no_timers_behind_in_the_entry(server, models
     # (past 100): what stays is bounded whatever the traffic. BentoML's own middleware would leave all BURST.
     left = _entry_timers(server.url) - baseline
     assert left < BURST / 4, f"{left:.0f} timers outlived {BURST} finished requests: BentoML's per-request " \
-                             "timer retention is back (serving/request_timer.py)"
+                             "timer retention is back (recsys/serving/request_timer.py)"
 
 
 def test_collector_pauses_and_the_frozen_start_up_heap_show_per_process(server, models):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from data.synthetic import generate
+from recsys.data.synthetic import generate
 from recsys.settings import get_settings
 from tests.helpers import Server, expected, get, post, project_env, warm_user
 
@@ -164,7 +164,7 @@ def test_batch_matches_single_calls(server, models):
     users = [warm_user(models, i) for i in range(3)] + [10**15]
     status, body = post(f"{server.url}/recommend/batch", {"requests": [{"user_id": u, "top_k": 4} for u in users]})
     assert status == 200 and len(body["results"]) == 4
-    for user, result in zip(users, body["results"]):
+    for user, result in zip(users, body["results"], strict=True):
         single = post(f"{server.url}/recommend", {"user_id": user, "top_k": 4})[1]
         assert result["user_id"] == user
         assert result["recommendations"] == single["recommendations"]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from recsys.showcase import ITEMS_FILE, SUMMARY_FILE, ShowcaseError, load_showcase, write_showcase
+from recsys.core.showcase import ITEMS_FILE, SUMMARY_FILE, ShowcaseError, load_showcase, write_showcase
 
 HISTORY = 4
 

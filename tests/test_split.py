@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from recsys.settings import SplitSettings
-from training.split import MIN_WINDOW_USERS, SplitError, default_strategy, split_interactions
+from recsys.training.split import MIN_WINDOW_USERS, SplitError, default_strategy, split_interactions
 
 DAY = pd.Timedelta(days=1)
 
 
 def frame(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
     """Interactions in the project's schema from (user_id, item_id, date) triples."""
-    users, items, dates = zip(*rows)
+    users, items, dates = zip(*rows, strict=True)
     n = len(rows)
     return pd.DataFrame({
         "user_id": np.array(users, dtype=np.int64),

@@ -2,9 +2,9 @@
 
 Each case copies the trained pair into its own temporary BENTOML_HOME, damages the copy and starts the server.
 It must exit non-zero within seconds, printing one line that names the problem and the fix. It must never come
-up half-started: before `serving.model_store.servable_version` checked the files at import, a damaged ranker
-only failed in its own worker, which BentoML restarted every few seconds, forever, while the entry service
-answered cold-start users.
+up half-started: before `bentoml serve` checked the files (`recsys.core.model_store.servable_version`, now run by
+the service's deployment hook), a damaged ranker only failed in its own worker, which BentoML restarted every few
+seconds, forever, while the entry service answered cold-start users.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from features.store import META_KEY
+from recsys.features.store import META_KEY
 from tests.helpers import Server, project_env
 
 STARTUP_SECONDS = 30  # a refusal takes about 1.5 s; a server that is still not ready after this is half-started
@@ -92,7 +92,7 @@ def reports(trained_home, tmp_path_factory) -> dict[str, str]:
             shutil.copytree(trained_home / "bentoml" / "models", homes[case] / "bentoml" / "models")
             damage(homes[case] / "bentoml" / "models")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(homes, pool.map(_start, homes.values())))
+        return dict(zip(homes, pool.map(_start, homes.values()), strict=True))
 
 
 def _one_line(report: str) -> str:

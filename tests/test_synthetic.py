@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset
-from data.synthetic import IDLE_SHARE, SIZES, generate
+from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset
+from recsys.data.synthetic import IDLE_SHARE, SIZES, generate
 
 
 def test_same_seed_same_data_other_seed_other_data(tiny):

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.synthetic import generate
-from recsys.candidates import LABEL_FIELDS, PROFILE_FIELDS, CandidateModel
+from recsys.core.candidates import LABEL_FIELDS, PROFILE_FIELDS, CandidateModel
+from recsys.data.synthetic import generate
 from recsys.settings import Settings
 
 RUN_SIZE = "tiny"
@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
             stack.enter_context(BentoMLContainer.bentoml_home.patch(str(bento_home)))
             stack.enter_context(BentoMLContainer.model_store_dir.patch(str(bento_home / "models")))
             stack.enter_context(BentoMLContainer.model_store.patch(ModelStore(bento_home / "models")))
-            from training.pipeline import train
+            from recsys.training.pipeline import train
 
             settings = Settings(home=recsys_home,
                                 data={"dataset": "synthetic", "size": RUN_SIZE, "seed": DEFAULT_SEED}).single_threaded()
@@ -69,7 +69,7 @@ def pair(trained):
 def test_models_land_in_the_temporary_store(trained):
     import bentoml
 
-    from recsys import model_store
+    from recsys.core import model_store
 
     run_id = trained["result"].run_id
     models = trained["bento_home"] / "models"
@@ -128,7 +128,7 @@ def test_pair_tags_labels_and_metadata(trained, pair):
 
 
 def test_model_files_are_pickle_free_and_load(trained, pair):
-    from recsys import model_store
+    from recsys.core import model_store
 
     candidates, ranker = pair
     for model in pair:
@@ -209,8 +209,8 @@ def test_report_files_and_metrics(trained):
 
 def _stage_a(dataset, split, settings):
     """Stage A exactly as `train` runs it: first level + features on history, reranker on the label window."""
-    from training.pipeline import _assembler, _fit_first_stage
-    from training.second_stage import fit_ranker
+    from recsys.training.pipeline import _assembler, _fit_first_stage
+    from recsys.training.second_stage import fit_ranker
 
     tables, model, _ = _fit_first_stage(dataset, split.history, split.label_as_of, settings, settings.data.seed,
                                         validation=split.labels)
@@ -235,7 +235,7 @@ def _tamper(inter: pd.DataFrame, start: pd.Timestamp, item_ids: np.ndarray, seed
 def test_stage_a_never_sees_the_holdout_window(tiny):
     from dataclasses import replace
 
-    from training.split import split_interactions
+    from recsys.training.split import split_interactions
 
     base = Settings(data={"seed": 7})
     settings = base.model_copy(update={
@@ -274,8 +274,8 @@ def test_stage_a_never_sees_the_holdout_window(tiny):
     assert np.array_equal(fit.model.predict(probe), fit_t.model.predict(probe))
 
     # control: the same comparison does notice a change to the label window, so it is not vacuous
-    from training.pipeline import _assembler
-    from training.second_stage import fit_ranker
+    from recsys.training.pipeline import _assembler
+    from recsys.training.second_stage import fit_ranker
 
     labels_changed = split.labels.assign(item_id=np.random.default_rng(2).permutation(split.labels["item_id"].values))
     fit_c = fit_ranker(model, _assembler(tables, model), labels_changed, settings.candidates, settings.ranker,
@@ -285,8 +285,8 @@ def test_stage_a_never_sees_the_holdout_window(tiny):
 
 def _probe(model, tables, split, settings):
     """A fixed input for the rerankers: stage A candidates and features of 50 label users."""
-    from training.pipeline import _assembler
-    from training.second_stage import generate_candidates
+    from recsys.training.pipeline import _assembler
+    from recsys.training.second_stage import generate_candidates
 
     users = np.unique(split.labels["user_id"])
     users = users[model.user_rows(users)[1]][:50]
@@ -302,7 +302,7 @@ def test_interrupted_save_keeps_latest_on_the_previous_complete_pair(trained, pa
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from recsys import model_store
+    from recsys.core import model_store
 
     previous = model_store.resolve_version()
     assert previous == trained["result"].run_id
@@ -372,7 +372,7 @@ def test_a_pair_that_would_not_be_served_is_removed_before_latest_moves(pair):
     the run left in the store, `latest` of both models unchanged."""
     import bentoml
 
-    from recsys import model_store
+    from recsys.core import model_store
 
     candidates, ranker = pair
     previous = model_store.resolve_version()

@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data.export import write_kion
-from data.kion import load_kion
-from data.schema import DataError
 from recsys import stopping
+from recsys.data.export import write_kion
+from recsys.data.kion import load_kion
+from recsys.data.schema import DataError
 from recsys.progress import Timings
 from tests.helpers import BIN, ROOT, load_pair, project_env, train
 
@@ -90,7 +90,7 @@ def bad_runs(kion_dir, tmp_path_factory) -> dict[str, tuple[Path, subprocess.Com
         damage(homes[case] / "kion")
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = pool.map(_train_on, homes.values(), [flags for _, flags, _ in BAD_DATA.values()])
-        return {case: (home, run) for (case, home), run in zip(homes.items(), runs)}
+        return {case: (home, run) for (case, home), run in zip(homes.items(), runs, strict=True)}
 
 
 @pytest.mark.parametrize(("case", "message"), [(case, message) for case, (_, _, message) in BAD_DATA.items()],
@@ -126,7 +126,7 @@ def test_rows_repeated_verbatim_are_dropped_and_counted(kion_dir, tmp_path, capl
     (tmp_path / "kion" / "interactions.csv").write_text("".join(lines + lines[1:6] + lines[100:103]))
     users = (kion_dir / "users.csv").read_text().splitlines(keepends=True)
     (tmp_path / "kion" / "users.csv").write_text("".join(users + users[1:3]))
-    with caplog.at_level(logging.WARNING, logger="data.schema"):
+    with caplog.at_level(logging.WARNING, logger="recsys.data.schema"):
         doubled = load_kion(tmp_path / "kion")
     original = load_kion(kion_dir)
     pd.testing.assert_frame_equal(doubled.interactions, original.interactions)
@@ -221,7 +221,7 @@ def test_sigterm_leaves_latest_on_a_complete_pair(trained_home, tmp_path, step):
 
 CHECK_PAIRS = """
 import sys
-from recsys import model_store
+from recsys.core import model_store
 for version in sys.argv[1:]:
     model_store.servable_version(version)
 print(model_store.resolve_version())
@@ -240,8 +240,8 @@ def test_concurrent_trainings_each_save_a_servable_pair(tmp_path):
                  for seed in (1, 2, 2)]
     logs = [process.communicate(timeout=STEP_TIMEOUT)[1] for process in processes]
     versions = [re.search(r" run (\S+) on ", log).group(1) for log in logs]
-    succeeded = [version for process, version in zip(processes, versions) if process.returncode == 0]
-    for process, log in zip(processes, logs):
+    succeeded = [version for process, version in zip(processes, versions, strict=True) if process.returncode == 0]
+    for process, log in zip(processes, logs, strict=True):
         assert process.returncode in (0, 2), log[-3000:]
         assert "Traceback" not in log, log[-3000:]
     assert len(succeeded) == len(processes), [line for log in logs for line in log.splitlines() if " ERROR " in line]

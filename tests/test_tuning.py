@@ -14,13 +14,13 @@ import pytest
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from data.synthetic import generate
+from recsys.data.synthetic import generate
 from recsys.settings import Settings, SettingsError
+from recsys.training import spread
+from recsys.training.epochs import fit_with_early_stopping
+from recsys.training.params import apply_params
+from recsys.training.tune import SPACE, best_trial, current_values, objective_value, tune
 from tests.helpers import BIN, ROOT, project_env, train
-from training import spread
-from training.epochs import fit_with_early_stopping
-from training.params import apply_params
-from training.tune import SPACE, best_trial, current_values, objective_value, tune
 
 TRIALS = 2
 SEED = 42
@@ -81,8 +81,8 @@ def test_coverage_below_the_floor_is_penalised_and_never_chosen_over_a_trial_abo
 
 
 def test_a_pruned_trial_keeps_no_objective_and_the_search_plot_draws_every_kind_of_trial(tmp_path):
-    from training.report import _plot_tuning, tuning_summary
-    from training.tune import _trial_record
+    from recsys.training.report import _plot_tuning, tuning_summary
+    from recsys.training.tune import _trial_record
 
     study = optuna.create_study(direction="maximize")
     attrs = {"ndcg": 0.2, "coverage": 0.3, "coverage_floor": 0.1, "lightfm_ndcg": 0.15, "epochs": 8, "seconds": 3.0}

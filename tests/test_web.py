@@ -10,7 +10,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from data.synthetic import generate
+from recsys.data.synthetic import generate
 from recsys.settings import Settings, get_settings
 from tests.browser import chromium, wait_for
 from tests.helpers import Server, get, post, project_env

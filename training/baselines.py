@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.candidates import top_k
+from recsys.core.candidates import top_k
 
 # EASE's L2 weights tried on a validation window: every half decade from 10 to 10^4, then a quarter decade either
 # side of the best (its best value moves with the data's size and density).

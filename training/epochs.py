@@ -22,9 +22,9 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from tqdm.auto import tqdm
 
-from recsys.candidates import top_k
+from recsys.core.candidates import top_k
 from recsys.settings import LightFMSettings
-from training.metrics import ranking_metrics
+from recsys.training.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
 SCORE_BATCH = 2048  # users scored at once: bounds the dense users x items block

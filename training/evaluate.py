@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.candidates import CandidateBatch, CandidateModel
-from recsys.reranker import Reranker, top_k_per_user
+from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
-from training.baselines import choose_ease_l2, ease_gram, ease_recommend, ease_weights, popular_recommend
-from training.metrics import candidate_recall, ranking_metrics
-from training.second_stage import generate_candidates, truth_matrix
+from recsys.training.baselines import choose_ease_l2, ease_gram, ease_recommend, ease_weights, popular_recommend
+from recsys.training.metrics import candidate_recall, ranking_metrics
+from recsys.training.second_stage import generate_candidates, truth_matrix
 
 log = logging.getLogger(__name__)
 SOURCES = {"lightfm": 3, "popular": 4, "cooc": 5}  # column of each source flag in CandidateBatch.features

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.schema import split_genres
-from features.store import UNKNOWN_CATEGORY
-from recsys.candidates import CandidateModel, kids_segment_key, segment_key
+from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
+from recsys.data.schema import split_genres
+from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
-from training.epochs import EpochSearch, ValidationScorer, fit_lightfm
+from recsys.training.epochs import EpochSearch, ValidationScorer, fit_lightfm
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, re
               n_items: int) -> tuple[np.ndarray, np.ndarray]:
     static = users.set_index("user_id").reindex(known["user_id"].to_numpy())
     age, sex = static["age"].fillna(UNKNOWN_CATEGORY), static["sex"].fillna(UNKNOWN_CATEGORY)
-    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0))]
+    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0), strict=True)]
     kids = [kids_segment_key(k) for k in static["kids_flg"].fillna(0)]
     user_of = known["user_id"].to_numpy()
     keys, lists = [], []

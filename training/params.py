@@ -8,6 +8,7 @@ metadata and the report. No optuna needed to read it.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -33,8 +34,13 @@ def apply_params(settings: Settings, params: dict[str, dict], source: str = "par
         try:
             updates[section] = type(current).model_validate({**current.model_dump(), **values})
         except ValidationError as exc:
-            raise SettingsError(f"{source}: invalid {describe_errors(exc, lambda loc: f'{section}.{loc[0]}')}") from None
+            name = functools.partial(_dotted, section)
+            raise SettingsError(f"{source}: invalid {describe_errors(exc, name)}") from None
     return settings.model_copy(update=updates)
+
+
+def _dotted(section: str, loc: tuple) -> str:
+    return f"{section}.{loc[0]}"
 
 
 def write_params(path: Path, params: dict[str, dict], tuning: dict) -> Path:

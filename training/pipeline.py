@@ -19,23 +19,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.registry import load_dataset
-from data.schema import Dataset
-from features.build import build_feature_tables
-from features.store import OnlineFeatureTable, write_feature_store
-from recsys import model_store
-from recsys.candidates import CandidateModel
+from recsys.core import model_store
+from recsys.core.candidates import CandidateModel
+from recsys.core.reranker import FeatureAssembler, Reranker
+from recsys.core.showcase import write_showcase
+from recsys.data.registry import load_dataset
+from recsys.data.schema import Dataset
+from recsys.features.build import build_feature_tables
+from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
-from recsys.reranker import FeatureAssembler, Reranker
 from recsys.settings import Settings
-from recsys.showcase import write_showcase
-from training import spread
-from training.epochs import EpochSearch
-from training.evaluate import choose_ease_lambda, evaluate
-from training.first_stage import fit_candidate_model
-from training.report import showcase_summary, write_plots, write_report
-from training.second_stage import RankerFit, fit_ranker
-from training.split import Split, split_interactions
+from recsys.training import spread
+from recsys.training.epochs import EpochSearch
+from recsys.training.evaluate import choose_ease_lambda, evaluate
+from recsys.training.first_stage import fit_candidate_model
+from recsys.training.report import showcase_summary, write_plots, write_report
+from recsys.training.second_stage import RankerFit, fit_ranker
+from recsys.training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
 LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]

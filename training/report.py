@@ -13,8 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from recsys.showcase import PLOT_FILES  # noqa: E402
-from training.spread import CLAIM_SDS, MIN_SEEDS  # noqa: E402
+from recsys.core.showcase import PLOT_FILES  # noqa: E402
+from recsys.training.spread import CLAIM_SDS, MIN_SEEDS  # noqa: E402
 
 MODELS = {"popular": "Popularity", "lightfm": "LightFM alone", "ease": "EASE", "two_stage": "LightFM + CatBoost"}
 

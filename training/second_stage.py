@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from catboost import CatBoost, FeaturesData, Pool
 
-from recsys.candidates import CandidateBatch, CandidateModel
-from recsys.reranker import FeatureAssembler
+from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.reranker import FeatureAssembler
 from recsys.settings import CandidateSettings, RankerSettings
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
     }
     ranker = CatBoost(params)
     ranker.fit(pool(train), eval_set=pool(valid), use_best_model=True)
-    importance = dict(zip(ranker.feature_names_, map(float, ranker.get_feature_importance(type="PredictionValuesChange"))))
+    importance = dict(zip(ranker.feature_names_, map(float, ranker.get_feature_importance(type="PredictionValuesChange")),
+                          strict=True))
     return RankerFit(ranker, len(rows), len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])),
                      int(ranker.get_best_iteration() or 0), ranker.get_best_score(),
                      dict(sorted(importance.items(), key=lambda kv: -kv[1])))

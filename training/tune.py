@@ -33,13 +33,13 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from data.schema import Dataset
+from recsys.data.schema import Dataset
 from recsys.settings import Settings
-from training.epochs import EpochSearch
-from training.params import apply_params
-from training.pipeline import fit_and_evaluate
-from training.second_stage import RankerTrainingError
-from training.split import split_interactions
+from recsys.training.epochs import EpochSearch
+from recsys.training.params import apply_params
+from recsys.training.pipeline import fit_and_evaluate
+from recsys.training.second_stage import RankerTrainingError
+from recsys.training.split import split_interactions
 
 log = logging.getLogger("recsys.tune")
 COVERAGE_FLOOR = 0.5

@@ -29,7 +29,7 @@ def probe(url: str) -> int:
 def user(bento_path: str) -> int:
     """The first user of the candidate model packed into this Bento (the version its bento.yaml records)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from recsys import model_store as ms
+    from recsys.core import model_store as ms
 
     version = ms.bento_version(Path(bento_path) / "src") or ms.resolve_version()
     model = ms.load_candidates(ms.get_model(ms.CANDIDATES, version))

@@ -25,9 +25,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from recsys import model_store
-from recsys.showcase import Showcase, ShowcaseError, load_showcase
-from serving.schemas import MAX_ID, MAX_TOP_K
+from recsys.core import model_store
+from recsys.core.showcase import Showcase, ShowcaseError, load_showcase
+from recsys.serving.schemas import MAX_ID, MAX_TOP_K
 
 STATIC = Path(__file__).parent / "static"
 INFO_KEYS = ("dataset", "dataset_fingerprint", "dataset_summary", "feature_store_version", "features_as_of",

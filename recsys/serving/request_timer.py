@@ -62,7 +62,7 @@ def apply(enabled: bool) -> None:
         log.info("recsys: BentoML's TimeoutMiddleware left as is (serving.cancel_request_timers is off)")
         return
     if bentoml.__version__ != WRITTEN_FOR:
-        log.warning("recsys: BentoML %s is not %s, the version serving/request_timer.py was written for: its "
+        log.warning("recsys: BentoML %s is not %s, the version recsys/serving/request_timer.py was written for: its "
                     "TimeoutMiddleware fix is NOT applied. Check whether this BentoML still leaks the timer "
                     "(docs/bentoml-timeout-middleware-retention.md), then update or remove the workaround.",
                     bentoml.__version__, WRITTEN_FOR)

@@ -7,13 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import NoReturn, get_args
 
 import pandas as pd
 from pydantic import ValidationError
 
-from data.schema import DataError
-from recsys.model_store import ModelStoreError
+from recsys.core.model_store import ModelStoreError
+from recsys.data.schema import DataError
 from recsys.progress import Timings, setup_logging
 from recsys.settings import (
     PROJECT_ROOT,
@@ -26,11 +26,11 @@ from recsys.settings import (
     get_settings,
 )
 from recsys.stopping import raise_if_stopped, stop_on_sigterm
-from training.second_stage import RankerTrainingError
-from training.split import SplitError
+from recsys.training.second_stage import RankerTrainingError
+from recsys.training.split import SplitError
 
 log = logging.getLogger("recsys")
-DEFAULT_BUDGET = 420.0  # seconds of search; with the final training (3 seeds) `recsys tune` takes about 10 minutes on MovieLens-100k
+DEFAULT_BUDGET = 420.0  # seconds of search; with the final training (3 seeds), about 10 minutes on MovieLens-100k
 DEFAULT_TRIALS = 100
 
 
@@ -88,7 +88,7 @@ def _file_system_error(exc: OSError) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
+    from recsys.data.registry import load_dataset
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -96,7 +96,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset = load_dataset(settings.data)
     print(json.dumps(dataset.summary(), indent=2))
     if args.export:
-        from data.export import WRITERS
+        from recsys.data.export import WRITERS
 
         with timings.step(f"export to {args.export} ({args.format} format)"):
             WRITERS[args.format](dataset, args.export)
@@ -104,9 +104,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
-    from features.build import build_feature_tables
-    from features.store import write_feature_store
+    from recsys.data.registry import load_dataset
+    from recsys.features.build import build_feature_tables
+    from recsys.features.store import write_feature_store
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -140,8 +140,8 @@ def _positive(text: str) -> int:
 
 def _run_tune(settings: Settings, dataset, args: argparse.Namespace):
     """Search, write the parameters file, and return the settings with them applied and the search's record."""
-    from training.params import apply_params, write_params
-    from training.tune import tune
+    from recsys.training.params import apply_params, write_params
+    from recsys.training.tune import tune
 
     result = tune(dataset, settings, args.budget, args.trials)
     out = args.out or settings.home / "tuning" / f"{dataset.name}-{pd.Timestamp.now():%Y%m%d-%H%M%S}.json"
@@ -151,7 +151,7 @@ def _run_tune(settings: Settings, dataset, args: argparse.Namespace):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from data.registry import load_dataset
+    from recsys.data.registry import load_dataset
 
     settings = settings_from_args(args)
     timings = Timings()
@@ -165,7 +165,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.params import apply_params, read_params
+    from recsys.training.params import apply_params, read_params
 
     settings = settings_from_args(args)
     tuning, params_file, seeds = None, getattr(args, "params", None), getattr(args, "seeds", 1)  # `serve` has none
@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = apply_params(settings, params, str(params_file))
         log.info("training with the parameters of %s: %s", params_file, json.dumps(params))
     if getattr(args, "tune", False):
-        from data.registry import load_dataset
+        from recsys.data.registry import load_dataset
 
         dataset = load_dataset(settings.data)
         settings, tuning = _run_tune(settings, dataset, args)
@@ -183,15 +183,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_and_print(settings: Settings, seeds: int, tuning: dict | None, dataset=None) -> int:
-    from training.pipeline import train
-    from training.report import claims_table, metrics_table, spread_note
+    from recsys.training.pipeline import train
+    from recsys.training.report import claims_table, metrics_table, spread_note
 
     result = train(settings, dataset, seeds=seeds, tuning=tuning)
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     recall = result.report["evaluation"]["candidate_recall"]
     print("candidate recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
     print(spread_note(result.report))
@@ -201,12 +201,12 @@ def _train_and_print(settings: Settings, seeds: int, tuning: dict | None, datase
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> NoReturn:
     """Train on the chosen dataset if the store holds no model pair, then hand over to `bentoml serve`."""
     import os
     import shutil
 
-    from recsys.model_store import ModelStoreError, resolve_version
+    from recsys.core.model_store import resolve_version
 
     settings = settings_from_args(args)
     try:
@@ -220,12 +220,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = [bentoml, "serve", "service:Recommender", "--host", args.host, "--port", str(args.port)]
     log.info("starting %s (API on http://%s:%d, docs at /)", " ".join(command), args.host, args.port)
     os.chdir(PROJECT_ROOT)
-    os.execv(bentoml, command)
-    return 0
+    os.execv(bentoml, command)  # replaces this process: does not return
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from recsys.loadtest import default_out_dir, run_loadtest
+    from recsys.tools.loadtest import default_out_dir, run_loadtest
 
     out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
@@ -252,7 +251,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from recsys.benchmark import LoadGeneratorMissing, run_benchmark
+    from recsys.tools.benchmark import LoadGeneratorMissing, run_benchmark
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     try:

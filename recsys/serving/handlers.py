@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
-from recsys.reranker import Reranker, top_k_per_user
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
+from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings
 
 WARM = "reranked"
@@ -33,7 +33,7 @@ def candidate_answers(model: CandidateModel, queries: list[dict], settings: Cand
             part = slice(bounds[j], bounds[j + 1])
             answers[q] = {"source": WARM, "items": batch.items[part], "features": batch.features[part]}
     cold = np.nonzero(~known)[0]
-    for q, stored in zip(cold, model.profiles(user_ids[cold])):
+    for q, stored in zip(cold, model.profiles(user_ids[cold]), strict=True):
         sent = queries[q].get("user_features")  # sent features win: the client may know more than the users table
         profile = (sent if sent is not None else stored) or {}
         items, source = model.segment_items(profile.get("age"), profile.get("sex"), profile.get("kids_flg"))
@@ -62,4 +62,4 @@ def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[dict])
 
 
 def source_names(flags: np.ndarray) -> list[str]:
-    return [name for name, on in zip(SOURCES, flags) if on]
+    return [name for name, on in zip(SOURCES, flags, strict=True) if on]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from data.schema import GENRE_SEPARATOR, Dataset, make_dataset
+from recsys.data.schema import GENRE_SEPARATOR, Dataset, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
     item_ids = np.sort(rng.choice(np.arange(1, n * 7 + 1), size=n, replace=False))
     titles = [f"{WORDS_A[a]} {WORDS_B[b]}" + (f" {s}" if s > 1 else "")
               for a, b, s in zip(rng.integers(0, len(WORDS_A), n), rng.integers(0, len(WORDS_B), n),
-                                 rng.choice([1, 1, 1, 2, 3], n))]
+                                 rng.choice([1, 1, 1, 2, 3], n), strict=True)]
     items = pd.DataFrame({
         "item_id": item_ids,
         "content_type": np.where(series, "series", "film"),
@@ -124,7 +124,8 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
         "for_kids": for_kids.astype(int),
         "age_rating": age_rating,
         "studios": rng.choice(["", "Studio One", "North Pictures", "Kion Originals", "Blue Frame"], n),
-        "directors": [f"{FIRST[a]} {LAST[b]}" for a, b in zip(rng.integers(0, len(FIRST), n), rng.integers(0, len(LAST), n))],
+        "directors": [f"{FIRST[a]} {LAST[b]}"
+                      for a, b in zip(rng.integers(0, len(FIRST), n), rng.integers(0, len(LAST), n), strict=True)],
     })
     hidden = {
         "genre": _genre_matrix(genre_lists),

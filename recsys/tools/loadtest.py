@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from recsys.settings import PROJECT_ROOT
-from serving.process import BIN, Server
+from recsys.tools.process import BIN, Server
 
 log = logging.getLogger("recsys")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.files import read_table
-from data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, make_dataset
+from recsys.data.files import read_table
+from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, make_dataset
 
 # Kion writes sex in Cyrillic; Latin letters keep feature values readable and equal across datasets.
 _SEX = {"М": "M", "Ж": "F"}

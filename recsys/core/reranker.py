@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from catboost import CatBoost, CatBoostError, FeaturesData
 
-from features.store import OnlineFeatureTable
-from recsys.candidates import CANDIDATE_FEATURES, CandidateBatch
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch
+from recsys.features.store import OnlineFeatureTable
 
 CROSS_FEATURES = ["genre_affinity", "year_gap"]
 

@@ -20,9 +20,9 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from serving import flask_compat
-from serving.admission import INLINE_BYTES, Admission
-from serving.asgi import rewrite_responses, send_json
+from recsys.serving import flask_compat
+from recsys.serving.admission import INLINE_BYTES, Admission
+from recsys.serving.asgi import rewrite_responses, send_json
 
 MAX_BODY_BYTES = 1_000_000
 PUBLIC_PATHS = ("/recommend", flask_compat.ROUTE)  # prefixes

@@ -1,6 +1,6 @@
 """`recsys bench`: how fast the service is and where the time goes, measured side by side in one run.
 
-1. the machine's ceiling: a plain ASGI app under uvicorn returning "ok" (recsys/plain_asgi.py);
+1. the machine's ceiling: a plain ASGI app under uvicorn returning "ok" (recsys/tools/plain_asgi.py);
 2. the default three-process topology (`split`) and the fused one with a worker per core, each before (BentoML's
    request timer and an unfrozen start-up heap: serving.cancel_request_timers and serving.freeze_startup_heap
    off) and after: `/healthz`, `/recommend` at the issue's steady 320 req/s, and `/recommend` flat out;
@@ -31,22 +31,23 @@ import time
 import urllib.request
 from collections import defaultdict
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
-from recsys import model_store
-from recsys.candidates import CandidateBatch, CandidateModel
-from recsys.reranker import FeatureAssembler, Reranker
-from recsys.settings import get_settings
-from serving.handlers import candidate_answers, rank_answers
-from serving.process import PlainAsgiServer, Server
+from recsys.core import model_store
+from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.reranker import FeatureAssembler, Reranker
+from recsys.serving.handlers import candidate_answers, rank_answers
+from recsys.settings import Settings, get_settings
+from recsys.tools.process import PlainAsgiServer, Server
 
 log = logging.getLogger("recsys")
 WARMUP_S = 1.0  # untimed, before each level: connection set-up and first calls are not the steady state
-PAUSES_PUBLISHED_S = 0.5  # a service publishes its collector pauses every 0.25 s (serving/gc_watch.py)
+PAUSES_PUBLISHED_S = 0.5  # a service publishes its collector pauses every 0.25 s (recsys/serving/gc_watch.py)
 INSTALL_HEY = ("the benchmark's load generator `hey` is not installed: `make bench` installs it as root "
                "(apt-get install hey); elsewhere install your distribution's `hey` package or "
                "`go install github.com/rakyll/hey@latest`")
@@ -168,6 +169,13 @@ def _timed(fn, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1000
 
 
+def _whole_request(model: CandidateModel, queries: list[dict], settings: Settings, reranker: Reranker) -> list[dict]:
+    """The compute of one request after parsing: candidates, then features, CatBoost and top-k."""
+    cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
+    return rank_answers(reranker, model.item_ids, [{"user_id": q["user_id"], "top_k": 10, **c}
+                                                   for q, c in zip(queries, cands, strict=True)])
+
+
 def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: np.ndarray) -> dict:
     """Milliseconds per call of each stage, for 1 user and for a batch of 32, without HTTP."""
     settings = get_settings()
@@ -176,7 +184,7 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
     for batch in (1, 32):
         queries = [{"user_id": int(u), "exclude_seen": True} for u in users[:batch]]
         cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-        requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands)]
+        requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands, strict=True)]
         sizes = [len(c["items"]) for c in cands]
         flat = CandidateBatch(np.repeat(np.arange(batch), sizes), np.concatenate([c["items"] for c in cands]),
                               np.vstack([c["features"] for c in cands]))
@@ -184,11 +192,11 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
         data = reranker.assembler.assemble(ids, flat)
         repeat = 200 if batch == 1 else 20
         out[f"batch_{batch}"] = {
-            "candidates_ms": _timed(lambda: candidate_answers(model, queries, settings.candidates, 100), repeat),
-            "features_ms": _timed(lambda: reranker.assembler.assemble(ids, flat), repeat),
-            "catboost_ms": _timed(lambda: reranker.model.predict(data, prediction_type="RawFormulaVal",
-                                                                 thread_count=1), repeat),
-            "rank_total_ms": _timed(lambda: rank_answers(reranker, reranker.assembler.item_ids, requests), repeat),
+            "candidates_ms": _timed(partial(candidate_answers, model, queries, settings.candidates, 100), repeat),
+            "features_ms": _timed(partial(reranker.assembler.assemble, ids, flat), repeat),
+            "catboost_ms": _timed(partial(reranker.model.predict, data, prediction_type="RawFormulaVal",
+                                          thread_count=1), repeat),
+            "rank_total_ms": _timed(partial(rank_answers, reranker, reranker.assembler.item_ids, requests), repeat),
             "candidates_per_user": float(np.mean(sizes)),
         }
     return out
@@ -220,15 +228,10 @@ def catalogue_scaling(bundle: model_store.RankerBundle, users: np.ndarray,
         for b in (1, 32):
             queries = [{"user_id": int(u), "exclude_seen": True} for u in model.user_ids[:b]]
 
-            def whole(queries: list[dict] = queries) -> list[dict]:
-                cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-                return rank_answers(reranker, model.item_ids, [{"user_id": q["user_id"], "top_k": 10, **c}
-                                                               for q, c in zip(queries, cands)])
-
+            candidates = partial(candidate_answers, model, queries, settings.candidates, settings.serving.max_top_k)
             repeat = 20 if b == 1 else 5
-            out[n_items][f"candidates_{b}_ms"] = _timed(
-                lambda: candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k), repeat)
-            out[n_items][f"whole_{b}_ms"] = _timed(whole, repeat)
+            out[n_items][f"candidates_{b}_ms"] = _timed(candidates, repeat)
+            out[n_items][f"whole_{b}_ms"] = _timed(partial(_whole_request, model, queries, settings, reranker), repeat)
         log.info("catalogue %d items: %s", n_items, out[n_items])
     return out
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.schema import Dataset, split_genres
+from recsys.data.schema import Dataset, split_genres
 
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
@@ -120,7 +120,7 @@ class Showcase:
                                          "content_type": None}),
                     "watched_at": str(day), "watched_pct": round(float(pct), 1)}
                    for i, day, pct in zip(self.history["item_id"][part], self.history["last_watch_dt"][part],
-                                          self.history["watched_pct"][part])]
+                                          self.history["watched_pct"][part], strict=True)]
         profile = {c: _plain(self.users[c][row]) for c in DEMOGRAPHICS}
         return {"user_id": int(user_id), "watched": int(self.users["watched"][row]), "profile": profile,
                 "history": history}

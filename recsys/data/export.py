@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.movielens import ENCODING, GENRES_100K
-from data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, split_genres
+from recsys.data.movielens import ENCODING, GENRES_100K
+from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, split_genres
 
 # Kion-style age bands -> a representative age in years, for MovieLens' u.user.
 _BAND_AGE = {"age_0_17": 15, "age_18_24": 21, "age_25_34": 30, "age_35_44": 40, "age_45_54": 50, "age_55_64": 60,
@@ -37,7 +37,7 @@ def _all_or_nothing(directory: Path, *names: str) -> Iterator[list[Path]]:
     temporary = [directory / f".{name}.{os.getpid()}.tmp" for name in names]
     try:
         yield temporary
-        for name, path in zip(names, temporary):
+        for name, path in zip(names, temporary, strict=True):
             os.replace(path, directory / name)
     except OSError as exc:  # pandas writes through a handle: name the folder the disk-full error is about
         raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(directory)) from None

@@ -143,7 +143,7 @@ class CandidateModel:
         pos = np.searchsorted(self.profile_user_ids, user_ids).clip(max=len(self.profile_user_ids) - 1)
         found = self.profile_user_ids[pos] == user_ids
         return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
-                 "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found)]
+                 "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found, strict=True)]
 
     def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, str]:
         """Most popular items for a demographic segment, falling back to coarser segments, then global."""

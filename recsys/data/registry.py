@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from data.schema import DataError, Dataset
+from recsys.data.schema import DataError, Dataset
 from recsys.settings import DataSettings
 
 log = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ def load_dataset(settings: DataSettings) -> Dataset:
     """Load the dataset ``settings.dataset``; real ones from ``settings.data_dir`` (nothing is downloaded)."""
     name = settings.dataset
     if name == "synthetic":
-        from data.synthetic import generate
+        from recsys.data.synthetic import generate
 
         return generate(settings.size, settings.seed)
     if settings.data_dir is None:
@@ -24,10 +24,10 @@ def load_dataset(settings: DataSettings) -> Dataset:
     if not data_dir.is_dir():
         raise DataError(f"--data-dir {data_dir} is not a folder")
     if name == "kion":
-        from data.kion import load_kion
+        from recsys.data.kion import load_kion
 
         return load_kion(data_dir)
-    from data.movielens import load_movielens_1m, load_movielens_100k
+    from recsys.data.movielens import load_movielens_1m, load_movielens_100k
 
     loader = load_movielens_100k if name == "movielens-100k" else load_movielens_1m
     return loader(data_dir, rating_threshold=settings.rating_threshold)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.files import read_table, to_number
-from data.schema import GENRE_SEPARATOR, DataError, Dataset, make_dataset
+from recsys.data.files import read_table, to_number
+from recsys.data.schema import GENRE_SEPARATOR, DataError, Dataset, make_dataset
 
 ENCODING = "latin-1"
 GENRES_100K = [
@@ -110,7 +110,7 @@ def load_movielens_100k(data_dir: Path, rating_threshold: float = 4.0) -> Datase
 
     flags = np.column_stack([to_number(items, g, paths[2], integer=True).to_numpy() for g in GENRES_100K])
     # 'unknown' is a placeholder flag, not a genre: such items get no genres, as in ML-1M.
-    genres = [GENRE_SEPARATOR.join(g for g, f in zip(GENRES_100K, row) if f == 1 and g != "unknown")
+    genres = [GENRE_SEPARATOR.join(g for g, f in zip(GENRES_100K, row, strict=True) if f == 1 and g != "unknown")
               for row in flags]
     # release_date looks like '01-Jan-1995'; a few are blank, then the "(1995)" in the title is the fallback.
     year = _year_from(items["release_date"], re.compile(r"(\d{4})\s*$"))

@@ -111,14 +111,14 @@ class Server:
 
 
 class PlainAsgiServer(Server):
-    """The smallest ASGI app (recsys/plain_asgi.py) under uvicorn, as BentoML runs its workers: the ceiling of the
+    """The smallest ASGI app (recsys/tools/plain_asgi.py) under uvicorn, as BentoML runs its workers: the ceiling of the
     machine for an HTTP endpoint, for the benchmark to compare the service with."""
 
     metrics = False
 
     def __init__(self, env: dict[str, str] | None = None):
         super().__init__(env=env)
-        self.command = [str(BIN / "uvicorn"), "recsys.plain_asgi:app", "--host", "127.0.0.1", "--port",
+        self.command = [str(BIN / "uvicorn"), "recsys.tools.plain_asgi:app", "--host", "127.0.0.1", "--port",
                         str(self.port), "--lifespan", "off", "--no-access-log", "--log-level", "warning"]
 
     def service_pids(self) -> dict[str, list[int]]:

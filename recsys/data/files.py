@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.schema import DataError
+from recsys.data.schema import DataError
 
 _SEPARATORS = ["::", "\t", "|", ",", ";"]
 _PLACEHOLDER = "\x1f"  # ASCII unit separator: stands in for a multi-char separator so the fast C parser can be used
@@ -63,12 +63,33 @@ def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: 
     Only empty fields become NaN, so titles such as "NA" or "None" survive as text.
     """
     path = Path(path)
+    _check_file(path)
+    quoting = csv.QUOTE_MINIMAL if (quoted if quoted is not None else sep == ",") else csv.QUOTE_NONE
+    frame = _parse(path, sep, encoding, header, quoting)
+    if names is not None:
+        if frame.shape[1] != len(names):
+            raise _wrong_sep(path, sep, encoding,
+                             f"lines have {frame.shape[1]} field(s), expected {len(names)} ({', '.join(names)})")
+        frame.columns = names
+    elif header:
+        frame.columns = [str(c).strip() for c in frame.columns]
+    _check_columns(frame, path, sep, encoding, required or [])
+    if frame.empty:
+        raise DataError(f"{path}: the table has no rows" + (" (only a header)" if header else ""))
+    return frame
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         where = path.parent if path.parent.is_dir() else f"{path.parent} (the folder does not exist either)"
         raise DataError(f"{path}: file not found; expected '{path.name}' in folder {where}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
-    quoting = csv.QUOTE_MINIMAL if (quoted if quoted is not None else sep == ",") else csv.QUOTE_NONE
+
+
+def _parse(path: Path, sep: str, encoding: str, header: bool, quoting: int) -> pd.DataFrame:
+    """pandas' parse of the file; a multi-character separator is swapped for a one-byte placeholder first, so the
+    fast C parser can read it."""
     source: Path | io.StringIO = path
     parse_sep, engine = sep, "c"
     try:
@@ -78,7 +99,7 @@ def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: 
                 source, parse_sep = io.StringIO(text.replace(sep, _PLACEHOLDER)), _PLACEHOLDER
             else:  # the file holds the placeholder byte itself: fall back to the slower regex split
                 source, parse_sep, engine = io.StringIO(text), re.escape(sep), "python"
-        frame = pd.read_csv(
+        return pd.read_csv(
             source, sep=parse_sep, engine=engine, header=0 if header else None, encoding=encoding,
             quoting=quoting, keep_default_na=False, na_values=[""],
             **({"low_memory": False} if engine == "c" else {}),
@@ -96,22 +117,13 @@ def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: 
                    else f"could not be parsed ({str(exc).strip()})")
         raise _wrong_sep(path, sep, encoding, problem, f", or a value on that line contains {sep!r}") from None
 
-    if names is not None:
-        if frame.shape[1] != len(names):
-            raise _wrong_sep(path, sep, encoding,
-                             f"lines have {frame.shape[1]} field(s), expected {len(names)} ({', '.join(names)})")
-        frame.columns = names
-    elif header:
-        frame.columns = [str(c).strip() for c in frame.columns]
-    if required:
-        missing = [c for c in required if c not in frame.columns]
-        if missing and frame.shape[1] == 1 and len(required) > 1:
-            raise _wrong_sep(path, sep, encoding, f"parsed into a single column {list(frame.columns)}")
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
-    if frame.empty:
-        raise DataError(f"{path}: the table has no rows" + (" (only a header)" if header else ""))
-    return frame
+
+def _check_columns(frame: pd.DataFrame, path: Path, sep: str, encoding: str, required: list[str]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing and frame.shape[1] == 1 and len(required) > 1:
+        raise _wrong_sep(path, sep, encoding, f"parsed into a single column {list(frame.columns)}")
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
 def to_number(frame: pd.DataFrame, column: str, path: Path, *, integer: bool = False,

@@ -2,7 +2,7 @@
 
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
 ``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for and the web page's
-showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.showcase`). Both carry the
+showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.core.showcase`). Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
 ``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
 interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
@@ -26,9 +26,9 @@ import numpy as np
 import yaml
 from bentoml.exceptions import NotFound
 
-from features.store import FeatureStoreError, OnlineFeatureStore, check_feature_store, load_feature_store
-from recsys.candidates import CandidateModel, load_array
-from recsys.reranker import FeatureAssembler, Reranker, load_catboost
+from recsys.core.candidates import CandidateModel, load_array
+from recsys.core.reranker import FeatureAssembler, Reranker, load_catboost
+from recsys.features.store import FeatureStoreError, OnlineFeatureStore, check_feature_store, load_feature_store
 
 CANDIDATES = "recsys_candidates"
 RANKER = "recsys_ranker"

@@ -5,7 +5,7 @@ Most of them are loaded at start-up and live for ever (the models, feature table
 state), so :func:`settle` freezes them into the permanent generation once a service is loaded: later collections
 only walk what requests allocated. Every pause is then observed per process in ``recsys_gc_pause_seconds``, and
 the entry's count of scheduled asyncio timers, the trace a retention like BentoML's request timer leaves
-(serving/request_timer.py), is read into ``recsys_event_loop_timers`` whenever /metrics is scraped.
+(recsys/serving/request_timer.py), is read into ``recsys_event_loop_timers`` whenever /metrics is scraped.
 """
 
 from __future__ import annotations

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
+from recsys.serving import flask_compat
+from recsys.serving.asgi import rewrite_responses
+from recsys.serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 from recsys.settings import PROJECT_ROOT
-from serving import flask_compat
-from serving.asgi import rewrite_responses
-from serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
 
 SPEC_PATH = "/docs.json"
 ERROR_SCHEMA_NAME = "ErrorResponse"
@@ -88,7 +89,10 @@ def public_spec(spec: dict[str, Any], info: dict[str, str], labels: dict[str, fr
 
 
 class PublicSpecMiddleware:
-    def __init__(self, app: Any, info: dict[str, str], labels: dict[str, frozenset[str]]) -> None:
+    """/docs.json as :func:`public_spec` rewrites it; ``labels`` is called when the spec is asked for, so the
+    service module can add this middleware before any model is read."""
+
+    def __init__(self, app: Any, info: dict[str, str], labels: Callable[[], dict[str, frozenset[str]]]) -> None:
         self.app = app
         self.info = info
         self.labels = labels
@@ -98,4 +102,4 @@ class PublicSpecMiddleware:
             await self.app(scope, receive, send)
             return
         await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200,
-                                lambda status, body: json.dumps(public_spec(json.loads(body), self.info, self.labels)).encode())
+                                lambda status, body: json.dumps(public_spec(json.loads(body), self.info, self.labels())).encode())

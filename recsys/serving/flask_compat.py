@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.admission import describe
-from serving.schemas import FlaskQuery, FlaskResponse, RecommendRequest, RecommendResponse
+from recsys.serving.admission import describe
+from recsys.serving.schemas import FlaskQuery, FlaskResponse, RecommendRequest, RecommendResponse
 
 ROUTE = "/get_recommendation"
 # Plain decimal only: pydantic's string mode would also read '5.0', ' 5' and '5_0' as 5.
