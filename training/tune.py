@@ -46,7 +46,7 @@ COVERAGE_FLOOR = 0.5
 STARTUP_TRIALS = 8     # random trials before TPE models the results
 PRUNE_PERCENTILE = 10.0
 PRUNE_STARTUP_TRIALS = 8
-QUIET_LOGGERS = ("recsys", "training")  # the pipeline's step logs, per trial, would drown the search's own
+QUIET_LOGGERS = ("recsys",)  # the pipeline's step logs (recsys.training.*), per trial, would drown the search's own
 
 
 @dataclass(frozen=True)
