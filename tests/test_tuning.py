@@ -112,8 +112,8 @@ def _evaluation(two_stage: float, ease: float) -> dict:
 
 
 @pytest.mark.parametrize(("two_stage", "claimed", "verdict"), [
-    ([0.20], False, "cannot measure"),
-    ([0.20, 0.21], False, "cannot measure"),
+    ([0.20], False, "1 seed(s), 3 needed"),
+    ([0.20, 0.21], False, "2 seed(s), 3 needed"),
     ([0.20, 0.21, 0.205], True, "beats it"),
     ([0.20, 0.14, 0.22], False, "within 2 sd"),
     ([0.14, 0.145, 0.14], False, "does not beat it"),

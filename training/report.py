@@ -157,7 +157,7 @@ def tuning_summary(tuning: dict | None) -> str | None:
     states = [t["state"] for t in tuning["trials"]]
     counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if states.count(s))
     mattered = ", ".join(f"{k} {v:.2f}" for k, v in list(tuning["importance"].items())[:5]) or "not measured"
-    chosen = ", ".join(f"{k}={v}" for k, v in tuning["best_params"].items())
+    chosen = ", ".join(f"{k}={_short(v)}" for k, v in tuning["best_params"].items())
     return (f"Parameters from `recsys tune` ({tuning.get('params_file', '')}): {len(states)} trials ({counts}) in "
             f"{tuning['elapsed_s']:.0f}s of a {tuning['budget_s']:.0f}s budget, seed {tuning['seed']}. Objective: "
             f"{tuning['objective']}. Best: trial {tuning['best_trial']}, {tuning['best_value']:.4f} (trial 0, the "

@@ -45,8 +45,7 @@ def claims(evaluations: list[dict], k: int) -> list[dict]:
             mean = statistics.fmean(gaps)
             sd = statistics.stdev(gaps) if len(gaps) > 1 else None
             if len(gaps) < MIN_SEEDS:
-                verdict, claimed = (f"not claimed: {len(gaps)} seed(s) cannot measure the spread (train with --seeds "
-                                    f"{MIN_SEEDS} or more)"), False
+                verdict, claimed = f"not claimed: {len(gaps)} seed(s), {MIN_SEEDS} needed (--seeds)", False
             elif min(gaps) > 0 and mean >= CLAIM_SDS * sd:
                 verdict, claimed = "beats it", True
             elif mean > 0:

@@ -53,8 +53,9 @@ function itemCells(item) {
 // What the training report says about the parameters (tuned or not), the epochs and the spread over seeds.
 function modelNotes(report) {
   if (!report?.spread) return {};  // a pair trained before these were reported
-  const claims = (report.claims ?? []).map(([baseline, metric, gap, relative, sd, verdict]) =>
-    `${baseline} ${metric}: ${gap} (${relative}${sd ? `, sd ${sd}` : ""}) ${verdict}`);
+  const measured = (report.claims ?? []).filter(([, , , , sd]) => sd);  // none with a single seed
+  const claims = measured.map(([baseline, metric, gap, relative, sd, verdict]) =>
+    `${baseline} ${metric}: ${gap} (${relative}, sd ${sd}) ${verdict}`);
   return {
     tuning: report.tuning ?? "not tuned: the settings' defaults (`recsys tune` searches them)",
     "LightFM epochs": report.epochs,
