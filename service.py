@@ -17,6 +17,7 @@ answers 503, and its /readyz too, while either is down or serves another model p
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from functools import cache
 from pathlib import Path
@@ -43,19 +44,24 @@ try:  # the version names the models BentoML packs and resolves (the services' m
 except model_store.ModelStoreError as exc:  # still importable; serving refuses to start (settle_model_pair)
     VERSION, NO_PAIR = "latest", exc
 
-from recsys.serving import flask_compat, gc_watch, request_timer, wire
+from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown, wire
+from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from recsys.serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from recsys.serving.handlers import WARM, candidate_answers, rank_answers
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
+from recsys.serving.traffic import TrafficMiddleware
 from recsys.serving.web import create_app as web_page
 
+logging.getLogger("recsys").setLevel(SETTINGS.log_level)  # BentoML's root logger passes WARNING and above only
 # before BentoML prepares its Prometheus folder, which it does before any hook runs (recsys/serving/server_process.py)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
+connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
+shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
@@ -145,6 +151,7 @@ def _other_pair(stage: str, version: str) -> str:
             "services of one training together (or pin RECSYS_SERVING__MODEL_VERSION on all of them)")
 
 
+JSON = "application/json"
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
@@ -155,14 +162,19 @@ def demographic_labels() -> dict[str, frozenset[str]]:
     return model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
 
 
-async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Response:
+async def _recommend_one(request: RecommendRequest) -> Answer | Response:
     """POST /recommend's answer, for the route BentoML cannot declare (a GET); the instance is this worker's."""
     return await bentoml.get_current_service().recommend_one(request)
 
 
+# The traffic layer (recsys/serving/traffic.py) replaces BentoML's: no max_concurrency, and BentoML's timer is only
+# a backstop that never fires before the layer's own 408 or 504.
+TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_timeout_s + 5
+
+
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
-@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -179,8 +191,13 @@ class Recommender:
         self.labels = demographic_labels()
         if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
             self.candidates, self.ranker = Candidates(), Ranker()
-        self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
-                                on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
+        # single requests and /recommend/batch calls are coalesced apart, each with its own calls in flight:
+        # a single never waits in a queue behind big batches
+        self.run, self.run_batch = (
+            (MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight, on_batch=BATCH_SIZE.observe),
+             MicroBatcher(self._recommend, serving.max_batch_size, serving.batch_calls_in_flight,
+                          on_batch=BATCH_SIZE.observe))
+            if serving.batching else (self._recommend, self._recommend))
         gc_watch.settle(serving.freeze_startup_heap)
 
     async def __is_ready__(self) -> bool:
@@ -196,7 +213,7 @@ class Recommender:
             return False
         return versions == [VERSION, VERSION]
 
-    async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
+    async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                     "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
         packed = await _call("candidates", self.candidates.to_async.generate(queries))
@@ -206,23 +223,16 @@ class Recommender:
         ]))) if warm else []
         candidates = wire.unpack(packed)
         by_request = dict(zip(warm, ranked, strict=True))
-        responses = []
+        answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
             if j in by_request:
-                item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
-                retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
+                answers.append(Answer(request.user_id, by_request[j]["item_ids"], by_request[j]["scores"], WARM,
+                                      by_request[j]["retrieved_by"]))
             else:
                 item_ids = cand["item_ids"][: request.top_k]
                 scores = 1.0 - np.arange(len(item_ids)) / max(len(cand["item_ids"]), 1)
-                retrieved_by = [[]] * len(item_ids)
-            responses.append(RecommendResponse(
-                user_id=request.user_id,
-                recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
-                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by, strict=True)],
-                cold_start=cand["source"] != WARM,
-                model_version=VERSION,
-            ))
-        return responses
+                answers.append(Answer(request.user_id, item_ids, scores, cand["source"]))
+        return answers
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, user_id: int, top_k: int = 10, exclude_seen: bool = True,
@@ -231,9 +241,10 @@ class Recommender:
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
         if problem := unknown_label([request], self.labels):
             raise InvalidArgument(problem)
-        return await self.recommend_one(request)
+        answer = await self.recommend_one(request)
+        return answer if isinstance(answer, Response) else Response(answer_json(answer, VERSION), media_type=JSON)
 
-    async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
+    async def recommend_one(self, request: RecommendRequest) -> Answer | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
         try:
             return (await self.run([request]))[0]
@@ -246,12 +257,15 @@ class Recommender:
         if problem := unknown_label(requests, self.labels, prefix="requests."):
             raise InvalidArgument(problem)
         try:
-            return BatchResponse(results=await self.run(requests))
+            answers = await self.run_batch(requests)
         except ModelServiceDown as exc:
             return unavailable(exc)
+        # up to 10,000 recommendations: rendered off the event loop, so single requests keep flowing meanwhile
+        return Response(await asyncio.to_thread(batch_json, answers, VERSION), media_type=JSON)
 
 
 Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+Recommender.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
 Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
 Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
 Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)

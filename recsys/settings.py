@@ -58,7 +58,13 @@ class SplitSettings(BaseModel):
 class LightFMSettings(BaseModel):
     loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
     no_components: int = Field(64, ge=2)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(80, ge=1, description="with early_stopping, the most epochs (the count is the one that "
+                                              "scored best on the validation window); without, exactly this many")
+    early_stopping: bool = Field(True, description="pick the epoch count on the validation window: fit in steps, "
+                                                   "keep the best state, stop after `patience` steps without gain")
+    eval_every: int = Field(2, ge=1, description="early stopping: epochs per step")
+    patience: int = Field(3, ge=1, description="early stopping: steps without a better validation score before stopping")
+    early_stopping_users: int = Field(5_000, ge=10, description="early stopping: most validation users scored per step")
     learning_rate: float = Field(0.1, gt=0)
     item_alpha: float = Field(0.0, ge=0)
     user_alpha: float = Field(0.0, ge=0)
@@ -97,7 +103,9 @@ class RankerSettings(BaseModel):
 
 class EvalSettings(BaseModel):
     k: int = Field(10, ge=1)
-    ease_lambda: float = Field(250.0, gt=0)
+    ease_lambda: float | None = Field(None, gt=0, description="EASE's L2 weight; unset: the one that scores best on "
+                                                              "the label window (so EASE is compared well tuned)")
+    ease_tuning_users: int = Field(3_000, ge=10, description="most label-window users scored per EASE weight tried")
     ease_max_items: int = Field(20_000, ge=10, description="EASE inverts an items x items matrix: cap on its size")
     max_users: int = Field(20_000, ge=10, description="cap on holdout users scored offline")
 
@@ -127,6 +135,28 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.
+    idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
+                                                         "request head this long after opening or after its last "
+                                                         "answer (keep-alive timeout; also bounds slow headers)")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive in full this long after its "
+                                                          "head, or the answer is 408 and the connection is closed")
+    max_uploads: int = Field(128, ge=1, description="bodies still arriving that are read at once (memory: this many "
+                                                    "bodies of up to 1 MB); the others wait, within body_timeout_s")
+    max_concurrency: int = Field(512, ge=1, description="requests being processed at once, once their body is in; "
+                                                        "past it 429 (batch calls have their own lane)")
+    max_batch_concurrency: int = Field(16, ge=1, description="/recommend/batch calls being processed or queued at "
+                                                             "once; past it 429, so a flood of batches cannot use "
+                                                             "up the single requests' capacity")
+    batch_calls_in_flight: int = Field(1, ge=1, description="calls of /recommend/batch requests to the model "
+                                                            "services at once, beside the single requests' own "
+                                                            "max_in_flight: singles never queue behind big batches")
+    request_timeout_s: float = Field(30.0, gt=0, description="a request whose answer has not started this long "
+                                                             "after its body arrived gets 504")
+    drain_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM the entry stops accepting and waits at most "
+                                                           "this long for its open connections to finish (each "
+                                                           "gets its answer with Connection: close) before the "
+                                                           "model services stop")
 
     @model_validator(mode="after")
     def _remote_stages_have_addresses(self) -> ServingSettings:

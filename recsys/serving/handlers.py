@@ -59,7 +59,3 @@ def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[dict])
         answers.append({"item_ids": item_ids[batch.items[rows]], "scores": top_scores[j, : len(rows)],
                         "retrieved_by": batch.features[rows][:, SOURCE_COLUMNS] > 0})
     return answers
-
-
-def source_names(flags: np.ndarray) -> list[str]:
-    return [name for name, on in zip(SOURCES, flags, strict=True) if on]
