@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.features.build import FeatureTables
+from recsys.lookup import find_sorted
 
 MANIFEST = "manifest.json"
 TABLES = {"users": "user_id", "items": "item_id"}
@@ -124,9 +125,7 @@ class OnlineFeatureTable:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each id (the defaults row for unknown ones) and whether it was known."""
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, ids).clip(max=max(len(self.ids) - 1, 0))
-        known = self.ids[pos] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        pos, known = find_sorted(self.ids, ids)
         return np.where(known, pos, len(self.ids)), known
 
     def lookup(self, ids: np.ndarray) -> Lookup:

@@ -13,6 +13,7 @@ from numpy.testing import assert_array_equal
 from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
 from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
 from recsys.features.store import OnlineFeatureTable
+from recsys.lookup import find_sorted
 
 NAN = np.nan
 
@@ -143,3 +144,21 @@ def test_top_k_per_user_with_fewer_candidates_than_k():
     top_items, top_scores = top_k_per_user(np.array([0]), np.array([5]), np.array([1.5], np.float32), n_users=1, k=3)
     assert_array_equal(top_items, [[5, -1, -1]])
     assert_array_equal(top_scores, np.array([[1.5, NAN, NAN]], np.float32))
+
+
+def test_find_sorted_says_where_each_id_is_and_whether_it_is_there():
+    pos, found = find_sorted(np.array([3, 5, 9]), np.array([5, 4, 9, 12, 1]))
+    assert_array_equal(found, [True, False, True, False, False])
+    assert_array_equal(pos[found], [1, 2])
+    pos, found = find_sorted(np.zeros(0, np.int64), np.array([1, 2]))
+    assert_array_equal(found, [False, False])
+    assert_array_equal(pos, [0, 0])
+
+
+def test_model_lookups_by_id():
+    model = small_model()
+    rows, known = model.user_rows(np.array([2, 7, 1]))
+    assert_array_equal(known, [True, False, True])
+    assert_array_equal(rows[known], [1, 0])
+    assert_array_equal(model.item_index(np.array([40, 15, 10])), [3, -1, 0])
+    assert model.profiles(np.array([1])) == [None]  # no profiles stored

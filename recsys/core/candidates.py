@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.lookup import find_sorted
+
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
@@ -119,16 +121,12 @@ class CandidateModel:
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each user id and whether the model knows the user (has history for them)."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        pos = np.searchsorted(self.user_ids, user_ids).clip(max=len(self.user_ids) - 1)
-        return pos, self.user_ids[pos] == user_ids
+        return find_sorted(self.user_ids, user_ids)
 
     def item_index(self, item_ids: np.ndarray) -> np.ndarray:
         """Index of each item id, -1 if unknown."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        sorted_ids = self.item_ids[self._item_order]
-        pos = np.searchsorted(sorted_ids, item_ids).clip(max=len(sorted_ids) - 1)
-        return np.where(sorted_ids[pos] == item_ids, self._item_order[pos], -1)
+        pos, found = find_sorted(self.item_ids[self._item_order], item_ids)
+        return np.where(found, self._item_order[pos], -1)
 
     def history(self, row: int) -> np.ndarray:
         """Watched item indices of one user, oldest first."""
@@ -137,11 +135,7 @@ class CandidateModel:
     def profiles(self, user_ids: np.ndarray) -> list[dict | None]:
         """Stored demographics of each user id (as ``user_features`` would send them); None for ids the users
         table did not list or that have history."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        if len(self.profile_user_ids) == 0:
-            return [None] * len(user_ids)
-        pos = np.searchsorted(self.profile_user_ids, user_ids).clip(max=len(self.profile_user_ids) - 1)
-        found = self.profile_user_ids[pos] == user_ids
+        pos, found = find_sorted(self.profile_user_ids, user_ids)
         return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
                  "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found, strict=True)]
 

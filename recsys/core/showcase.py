@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.data.schema import Dataset, split_genres
+from recsys.lookup import find_sorted
 
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
@@ -80,12 +81,6 @@ def _read(directory: Path, name: str) -> dict[str, np.ndarray]:
     return {field: _column(table, field) for field in table.column_names}
 
 
-def _rows(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row of each wanted id in the sorted ``ids`` and whether it is there."""
-    pos = np.searchsorted(ids, wanted).clip(max=max(len(ids) - 1, 0))
-    return pos, (ids[pos] == wanted) if len(ids) else np.zeros(len(wanted), bool)
-
-
 @dataclass
 class Showcase:
     """The showcase of one model pair in memory, with the lookups the web page's JSON endpoints answer."""
@@ -100,7 +95,7 @@ class Showcase:
     def item_details(self, item_ids: np.ndarray) -> tuple[list[dict], list[int]]:
         """Details of the known items in the order asked, and the ids the catalogue does not hold."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
-        rows, known = _rows(self.items["item_id"], item_ids)
+        rows, known = find_sorted(self.items["item_id"], item_ids)
         return [self._item(r) for r in rows[known]], item_ids[~known].tolist()
 
     def _item(self, row: int) -> dict:
@@ -110,7 +105,7 @@ class Showcase:
 
     def user(self, user_id: int) -> dict | None:
         """A user's demographics, how much they watched, and their latest interactions with item details."""
-        (row,), (known,) = _rows(self.users["user_id"], np.array([user_id], dtype=np.int64))
+        (row,), (known,) = find_sorted(self.users["user_id"], np.array([user_id], dtype=np.int64))
         if not known:
             return None
         part = slice(self.indptr[row], self.indptr[row + 1])
