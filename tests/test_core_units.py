@@ -162,3 +162,20 @@ def test_model_lookups_by_id():
     assert_array_equal(rows[known], [1, 0])
     assert_array_equal(model.item_index(np.array([40, 15, 10])), [3, -1, 0])
     assert model.profiles(np.array([1])) == [None]  # no profiles stored
+
+
+def test_candidate_batch_columns_by_name_and_its_constructors():
+    batch = small_model().generate(np.array([0, 1]), n_lightfm=2, n_popular=1, n_cooc=1)
+    assert_array_equal(batch.column("lfm_rank"), [0, 1, 1, 0])
+    assert_array_equal(batch.from_source("popular"), [True, False, True, False])
+    assert_array_equal(batch.source_flags(), [[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 1]])
+    second = batch.take(batch.owner == 1)
+    assert_array_equal(second.items, [0, 3])
+    assert_array_equal(second.owner, [1, 1])
+    per_user = CandidateBatch.of_users([batch.items[:2], np.zeros(0, np.int64), batch.items[2:]],
+                                       [batch.features[:2], np.zeros((0, 6), np.float32), batch.features[2:]])
+    assert_array_equal(per_user.owner, [0, 0, 2, 2])
+    assert_array_equal(per_user.features, batch.features)
+    joined = CandidateBatch.concat([batch, second], [2, 3])
+    assert_array_equal(joined.owner, [0, 0, 1, 1, 3, 3])
+    assert_array_equal(joined.items, [1, 2, 0, 3, 0, 3])

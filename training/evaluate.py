@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.candidates import SOURCES, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
 from recsys.training.baselines import ease_recommend, ease_weights, popular_recommend
@@ -16,11 +16,6 @@ from recsys.training.metrics import candidate_recall, ranking_metrics
 from recsys.training.second_stage import generate_candidates, truth_matrix
 
 log = logging.getLogger(__name__)
-SOURCES = {"lightfm": 3, "popular": 4, "cooc": 5}  # column of each source flag in CandidateBatch.features
-
-
-def _subset(batch: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
-    return CandidateBatch(batch.owner[rows], batch.items[rows], batch.features[rows])
 
 
 def _seen_matrix(model: CandidateModel) -> sp.csr_matrix:
@@ -48,12 +43,12 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
              len(users), int((~known).sum()))
 
     batch = generate_candidates(model, users, cands)
-    lfm = _subset(batch, np.nonzero(batch.features[:, SOURCES["lightfm"]] > 0)[0])
+    lfm = batch.take(batch.from_source("lightfm"))
     known_matrix = _seen_matrix(model)
     seen = known_matrix[rows]
     recommendations = {
         "popular": popular_recommend(model.popular, seen, k),
-        "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.features[:, 0], len(users), k)[0],
+        "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.column("lfm_score"), len(users), k)[0],
     }
     subset = model.popular[: min(settings.ease_max_items, n_items)]
     weights = ease_weights(known_matrix[:, subset], settings.ease_lambda)
@@ -63,8 +58,8 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
 
     metrics = {name: ranking_metrics(recs, truth, n_items) for name, recs in recommendations.items()}
     recall = {}
-    for name, column in SOURCES.items():
-        part = _subset(batch, np.nonzero(batch.features[:, column] > 0)[0])
+    for name in SOURCES:
+        part = batch.take(batch.from_source(name))
         recall[name] = candidate_recall(part.owner, part.items, truth)
     recall["combined"] = candidate_recall(batch.owner, batch.items, truth)
     return {

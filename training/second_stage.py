@@ -36,13 +36,9 @@ def generate_candidates(model: CandidateModel, user_ids: np.ndarray, cands: Cand
     rows, known = model.user_rows(user_ids)
     if not known.all():
         raise ValueError("generate_candidates takes users known to the candidate model only")
-    parts = []
-    for lo in range(0, len(rows), BATCH_USERS):
-        batch = model.generate(rows[lo:lo + BATCH_USERS], cands.n_lightfm, cands.n_popular, cands.n_cooc)
-        batch.owner += lo
-        parts.append(batch)
-    return CandidateBatch(owner=np.concatenate([p.owner for p in parts]), items=np.concatenate([p.items for p in parts]),
-                          features=np.vstack([p.features for p in parts]))
+    chunks = [rows[lo:lo + BATCH_USERS] for lo in range(0, len(rows), BATCH_USERS)]
+    parts = [model.generate(chunk, cands.n_lightfm, cands.n_popular, cands.n_cooc) for chunk in chunks]
+    return CandidateBatch.concat(parts, [len(chunk) for chunk in chunks])
 
 
 @dataclass
@@ -99,7 +95,7 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
             f"the candidates contain {int(labels.sum())} label-window items; too few to train a reranker. "
             "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
         )
-    batch = CandidateBatch(owner=batch.owner[rows], items=batch.items[rows], features=batch.features[rows])
+    batch = batch.take(rows)
     labels = labels[rows]
     is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]

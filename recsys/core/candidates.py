@@ -10,6 +10,7 @@ sending their profile). Everything is stored as ``.npy`` files; loading never un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import scipy.sparse as sp
 
 from recsys.lookup import find_sorted
 
-CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
+SOURCES = ("lightfm", "popular", "cooc")  # the first-level candidate sources, each flagged in a feature from_<source>
+CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", *(f"from_{source}" for source in SOURCES)]
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
 PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
@@ -57,6 +59,37 @@ class CandidateBatch:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def column(self, name: str) -> np.ndarray:
+        """One candidate feature by its name in :data:`CANDIDATE_FEATURES`, so no caller depends on its position."""
+        return self.features[:, CANDIDATE_FEATURES.index(name)]
+
+    def from_source(self, source: str) -> np.ndarray:
+        """Whether each row was proposed by ``source`` (one of :data:`SOURCES`)."""
+        return self.column(f"from_{source}") > 0
+
+    def source_flags(self) -> np.ndarray:
+        """bool (m, len(SOURCES)): which sources proposed each row, in the order of :data:`SOURCES`."""
+        return np.column_stack([self.from_source(source) for source in SOURCES])
+
+    def take(self, rows: np.ndarray) -> CandidateBatch:
+        """The rows ``rows`` (indices or a boolean mask), owners unchanged."""
+        return CandidateBatch(owner=self.owner[rows], items=self.items[rows], features=self.features[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[CandidateBatch], users: Sequence[int]) -> CandidateBatch:
+        """One batch of ``parts`` that hold ``users[k]`` consecutive batch users each: the owners of a part follow
+        those of the parts before it."""
+        offsets = np.cumsum([0, *users[:-1]], dtype=np.int64)
+        return cls(owner=np.concatenate([p.owner + o for p, o in zip(parts, offsets, strict=True)]),
+                   items=np.concatenate([p.items for p in parts]).astype(np.int64, copy=False),
+                   features=np.vstack([p.features for p in parts]))
+
+    @classmethod
+    def of_users(cls, items: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> CandidateBatch:
+        """One batch of each user's candidate items and features (row ``j`` of the lists is batch user ``j``)."""
+        parts = [cls(np.zeros(len(i), np.int64), i, f) for i, f in zip(items, features, strict=True)]
+        return cls.concat(parts, [1] * len(parts))
 
 
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
+from recsys.core.candidates import SOURCES, CandidateBatch, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings
 
 WARM = "reranked"
-SOURCES = ("lightfm", "popular", "cooc")  # first-level candidate sources, as flagged in the candidate features
-SOURCE_COLUMNS = [CANDIDATE_FEATURES.index(f"from_{name}") for name in SOURCES]
 
 
 def candidate_answers(model: CandidateModel, queries: list[dict], settings: CandidateSettings,
@@ -44,10 +42,7 @@ def candidate_answers(model: CandidateModel, queries: list[dict], settings: Cand
 def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[dict]) -> list[dict]:
     """Score all requests' candidates in one CatBoost call and keep each user's top_k, with the first-level
     sources that proposed each kept item."""
-    sizes = np.array([len(r["items"]) for r in requests])
-    batch = CandidateBatch(owner=np.repeat(np.arange(len(requests)), sizes),
-                           items=np.concatenate([r["items"] for r in requests]).astype(np.int64),
-                           features=np.vstack([r["features"] for r in requests]))
+    batch = CandidateBatch.of_users([r["items"] for r in requests], [r["features"] for r in requests])
     user_ids = np.array([r["user_id"] for r in requests], dtype=np.int64)
     scores = reranker.score(user_ids, batch)
     top_rows, top_scores = top_k_per_user(batch.owner, np.arange(len(batch)), scores, len(requests),
@@ -57,7 +52,7 @@ def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[dict])
         rows = top_rows[j, : r["top_k"]]
         rows = rows[rows >= 0]
         answers.append({"item_ids": item_ids[batch.items[rows]], "scores": top_scores[j, : len(rows)],
-                        "retrieved_by": batch.features[rows][:, SOURCE_COLUMNS] > 0})
+                        "retrieved_by": batch.take(rows).source_flags()})
     return answers
 
 

@@ -186,8 +186,7 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
         cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
         requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands, strict=True)]
         sizes = [len(c["items"]) for c in cands]
-        flat = CandidateBatch(np.repeat(np.arange(batch), sizes), np.concatenate([c["items"] for c in cands]),
-                              np.vstack([c["features"] for c in cands]))
+        flat = CandidateBatch.of_users([c["items"] for c in cands], [c["features"] for c in cands])
         ids = np.array([q["user_id"] for q in queries])
         data = reranker.assembler.assemble(ids, flat)
         repeat = 200 if batch == 1 else 20
