@@ -18,11 +18,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.columns import Columns
 from recsys.features.build import FeatureTables
 from recsys.lookup import find_sorted
 
 MANIFEST = "manifest.json"
-TABLES = {"users": "user_id", "items": "item_id"}
+TABLES = {"users": Columns.User, "items": Columns.Item}
 UNKNOWN_CATEGORY = "unknown"
 META_KEY = b"recsys.feature_store"
 

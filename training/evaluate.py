@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.columns import Columns
 from recsys.core.candidates import SOURCES, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
@@ -28,7 +29,7 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
              settings: EvalSettings, seed: int = 42, threads: int = 2) -> dict:
     """Metrics of popularity, LightFM, EASE and the two-stage pipeline for warm holdout users."""
     k = settings.k
-    holdout_users = np.unique(holdout["user_id"].to_numpy(np.int64))
+    holdout_users = np.unique(holdout[Columns.User].to_numpy(np.int64))
     rows, known = model.user_rows(holdout_users)
     users, rows = holdout_users[known], rows[known]
     truth = truth_matrix(holdout, users, model)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.core import model_store
 from recsys.core.candidates import CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
@@ -47,8 +48,8 @@ class TrainResult:
 
 
 def _assembler(tables, model: CandidateModel) -> FeatureAssembler:
-    return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, "user_id"),
-                            OnlineFeatureTable.from_frame(tables.items, "item_id"), model.item_ids)
+    return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, Columns.User),
+                            OnlineFeatureTable.from_frame(tables.items, Columns.Item), model.item_ids)
 
 
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings):
@@ -106,7 +107,7 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
     offline = fit_and_evaluate(dataset, settings, timings)
     split, fit, evaluation = offline.split, offline.fit, offline.evaluation
 
-    serve_as_of = dataset.interactions["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
+    serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     with timings.step("C. refit LightFM + features on all data (serving)"):
         tables_c, model_c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, settings)
 

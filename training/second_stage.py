@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from catboost import CatBoost, FeaturesData, Pool
 
+from recsys.columns import Columns
 from recsys.core.candidates import CandidateBatch, CandidateModel
 from recsys.core.reranker import FeatureAssembler
 from recsys.settings import CandidateSettings, RankerSettings
@@ -24,8 +25,8 @@ class RankerTrainingError(ValueError):
 
 def truth_matrix(frame: pd.DataFrame, user_ids: np.ndarray, model: CandidateModel) -> sp.csr_matrix:
     """Users (in ``user_ids`` order) x the model's items; 1 where the user watched the item in ``frame``."""
-    rows = pd.Index(user_ids).get_indexer(frame["user_id"].to_numpy())
-    cols = model.item_index(frame["item_id"].to_numpy())
+    rows = pd.Index(user_ids).get_indexer(frame[Columns.User].to_numpy())
+    cols = model.item_index(frame[Columns.Item].to_numpy())
     keep = (rows >= 0) & (cols >= 0)
     shape = (len(user_ids), len(model.item_ids))
     return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape)
@@ -76,7 +77,7 @@ def _take(data: FeaturesData, rows: np.ndarray) -> FeaturesData:
 def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
                cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> RankerFit:
     rng = np.random.default_rng(seed)
-    label_users = np.unique(labels_frame["user_id"].to_numpy(np.int64))
+    label_users = np.unique(labels_frame[Columns.User].to_numpy(np.int64))
     _, known = model.user_rows(label_users)
     users = label_users[known]
     if len(users) > settings.max_train_users:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.data.files import read_table
 from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, make_dataset
 
@@ -40,8 +41,8 @@ def load_kion(data_dir: Path) -> Dataset:
     users = read_table(paths[1], sep=",", required=USER_COLUMNS)
     items = read_table(paths[2], sep=",", required=ITEM_COLUMNS)
 
-    users["sex"] = users["sex"].map(_sex).astype(str)
-    items["age_rating"] = items["age_rating"].map(_age_rating).astype(str)
+    users[Columns.Sex] = users[Columns.Sex].map(_sex).astype(str)
+    items[Columns.AgeRating] = items[Columns.AgeRating].map(_age_rating).astype(str)
     for column in _TEXT_EXTRAS:
         if column in items.columns:
             items[column] = items[column].fillna("").astype(str)

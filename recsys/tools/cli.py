@@ -12,6 +12,7 @@ from typing import NoReturn, get_args
 import pandas as pd
 from pydantic import ValidationError
 
+from recsys.columns import Columns
 from recsys.core.model_store import ModelStoreError
 from recsys.data.schema import DataError
 from recsys.progress import Timings, setup_logging
@@ -110,7 +111,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     timings = Timings()
     with timings.step(f"load dataset '{settings.data.dataset}'"):
         dataset = load_dataset(settings.data)
-    as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions["last_watch_dt"].max() + pd.Timedelta(days=1)
+    as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions[Columns.Datetime].max() + pd.Timedelta(days=1)
     out = args.out or settings.features_dir / dataset.name
     with timings.step(f"build features as of {as_of.date()}"):
         tables = build_feature_tables(dataset.interactions, dataset.users, dataset.items, as_of)
