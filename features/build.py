@@ -30,8 +30,8 @@ class FeatureTables:
 def genre_vocabulary(items: pd.DataFrame, limit: int = MAX_GENRES) -> list[str]:
     """The most common genres of the catalogue, most common first (ties by name, so it is deterministic)."""
     counts = pd.Series([g for gs in split_genres(items[Columns.Genres]) for g in gs]).value_counts()
-    counts = counts.rename_axis("genre").reset_index().sort_values(["count", "genre"], ascending=[False, True])
-    return counts["genre"].head(limit).tolist()
+    table = counts.rename_axis("genre").reset_index().sort_values(["count", "genre"], ascending=[False, True])
+    return [str(g) for g in table["genre"].head(limit)]
 
 
 def item_genre_matrix(items: pd.DataFrame, genres: list[str]) -> np.ndarray:
@@ -70,7 +70,7 @@ def build_feature_tables(interactions: pd.DataFrame, users: pd.DataFrame, items:
 
 
 def _days_before(as_of: pd.Timestamp, dates: pd.Series) -> np.ndarray:
-    return ((as_of - dates) / DAY).to_numpy(dtype=np.float32)
+    return ((as_of - dates).to_numpy() / DAY).astype(np.float32)
 
 
 def _item_features(hist: pd.DataFrame, items: pd.DataFrame, item_pos: np.ndarray, genre_matrix: np.ndarray,

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,12 +62,12 @@ def fingerprint(tables: FeatureTables, source_fingerprint: str) -> str:
     return h.hexdigest()[:16]
 
 
-def write_feature_store(tables: FeatureTables, directory: Path, source_fingerprint: str) -> dict:
+def write_feature_store(tables: FeatureTables, directory: Path, source_fingerprint: str) -> dict[str, Any]:
     """Write both tables and the manifest; returns the manifest."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     version = fingerprint(tables, source_fingerprint)
-    manifest = {
+    manifest: dict[str, Any] = {
         "version": version,
         "source_fingerprint": source_fingerprint,
         "as_of": str(tables.as_of),
@@ -82,7 +83,7 @@ def write_feature_store(tables: FeatureTables, directory: Path, source_fingerpri
     return manifest
 
 
-def read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise FeatureStoreError(f"no feature store at {directory}: {MANIFEST} is missing; run `recsys features`")
@@ -138,10 +139,10 @@ class OnlineFeatureTable:
 class OnlineFeatureStore:
     users: OnlineFeatureTable
     items: OnlineFeatureTable
-    manifest: dict
+    manifest: dict[str, Any]
 
 
-def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict, dict[str, Path]]:
+def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
     """The manifest and each table's file, once the version and every file's footer and fingerprint are checked.
 
     Only the Parquet footers are read, so serving can check a store at start-up for the cost of a few small reads.

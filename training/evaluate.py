@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ def _seen_matrix(model: CandidateModel) -> sp.csr_matrix:
 
 
 def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, cands: CandidateSettings,
-             settings: EvalSettings, seed: int = 42, threads: int = 2) -> dict:
+             settings: EvalSettings, seed: int = 42, threads: int = 2) -> dict[str, Any]:
     """Metrics of popularity, LightFM, EASE and the two-stage pipeline for warm holdout users."""
     k = settings.k
     holdout_users = np.unique(holdout[Columns.User].to_numpy(np.int64))

@@ -35,7 +35,7 @@ def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> s
                 rows.append(r)
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n + len(vocab)))
     norms = np.asarray(matrix.sum(axis=1)).ravel()
-    return sp.diags(1.0 / norms).astype(np.float32) @ matrix
+    return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ matrix)
 
 
 def _user_features(user_ids: np.ndarray, users: pd.DataFrame) -> sp.csr_matrix:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,7 +26,7 @@ from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
 from recsys.data.registry import load_dataset
 from recsys.data.schema import Dataset
-from recsys.features.build import build_feature_tables
+from recsys.features.build import FeatureTables, build_feature_tables
 from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
 from recsys.settings import Settings
@@ -43,16 +44,17 @@ LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyar
 class TrainResult:
     run_id: str
     tags: tuple[str, str]
-    report: dict
+    report: dict[str, Any]
     report_dir: Path
 
 
-def _assembler(tables, model: CandidateModel) -> FeatureAssembler:
+def _assembler(tables: FeatureTables, model: CandidateModel) -> FeatureAssembler:
     return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, Columns.User),
                             OnlineFeatureTable.from_frame(tables.items, Columns.Item), model.item_ids)
 
 
-def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings):
+def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
+                     settings: Settings) -> tuple[FeatureTables, CandidateModel]:
     tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
     model = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm, settings.candidates,
                                 seed=settings.data.seed)
@@ -63,7 +65,7 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
 class OfflineRun:
     split: Split
     fit: RankerFit
-    evaluation: dict
+    evaluation: dict[str, Any]
 
 
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None) -> OfflineRun:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,7 +19,7 @@ from recsys.core.showcase import PLOT_FILES  # noqa: E402
 MODELS = {"popular": "Popularity", "lightfm": "LightFM alone", "ease": "EASE", "two_stage": "LightFM + CatBoost"}
 
 
-def metrics_table(report: dict) -> tuple[list[str], list[list[str]]]:
+def metrics_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metrics = report["evaluation"]["metrics"]
     columns = list(next(iter(metrics.values())))
     rows = [[MODELS.get(name, name)] + [f"{values[c]:.4f}" for c in columns] for name, values in metrics.items()]
@@ -30,7 +31,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _plot_metrics(report: dict, path: Path) -> None:
+def _plot_metrics(report: dict[str, Any], path: Path) -> None:
     metrics = report["evaluation"]["metrics"]
     names = [c for c in next(iter(metrics.values())) if not c.startswith("coverage")]
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -45,7 +46,7 @@ def _plot_metrics(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
+def _plot_importance(report: dict[str, Any], path: Path, top: int = 20) -> None:
     items = list(report["ranker"]["importance"].items())[:top][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(items) + 1))
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
@@ -55,14 +56,14 @@ def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
     plt.close(fig)
 
 
-def write_plots(report: dict, directory: Path) -> None:
+def write_plots(report: dict[str, Any], directory: Path) -> None:
     """The metric comparison and CatBoost's feature importance as PNG files in ``directory``."""
     metrics_png, importance_png = PLOT_FILES
     _plot_metrics(report, directory / metrics_png)
     _plot_importance(report, directory / importance_png)
 
 
-def showcase_summary(report: dict) -> dict:
+def showcase_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The part of the report the web page shows beside the served models (packed with them)."""
     header, rows = metrics_table(report)
     ev = report["evaluation"]
@@ -71,7 +72,7 @@ def showcase_summary(report: dict) -> dict:
             "ranker": {k: report["ranker"][k] for k in ("rows", "train_users", "valid_users", "best_iteration")}}
 
 
-def _markdown(report: dict) -> str:
+def _markdown(report: dict[str, Any]) -> str:
     header, rows = metrics_table(report)
     ev = report["evaluation"]
     recall = ", ".join(f"{k} {v:.3f}" for k, v in ev["candidate_recall"].items())
@@ -113,7 +114,7 @@ best iteration {report['ranker']['best_iteration']}.
 """
 
 
-def _html(report: dict) -> str:
+def _html(report: dict[str, Any]) -> str:
     header, rows = metrics_table(report)
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
@@ -128,7 +129,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 </body></html>"""
 
 
-def write_report(report: dict, directory: Path) -> Path:
+def write_report(report: dict[str, Any], directory: Path) -> Path:
     """Write the report files to ``directory`` and point ``latest`` beside it at them."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ class RankerFit:
     train_users: int
     valid_users: int
     best_iteration: int
-    best_score: dict
+    best_score: dict[str, Any]
     importance: dict[str, float]
 
 

@@ -8,6 +8,7 @@ global window would hold few users). Either way nothing later than a window's st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,8 @@ class Split:
     def known_before_holdout(self) -> pd.DataFrame:
         return pd.concat([self.history, self.labels], ignore_index=True)
 
-    def report(self) -> dict:
-        def window(frame: pd.DataFrame) -> dict:
+    def report(self) -> dict[str, Any]:
+        def window(frame: pd.DataFrame) -> dict[str, Any]:
             return {
                 "rows": len(frame),
                 "users": int(frame[Columns.User].nunique()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -165,7 +166,7 @@ class CandidateModel:
         """Watched item indices of one user, oldest first."""
         return self.seen_indices[self.seen_indptr[row]:self.seen_indptr[row + 1]]
 
-    def profiles(self, user_ids: np.ndarray) -> list[dict | None]:
+    def profiles(self, user_ids: np.ndarray) -> list[dict[str, Any] | None]:
         """Stored demographics of each user id (as ``user_features`` would send them); None for ids the users
         table did not list or that have history."""
         pos, found = find_sorted(self.profile_user_ids, user_ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMAS[path.name], preserve_index=False), path)
 
 
-def write_showcase(directory: Path, dataset: Dataset, history_items: int, summary: dict) -> Path:
+def write_showcase(directory: Path, dataset: Dataset, history_items: int, summary: dict[str, Any]) -> Path:
     """Write the catalogue, the users' last ``history_items`` interactions and ``summary`` (the report's headline)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,21 +91,21 @@ class Showcase:
     users: dict[str, np.ndarray]    # columns of USERS_FILE, sorted by user_id
     history: dict[str, np.ndarray]  # columns of HISTORY_FILE, grouped by user (in users' order), newest first
     indptr: np.ndarray              # history rows of users row u: indptr[u]:indptr[u + 1]
-    summary: dict
+    summary: dict[str, Any]
     plots: dict[str, bytes]
 
-    def item_details(self, item_ids: np.ndarray) -> tuple[list[dict], list[int]]:
+    def item_details(self, item_ids: np.ndarray) -> tuple[list[dict[str, Any]], list[int]]:
         """Details of the known items in the order asked, and the ids the catalogue does not hold."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
         rows, known = find_sorted(self.items[Columns.Item], item_ids)
         return [self._item(r) for r in rows[known]], item_ids[~known].tolist()
 
-    def _item(self, row: int) -> dict:
+    def _item(self, row: int) -> dict[str, Any]:
         return {"item_id": int(self.items[Columns.Item][row]), "title": self.items[Columns.Title][row],
-                "genres": split_genres([self.items[Columns.Genres][row] or ""])[0],
+                "genres": split_genres(pd.Series([self.items[Columns.Genres][row] or ""]))[0],
                 "year": _plain(self.items[Columns.ReleaseYear][row]), "content_type": self.items[Columns.ContentType][row]}
 
-    def user(self, user_id: int) -> dict | None:
+    def user(self, user_id: int) -> dict[str, Any] | None:
         """A user's demographics, how much they watched, and their latest interactions with item details."""
         (row,), (known,) = find_sorted(self.users[Columns.User], np.array([user_id], dtype=np.int64))
         if not known:

@@ -118,7 +118,7 @@ def load_movielens_100k(data_dir: Path, rating_threshold: float = 4.0) -> Datase
     year = year.fillna(_year_from(items[Columns.Title], _YEAR_AT_END))
     return make_dataset(
         "movielens-100k", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
-        _items(items, genres, year), sources=tuple(str(p) for p in paths),
+        _items(items, genres, year), sources=(str(paths[0]), str(paths[1]), str(paths[2])),
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )
 
@@ -137,6 +137,7 @@ def load_movielens_1m(data_dir: Path, rating_threshold: float = 4.0) -> Dataset:
               for s in items[Columns.Genres].fillna("").astype(str)]
     return make_dataset(
         "movielens-1m", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
-        _items(items, genres, _year_from(items[Columns.Title], _YEAR_AT_END)), sources=tuple(str(p) for p in paths),
+        _items(items, genres, _year_from(items[Columns.Title], _YEAR_AT_END)),
+        sources=(str(paths[0]), str(paths[1]), str(paths[2])),
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ class Dataset:
     interactions: pd.DataFrame
     users: pd.DataFrame
     items: pd.DataFrame
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Content hash of the three tables: ties trained models and feature stores to the data they came from."""
@@ -43,7 +44,7 @@ class Dataset:
             h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         inter = self.interactions
         return {
             "dataset": self.name,
@@ -165,7 +166,7 @@ def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
 
 
 def make_dataset(name: str, interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
-                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta) -> Dataset:
+                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta: Any) -> Dataset:
     """Validate the three tables and return them as a :class:`Dataset`; errors name ``sources``."""
     return Dataset(
         name=name,

@@ -75,7 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _flag(loc: tuple) -> str:
+def _flag(loc: tuple[int | str, ...]) -> str:
     """The command-line flag of a data or split field (``strategy`` is ``--split``)."""
     return "--split" if loc == ("strategy",) else "--" + str(loc[0]).replace("_", "-")
 

@@ -18,6 +18,7 @@ import time
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from recsys.settings import PROJECT_ROOT
@@ -27,7 +28,7 @@ log = logging.getLogger("recsys")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def summarize(stats_csv: Path) -> dict:
+def summarize(stats_csv: Path) -> dict[str, Any]:
     """The 'Aggregated' row of Locust's stats CSV, as numbers."""
     with stats_csv.open() as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
@@ -45,7 +46,7 @@ def summarize(stats_csv: Path) -> dict:
     }
 
 
-def memory_summary(samples: list[dict]) -> dict:
+def memory_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Per service: RSS at the start, half-way and at the end, the peak, and the growth over the second half.
     Allocators and caches fill up during the first minutes (seen: +40 MB in the entry, then flat); a leak keeps
     growing in the second half too."""
@@ -57,9 +58,9 @@ def memory_summary(samples: list[dict]) -> dict:
             for name in end if name in start and name in mid and name != "seconds"}
 
 
-def _run_locust(command: list[str], log_file: Path, server: Server | None, every: float) -> list[dict]:
+def _run_locust(command: list[str], log_file: Path, server: Server | None, every: float) -> list[dict[str, Any]]:
     """Run Locust to the end; meanwhile sample the RSS of the server's processes every `every` seconds."""
-    samples: list[dict] = []
+    samples: list[dict[str, Any]] = []
     began = time.monotonic()
     with log_file.open("w") as out:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -73,13 +74,13 @@ def _run_locust(command: list[str], log_file: Path, server: Server | None, every
 
 
 def run_loadtest(users: int, spawn_rate: float, duration: str, out_dir: Path, url: str | None = None,
-                 memory_every: float = 5.0) -> dict:
+                 memory_every: float = 5.0) -> dict[str, Any]:
     if url and urlparse(url).hostname not in LOOPBACK:
         raise ValueError(f"--url {url}: load tests target loopback only (127.0.0.1)")
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
     with nullcontext(None) if url else Server() as server:
-        host = url or server.url
+        host = url or (server.url if server else "")
         command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "locustfile.py"), "--headless", "--host", host,
                    "-u", str(users), "-r", str(spawn_rate), "--run-time", duration, "--stop-timeout", "5",
                    "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--only-summary",

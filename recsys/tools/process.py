@@ -47,7 +47,7 @@ class Server:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         self.ready_timeout = ready_timeout
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         self.process = subprocess.Popen(self.command, env=self.env, cwd=PROJECT_ROOT, stdout=self.log.open("w"),
