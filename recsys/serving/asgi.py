@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 Rewrite = Callable[[int, bytes], bytes]
 # Headers that describe the body being replaced; every other header (e.g. a 405's Allow) is kept.
 _BODY_HEADERS = {b"content-type", b"content-length", b"content-encoding", b"transfer-encoding"}
@@ -17,17 +19,17 @@ async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-async def rewrite_responses(app: Any, scope: dict, receive: Any, send: Any, wanted: Callable[[int], bool],
+async def rewrite_responses(app: Any, scope: Scope, receive: Receive, send: Send, wanted: Callable[[int], bool],
                             rewrite: Rewrite) -> None:
     """Run ``app``; a response whose status is ``wanted`` is buffered and sent again as JSON ``rewrite(status, body)``.
 
     Other responses stream through untouched.
     """
-    start: dict | None = None
+    start: Message | None = None
     passthrough = False
     chunks: list[bytes] = []
 
-    async def capture(message: dict) -> None:
+    async def capture(message: Message) -> None:
         nonlocal start, passthrough
         if message["type"] == "http.response.start":
             if wanted(message["status"]):
