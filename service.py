@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Awaitable
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import bentoml
@@ -38,12 +39,14 @@ try:  # the version names the models BentoML packs and resolves (the services' m
 except model_store.ModelStoreError as exc:  # still importable; serving refuses to start (settle_model_pair)
     VERSION, NO_PAIR = "latest", exc
 
+from recsys.core.candidates import Profile
 from recsys.serving import flask_compat, gc_watch, request_timer
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from recsys.serving.handlers import WARM, candidate_answers, rank_answers, source_names
+from recsys.serving.handlers import candidate_answers, rank_answers, source_names
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
+from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
 from recsys.serving.web import create_app as web_page
@@ -71,8 +74,9 @@ class Candidates:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def generate(self, queries: list[dict]) -> list[dict]:
-        return candidate_answers(self.model, queries, SETTINGS.candidates, SETTINGS.serving.max_top_k)
+    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer]
+        answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
+        return cast(list[dict[str, Any]], answers)
 
 
 @bentoml.service(name="ranker", **INTERNAL)
@@ -85,11 +89,12 @@ class Ranker:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def rank(self, requests: list[dict]) -> list[dict]:
-        return rank_answers(self.reranker, self.reranker.assembler.item_ids, requests)
+    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked]
+        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], requests))
+        return cast(list[dict[str, Any]], answers)
 
 
-async def _call(stage: str, call: Awaitable[list[dict]]) -> list[dict]:
+async def _call(stage: str, call: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """A model service's answer, or a 503 the client can act on when that process is down, restarting or stuck
     (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang)."""
     try:
@@ -147,17 +152,18 @@ class Recommender:
         gc_watch.settle(serving.freeze_startup_heap)
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
-        queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
-                    "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
-        candidates = await _call("candidates", self.candidates.to_async.generate(queries))
-        warm = [j for j, c in enumerate(candidates) if c["source"] == WARM]
-        ranked = await _call("ranker", self.ranker.to_async.rank([
-            {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **candidates[j]} for j in warm
-        ])) if warm else []
+        queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
+                                 "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
+                                for r in requests]
+        candidates = cast(list[CandidateAnswer], await _call("candidates", self.candidates.to_async.generate(queries)))
+        warm = {j: c for j, c in enumerate(candidates) if is_warm(c)}
+        ranked = cast(list[Ranked], await _call("ranker", self.ranker.to_async.rank([
+            rank_request(requests[j].user_id, requests[j].top_k, c) for j, c in warm.items()
+        ]))) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
         responses = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
-            if j in by_request:
+            if is_warm(cand):
                 item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
                 retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
             else:
@@ -180,7 +186,8 @@ class Recommender:
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
         if problem := unknown_label([request], self.labels):
             raise InvalidArgument(problem)
-        return await self.recommend_one(request)
+        # the annotation is the documented 200 body; BentoML passes the 503 Response of a model service down as is
+        return await self.recommend_one(request)  # type: ignore[return-value]
 
     async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
@@ -197,10 +204,12 @@ class Recommender:
         try:
             return BatchResponse(results=await self.run(requests))
         except ModelServiceDown as exc:
-            return unavailable(exc)
+            return unavailable(exc)  # type: ignore[return-value]  # as in recommend: the 503, passed down as is
 
 
-Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
-Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
-Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
-Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)
+# @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
+ENTRY: bentoml.Service[Recommender] = Recommender
+ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
+ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
+ENTRY.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +22,16 @@ from recsys.lookup import find_sorted
 
 SOURCES = ("lightfm", "popular", "cooc")  # the first-level candidate sources, each flagged in a feature from_<source>
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", *(f"from_{source}" for source in SOURCES)]
+class Profile(TypedDict, total=False):
+    """Demographics of a user without history, as ``user_features`` sends them (or the users table had them)."""
+
+    age: str | None
+    sex: str | None
+    income: str | None
+    kids_flg: int | None
+
+
+PopularList = Literal["segment", "kids_segment", "global"]  # the popularity lists, finest first
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
 PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
@@ -166,14 +176,14 @@ class CandidateModel:
         """Watched item indices of one user, oldest first."""
         return self.seen_indices[self.seen_indptr[row]:self.seen_indptr[row + 1]]
 
-    def profiles(self, user_ids: np.ndarray) -> list[dict[str, Any] | None]:
+    def profiles(self, user_ids: np.ndarray) -> list[Profile | None]:
         """Stored demographics of each user id (as ``user_features`` would send them); None for ids the users
         table did not list or that have history."""
         pos, found = find_sorted(self.profile_user_ids, user_ids)
         return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
                  "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found, strict=True)]
 
-    def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, str]:
+    def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, PopularList]:
         """Most popular items for a demographic segment, falling back to coarser segments, then global."""
         if age is not None and sex is not None and kids_flg is not None:
             i = self._segments.get(segment_key(age, sex, kids_flg))

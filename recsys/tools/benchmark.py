@@ -44,6 +44,7 @@ from recsys.core import model_store
 from recsys.core.candidates import CandidateBatch, CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.serving.handlers import candidate_answers, rank_answers
+from recsys.serving.payloads import CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.settings import Settings, get_settings
 from recsys.tools.process import PlainAsgiServer, Server
 
@@ -171,25 +172,32 @@ def _timed(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1000
 
 
-def _whole_request(model: CandidateModel, queries: list[dict[str, Any]], settings: Settings,
-                   reranker: Reranker) -> list[dict[str, Any]]:
+def _queries(user_ids: np.ndarray) -> list[Query]:
+    return [{"user_id": int(u), "exclude_seen": True, "user_features": None} for u in user_ids]
+
+
+def _rank_requests(queries: list[Query], answers: list[CandidateAnswer]) -> list[RankRequest]:
+    """The ranker's requests for the benchmark's users, all known to the model."""
+    return [rank_request(q["user_id"], 10, a) for q, a in zip(queries, answers, strict=True) if is_warm(a)]
+
+
+def _whole_request(model: CandidateModel, queries: list[Query], settings: Settings, reranker: Reranker) -> list[Ranked]:
     """The compute of one request after parsing: candidates, then features, CatBoost and top-k."""
     cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-    return rank_answers(reranker, model.item_ids, [{"user_id": q["user_id"], "top_k": 10, **c}
-                                                   for q, c in zip(queries, cands, strict=True)])
+    return rank_answers(reranker, model.item_ids, _rank_requests(queries, cands))
 
 
 def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: np.ndarray) -> dict[str, Any]:
     """Milliseconds per call of each stage, for 1 user and for a batch of 32, without HTTP."""
     settings = get_settings()
     reranker = bundle.reranker
-    out = {}
+    out: dict[str, Any] = {}
     for batch in (1, 32):
-        queries = [{"user_id": int(u), "exclude_seen": True} for u in users[:batch]]
+        queries = _queries(users[:batch])
         cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-        requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands, strict=True)]
-        sizes = [len(c["items"]) for c in cands]
-        flat = CandidateBatch.of_users([c["items"] for c in cands], [c["features"] for c in cands])
+        requests = _rank_requests(queries, cands)
+        sizes = [len(r["items"]) for r in requests]
+        flat = CandidateBatch.of_users([r["items"] for r in requests], [r["features"] for r in requests])
         ids = np.array([q["user_id"] for q in queries])
         data = reranker.assembler.assemble(ids, flat)
         repeat = 200 if batch == 1 else 20
@@ -228,7 +236,7 @@ def catalogue_scaling(bundle: model_store.RankerBundle, users: np.ndarray,
                                                                     model.item_ids))
         out[n_items] = {}
         for b in (1, 32):
-            queries = [{"user_id": int(u), "exclude_seen": True} for u in model.user_ids[:b]]
+            queries = _queries(model.user_ids[:b])
 
             candidates = partial(candidate_answers, model, queries, settings.candidates, settings.serving.max_top_k)
             repeat = 20 if b == 1 else 5
