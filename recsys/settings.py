@@ -58,7 +58,13 @@ class SplitSettings(BaseModel):
 class LightFMSettings(BaseModel):
     loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
     no_components: int = Field(64, ge=2)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(80, ge=1, description="with early_stopping, the most epochs (the count is the one that "
+                                              "scored best on the validation window); without, exactly this many")
+    early_stopping: bool = Field(True, description="pick the epoch count on the validation window: fit in steps, "
+                                                   "keep the best state, stop after `patience` steps without gain")
+    eval_every: int = Field(2, ge=1, description="early stopping: epochs per step")
+    patience: int = Field(3, ge=1, description="early stopping: steps without a better validation score before stopping")
+    early_stopping_users: int = Field(5_000, ge=10, description="early stopping: most validation users scored per step")
     learning_rate: float = Field(0.1, gt=0)
     item_alpha: float = Field(0.0, ge=0)
     user_alpha: float = Field(0.0, ge=0)
@@ -88,7 +94,9 @@ class RankerSettings(BaseModel):
 
 class EvalSettings(BaseModel):
     k: int = Field(10, ge=1)
-    ease_lambda: float = Field(250.0, gt=0)
+    ease_lambda: float | None = Field(None, gt=0, description="EASE's L2 weight; unset: the one that scores best on "
+                                                              "the label window (so EASE is compared well tuned)")
+    ease_tuning_users: int = Field(3_000, ge=10, description="most label-window users scored per EASE weight tried")
     ease_max_items: int = Field(20_000, ge=10, description="EASE inverts an items x items matrix: cap on its size")
     max_users: int = Field(20_000, ge=10, description="cap on holdout users scored offline")
 

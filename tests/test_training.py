@@ -212,7 +212,8 @@ def _stage_a(dataset, split, settings):
     from recsys.training.pipeline import _assembler, _fit_first_stage
     from recsys.training.second_stage import fit_ranker
 
-    tables, model = _fit_first_stage(dataset, split.history, split.label_as_of, settings)
+    tables, model, _ = _fit_first_stage(dataset, split.history, split.label_as_of, settings, settings.data.seed,
+                                        validation=split.labels)
     fit = fit_ranker(model, _assembler(tables, model), split.labels, settings.candidates, settings.ranker,
                      seed=settings.data.seed)
     return tables, model, fit

@@ -46,7 +46,9 @@ def test_model_endpoint_describes_the_served_pair(server, model):
     assert [m["tag"] for m in model["models"]] == [f"recsys_candidates:{version}", f"recsys_ranker:{version}"]
     assert model["dataset"] == "synthetic" and model["showcase_missing"] == ""
     rows = model["report"]["metrics"]["rows"]
-    assert [r[0] for r in rows] == ["Popularity", "LightFM alone", "EASE", "LightFM + CatBoost"]
+    # EASE's row names the L2 weight chosen on the label window
+    assert [r[0].split(" (λ=")[0] for r in rows] == ["Popularity", "LightFM alone", "EASE", "LightFM + CatBoost"]
+    assert rows[2][0].startswith("EASE (λ=")
     assert model["plots"] == ["metrics.png", "importance.png"]
     assert model["report"]["demographics"]["kids_flg"] == [0, 1]
     assert model["report"]["history_items"] == get_settings().ui.history_items

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.core.candidates import top_k
 
+# EASE's L2 weights tried on a validation window: every half decade from 10 to 10^4, then a quarter decade either
+# side of the best (its best value moves with the data's size and density).
+EASE_GRID = tuple(10.0 ** np.arange(1.0, 4.01, 0.5))
+EASE_REFINE = 10.0 ** 0.25
 
-def ease_weights(matrix: sp.csr_matrix, l2: float) -> np.ndarray:
-    """EASE (Steck, 2019): closed-form item-item weights B = I - P / diag(P), P = (X^T X + l2 I)^-1."""
-    gram = np.asarray((matrix.T @ matrix).todense(), dtype=np.float64)
+
+def ease_weights(matrix: sp.csr_matrix, l2: float, gram: np.ndarray | None = None) -> np.ndarray:
+    """EASE (Steck, 2019): closed-form item-item weights B = I - P / diag(P), P = (X^T X + l2 I)^-1.
+
+    ``gram`` (X^T X, as :func:`ease_gram` computes it) saves recomputing it when several weights are tried."""
+    gram = (ease_gram(matrix) if gram is None else gram).copy()
     gram[np.diag_indices_from(gram)] += l2
     inverse = np.linalg.inv(gram)
     weights = -inverse / np.diag(inverse)[None, :]
     weights[np.diag_indices_from(weights)] = 0.0
     return weights.astype(np.float32)
+
+
+def ease_gram(matrix: sp.csr_matrix) -> np.ndarray:
+    return np.asarray((matrix.T @ matrix).todense(), dtype=np.float64)
+
+
+def choose_ease_l2(score: Callable[[float], float], grid: tuple[float, ...] = EASE_GRID) -> tuple[float, dict[float, float]]:
+    """The L2 weight with the best ``score`` (higher is better) over ``grid``, refined a quarter decade either side
+    of the best; returns it and every weight's score, so the comparison is with a well-tuned EASE."""
+    scores = {l2: score(l2) for l2 in grid}
+    best = max(scores, key=scores.__getitem__)
+    for l2 in (best / EASE_REFINE, best * EASE_REFINE):
+        scores[l2] = score(l2)
+    return max(scores, key=scores.__getitem__), dict(sorted(scores.items()))
 
 
 def ease_recommend(history: sp.csr_matrix, weights: np.ndarray, item_subset: np.ndarray, k: int,

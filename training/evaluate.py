@@ -13,7 +13,7 @@ from recsys.columns import Columns
 from recsys.core.candidates import SOURCES, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
-from recsys.training.baselines import ease_recommend, ease_weights, popular_recommend
+from recsys.training.baselines import choose_ease_l2, ease_gram, ease_recommend, ease_weights, popular_recommend
 from recsys.training.metrics import candidate_recall, ranking_metrics
 from recsys.training.second_stage import generate_candidates, truth_matrix
 
@@ -26,23 +26,51 @@ def _seen_matrix(model: CandidateModel) -> sp.csr_matrix:
                          shape=(len(model.user_ids), len(model.item_ids)))
 
 
-def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, cands: CandidateSettings,
-             settings: EvalSettings, seed: int = 42, threads: int = 2) -> dict[str, Any]:
-    """Metrics of popularity, LightFM, EASE and the two-stage pipeline for warm holdout users."""
-    k = settings.k
-    holdout_users = np.unique(holdout[Columns.User].to_numpy(np.int64))
-    rows, known = model.user_rows(holdout_users)
-    users, rows = holdout_users[known], rows[known]
-    truth = truth_matrix(holdout, users, model)
-    has_truth = np.asarray(truth.sum(axis=1)).ravel() > 0
+def _warm_users(model: CandidateModel, window: pd.DataFrame, max_users: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Users of ``window`` the model knows and with a window item it knows (at most ``max_users``, a seeded
+    sample), their rows in the model, and how many of the window's users it does not know."""
+    window_users = np.unique(window[Columns.User].to_numpy(np.int64))
+    rows, known = model.user_rows(window_users)
+    users, rows = window_users[known], rows[known]
+    has_truth = np.asarray(truth_matrix(window, users, model).sum(axis=1)).ravel() > 0
     users, rows = users[has_truth], rows[has_truth]
-    if len(users) > settings.max_users:
-        pick = np.sort(np.random.default_rng(seed).choice(len(users), settings.max_users, replace=False))
+    if len(users) > max_users:
+        pick = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
         users, rows = users[pick], rows[pick]
+    return users, rows, int((~known).sum())
+
+
+def choose_ease_lambda(model: CandidateModel, window: pd.DataFrame, settings: EvalSettings,
+                       seed: int = 42) -> tuple[float, dict[float, float]]:
+    """EASE's L2 weight with the best ndcg@k on ``window`` when EASE learns from what ``model`` saw (training:
+    the history, scored on the label window), and the ndcg@k of every weight tried."""
+    users, rows, _ = _warm_users(model, window, settings.ease_tuning_users, seed)
+    truth = truth_matrix(window, users, model)
+    known_matrix = _seen_matrix(model)
+    subset = model.popular[: min(settings.ease_max_items, len(model.item_ids))]
+    gram = ease_gram(known_matrix[:, subset])
+
+    def ndcg(l2: float) -> float:
+        recommended = ease_recommend(known_matrix[rows], ease_weights(known_matrix[:, subset], l2, gram), subset,
+                                     settings.k)
+        return ranking_metrics(recommended, truth, len(model.item_ids))[f"ndcg@{settings.k}"]
+
+    best, scores = choose_ease_l2(ndcg)
+    log.info("EASE L2 weight %.4g: ndcg@%d %.4f on %d validation users (tried %s)", best, settings.k, scores[best],
+             len(users), ", ".join(f"{l2:.3g}: {v:.4f}" for l2, v in scores.items()))
+    return best, scores
+
+
+def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, cands: CandidateSettings,
+             settings: EvalSettings, seed: int = 42, threads: int = 2, ease_lambda: float | None = None) -> dict[str, Any]:
+    """Metrics of popularity, LightFM, EASE (with L2 weight ``ease_lambda``; left out when None) and the two-stage
+    pipeline for warm holdout users."""
+    k = settings.k
+    users, rows, cold = _warm_users(model, holdout, settings.max_users, seed)
     truth = truth_matrix(holdout, users, model)
     n_items = len(model.item_ids)
-    log.info("evaluating on %d warm holdout users (%d cold holdout users are served by popularity)",
-             len(users), int((~known).sum()))
+    log.info("evaluating on %d warm holdout users (%d cold holdout users are served by popularity)", len(users), cold)
 
     batch = generate_candidates(model, users, cands)
     lfm = batch.take(batch.from_source("lightfm"))
@@ -52,9 +80,9 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
         "popular": popular_recommend(model.popular, seen, k),
         "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.column("lfm_score"), len(users), k)[0],
     }
-    subset = model.popular[: min(settings.ease_max_items, n_items)]
-    weights = ease_weights(known_matrix[:, subset], settings.ease_lambda)
-    recommendations["ease"] = ease_recommend(seen, weights, subset, k)
+    if ease_lambda is not None:
+        subset = model.popular[: min(settings.ease_max_items, n_items)]
+        recommendations["ease"] = ease_recommend(seen, ease_weights(known_matrix[:, subset], ease_lambda), subset, k)
     scores = reranker.score(users, batch, threads=threads)
     recommendations["two_stage"] = top_k_per_user(batch.owner, batch.items, scores, len(users), k)[0]
 
@@ -66,7 +94,7 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
     recall["combined"] = candidate_recall(batch.owner, batch.items, truth)
     return {
         "users": len(users),
-        "cold_users": int((~known).sum()),
+        "cold_users": cold,
         "k": k,
         "candidates_per_user": len(batch) / max(len(users), 1),
         "metrics": metrics,

@@ -7,14 +7,13 @@ import logging
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from lightfm import LightFM
-from tqdm.auto import tqdm
 
 from recsys.columns import Columns
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.data.schema import split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
+from recsys.training.epochs import EpochSearch, ValidationScorer, fit_lightfm
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +114,14 @@ def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.nda
 
 
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
-                        lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42) -> CandidateModel:
-    """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source."""
+                        lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42,
+                        validation: pd.DataFrame | None = None,
+                        k: int = 10) -> tuple[CandidateModel, EpochSearch | None]:
+    """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source.
+
+    With a ``validation`` window (and ``lfm.early_stopping``), the epoch count is the one that scored best on it
+    (see :mod:`training.epochs`), returned with the scores; without, LightFM trains ``lfm.epochs`` epochs.
+    """
     known = known[known[Columns.Datetime] < as_of]
     extra_items = np.setdiff1d(known[Columns.Item].unique(), items[Columns.Item].to_numpy())
     if len(extra_items):
@@ -132,15 +137,12 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     item_pos = pd.Index(item_ids).get_indexer(known[Columns.Item].to_numpy())
     matrix = sp.csr_matrix((np.ones(len(known), np.float32), (user_pos, item_pos)), shape=(len(user_ids), len(item_ids)))
 
-    model = LightFM(no_components=lfm.no_components, loss=lfm.loss, learning_rate=lfm.learning_rate,
-                    item_alpha=lfm.item_alpha, user_alpha=lfm.user_alpha, max_sampled=lfm.max_sampled, random_state=seed)
     user_features = _user_features(user_ids, users) if lfm.use_features else None
     item_features = _item_features(items) if lfm.use_features else None
-    interactions = matrix.tocoo()
-    for _ in tqdm(range(lfm.epochs), desc=f"LightFM {lfm.loss} ({len(user_ids)} users x {len(item_ids)} items)",
-                  unit="epoch", leave=False):
-        model.fit_partial(interactions, user_features=user_features, item_features=item_features,
-                          epochs=1, num_threads=lfm.threads)
+    scorer = None if validation is None else ValidationScorer.for_window(
+        validation, user_ids, pd.Index(item_ids), matrix, user_features, item_features, cands.n_lightfm, k,
+        lfm.early_stopping_users, seed)
+    model, epochs = fit_lightfm(matrix.tocoo(), user_features, item_features, lfm, seed, scorer)
     user_bias, user_emb = model.get_user_representations(user_features)
     item_bias, item_emb = model.get_item_representations(item_features)
     del user_bias  # a per-user constant does not change that user's ranking
@@ -148,7 +150,7 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     recent = (as_of - known[Columns.Datetime]).dt.days.to_numpy() <= cands.popularity_days
     segment_keys, segment_popular = _segments(known, users, item_pos, recent, len(item_ids))
     cooc_indices, cooc_scores = _cooccurrence(matrix, COOC_NEIGHBOURS)
-    return CandidateModel(
+    candidates = CandidateModel(
         user_ids=user_ids,
         item_ids=item_ids,
         user_vectors=np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32),
@@ -162,3 +164,4 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         cooc_scores=cooc_scores,
         **_profiles(users, user_ids),
     )
+    return candidates, epochs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
@@ -30,7 +31,9 @@ from recsys.features.build import FeatureTables, build_feature_tables
 from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
 from recsys.settings import Settings
-from recsys.training.evaluate import evaluate
+from recsys.training import spread
+from recsys.training.epochs import EpochSearch
+from recsys.training.evaluate import choose_ease_lambda, evaluate
 from recsys.training.first_stage import fit_candidate_model
 from recsys.training.report import showcase_summary, write_plots, write_report
 from recsys.training.second_stage import RankerFit, fit_ranker
@@ -53,50 +56,108 @@ def _assembler(tables: FeatureTables, model: CandidateModel) -> FeatureAssembler
                             OnlineFeatureTable.from_frame(tables.items, Columns.Item), model.item_ids)
 
 
-def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
-                     settings: Settings) -> tuple[FeatureTables, CandidateModel]:
+def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
+                     validation: pd.DataFrame | None = None) -> tuple[FeatureTables, CandidateModel, EpochSearch | None]:
     tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
-    model = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm, settings.candidates,
-                                seed=settings.data.seed)
-    return tables, model
+    model, epochs = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
+                                        settings.candidates, seed=seed, validation=validation, k=settings.eval.k)
+    return tables, model, epochs
+
+
+@dataclass
+class SeedRun:
+    """Stages A and B with one model seed."""
+
+    seed: int
+    fit: RankerFit
+    evaluation: dict[str, Any]
+    epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
 
 
 @dataclass
 class OfflineRun:
     split: Split
-    fit: RankerFit
-    evaluation: dict[str, Any]
+    runs: list[SeedRun]          # the first one's reranker and epoch count are the ones served
+    ease_lambda: float | None    # EASE's L2 weight (None: EASE left out)
+    ease_scores: dict[float, float]  # ndcg@k on the label window of every weight tried (empty: the weight was set)
+
+    @property
+    def fit(self) -> RankerFit:
+        return self.runs[0].fit
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return self.runs[0].evaluation
+
+    @property
+    def epochs(self) -> EpochSearch | None:
+        return self.runs[0].epochs
 
 
-def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None) -> OfflineRun:
-    """Stages A and B: the reranker and the offline metrics, without the serving refit or any saving.
+def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
+                     seeds: list[int] | None = None,
+                     after_first_stage: Callable[[EpochSearch | None], None] | None = None,
+                     baselines: bool = True) -> OfflineRun:
+    """Stages A and B, once per model seed (default: the settings' one): the reranker and the offline metrics,
+    without the serving refit or any saving.
 
-    `train` runs it first; the quality tests and `scripts/quality_variance.py` run it alone, so they measure
-    exactly what a training run reports.
+    `train` runs it first; the tuner runs it on the data before the holdout window (its validation window is then
+    the last one of that), and the quality tests and `scripts/quality_variance.py` run it alone, so they measure
+    exactly what a training run reports. ``after_first_stage`` sees how stage A's LightFM scored on the label
+    window (the tuner's pruner may stop there, before the reranker); without ``baselines``
+    EASE is left out (the tuner only compares the two-stage model with LightFM alone).
     """
     timings = Timings() if timings is None else timings
+    seeds = [settings.data.seed] if seeds is None else seeds
     with timings.step("split into history / labels / holdout"):
         split = split_interactions(dataset.interactions, settings.split, dataset.name)
     for name, window in split.report().items():
         log.info("  %-13s %s", name, window)
 
-    with timings.step("A. LightFM + features on history (reranker training data)"):
-        tables_a, model_a = _fit_first_stage(dataset, split.history, split.label_as_of, settings)
-    with timings.step("A. CatBoost reranker on the label window"):
-        fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
-                         settings.ranker, seed=settings.data.seed)
-    log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
+    runs: list[SeedRun] = []
+    ease_lambda = settings.eval.ease_lambda if baselines else None
+    ease_scores: dict[float, float] = {}
+    for i, seed in enumerate(seeds):
+        tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
+        with timings.step(f"A. LightFM + features on history (reranker training data){tag}"):
+            tables_a, model_a, epochs = _fit_first_stage(dataset, split.history, split.label_as_of, settings, seed,
+                                                         validation=split.labels)
+        if after_first_stage is not None:
+            after_first_stage(epochs)
+        with timings.step(f"A. CatBoost reranker on the label window{tag}"):
+            fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
+                             settings.ranker, seed=seed)
+        log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
+        if baselines and ease_lambda is None:
+            with timings.step("A. EASE's L2 weight on the label window"):
+                ease_lambda, ease_scores = choose_ease_lambda(model_a, split.labels, settings.eval, seed)
 
-    with timings.step("B. LightFM + features on history + labels (evaluation)"):
-        tables_b, model_b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, settings)
-    with timings.step("B. offline evaluation on the holdout window"):
-        evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
-                              settings.candidates, settings.eval, seed=settings.data.seed,
-                              threads=settings.ranker.threads)
-    return OfflineRun(split, fit, evaluation)
+        refit = _with_epochs(settings, epochs)
+        with timings.step(f"B. LightFM ({refit.lightfm.epochs} epochs) + features on history + labels "
+                          f"(evaluation){tag}"):
+            tables_b, model_b, _ = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, refit,
+                                                    seed)
+        with timings.step(f"B. offline evaluation on the holdout window{tag}"):
+            evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
+                                  settings.candidates, settings.eval, seed=settings.data.seed,  # same users
+                                  threads=settings.ranker.threads, ease_lambda=ease_lambda)
+        runs.append(SeedRun(seed, fit, evaluation, epochs))
+    return OfflineRun(split, runs, ease_lambda, ease_scores)
 
 
-def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
+def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
+    """The settings of a refit on more data: the epoch count found on the validation window, no early stopping
+    (the refit has no window left to stop on)."""
+    if epochs is None:
+        return settings
+    return settings.model_copy(update={"lightfm": settings.lightfm.model_copy(update={"epochs": epochs.best_epoch})})
+
+
+def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
+          tuning: dict[str, Any] | None = None) -> TrainResult:
+    """Train, evaluate with ``seeds`` model seeds (mean ± spread in the report; the first seed's models are served)
+    and save the pair. ``tuning`` (what `recsys tune` wrote beside the parameters already applied to ``settings``)
+    goes into both models' metadata and the report."""
     timings = Timings()
     started = time.time()
     if dataset is None:
@@ -106,12 +167,15 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
     # microseconds: runs started together on the same data must not share a version (nor a report folder)
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}-{fingerprint[:6]}"
     log.info("run %s on %s", run_id, dataset.summary())
-    offline = fit_and_evaluate(dataset, settings, timings)
+    offline = fit_and_evaluate(dataset, settings, timings,
+                               seeds=[settings.data.seed + i for i in range(seeds)])
     split, fit, evaluation = offline.split, offline.fit, offline.evaluation
+    evaluations = [run.evaluation for run in offline.runs]
 
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
-    with timings.step("C. refit LightFM + features on all data (serving)"):
-        tables_c, model_c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, settings)
+    refit = _with_epochs(settings, offline.epochs)
+    with timings.step(f"C. refit LightFM ({refit.lightfm.epochs} epochs) + features on all data (serving)"):
+        tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed)
 
     with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
         # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots
@@ -130,8 +194,15 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
             "split": split.report(),
             "params": {"lightfm": settings.lightfm.model_dump(), "candidates": settings.candidates.model_dump(),
                        "ranker": settings.ranker.model_dump()},
+            "lightfm_epochs": {"served": refit.lightfm.epochs,
+                               "early_stopping": offline.epochs.as_dict() if offline.epochs else None},
+            "ease": {"l2": offline.ease_lambda, "tuned_on_label_window": {f"{k:.4g}": v
+                                                                          for k, v in offline.ease_scores.items()}},
             "offline_metrics": evaluation["metrics"],
+            "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),
+                               "claims": spread.claims(evaluations, settings.eval.k)},
             "candidate_recall": evaluation["candidate_recall"],
+            "tuning": tuning,
             "libraries": {lib: package_version(lib) for lib in LIBRARIES},
             "training_seconds": round(time.time() - started, 1),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -144,9 +215,23 @@ def train(settings: Settings, dataset: Dataset | None = None) -> TrainResult:
                                       showcase_summary(report))
         write_plots(report, showcase_dir)
         labels = {"run_id": run_id, "dataset": dataset.name.replace("-", "_"), "project": "recsys"}
-        tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, showcase_dir, labels, metadata)
+        tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, showcase_dir, labels,
+                                     _without_none_keys(metadata))
 
     report = {**report, "tags": list(tags), "timings": dict(timings)}
     report_dir = write_report(report, settings.reports_dir / run_id)
     log.info("timings:\n%s", timings.table())
     return TrainResult(run_id, tags, report, report_dir)
+
+
+def _without_none_keys(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) for k, v in metadata.items() if v is not None}
+
+
+def _without_none(value: object) -> object:
+    """Metadata as BentoML stores it: it refuses None, so keys without a value are left out (readers use .get)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

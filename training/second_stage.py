@@ -118,7 +118,9 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
         "early_stopping_rounds": settings.early_stopping_rounds,
         "thread_count": settings.threads,
         "random_seed": seed,
-        "verbose": max(settings.iterations // 10, 1),
+        # CatBoost prints to stdout: silent when this module's logs are off (the tuner's trials)
+        **({"verbose": max(settings.iterations // 10, 1)} if log.isEnabledFor(logging.INFO)
+           else {"logging_level": "Silent"}),
         "allow_writing_files": False,
     }
     ranker = CatBoost(params)

@@ -7,14 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import Any, NoReturn, get_args
 
 import pandas as pd
 from pydantic import ValidationError
 
 from recsys.columns import Columns
 from recsys.core.model_store import ModelStoreError
-from recsys.data.schema import DataError
+from recsys.data.schema import DataError, Dataset
 from recsys.progress import Timings, setup_logging
 from recsys.settings import (
     PROJECT_ROOT,
@@ -31,6 +31,8 @@ from recsys.training.second_stage import RankerTrainingError
 from recsys.training.split import SplitError
 
 log = logging.getLogger("recsys")
+DEFAULT_BUDGET = 420.0  # seconds of search; with the final training (3 seeds), about 10 minutes on MovieLens-100k
+DEFAULT_TRIALS = 100
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="which dataset to load (default: synthetic)")
     group.add_argument("--data-dir", type=Path, help="folder with a real dataset's files")
     group.add_argument("--size", choices=get_args(SyntheticSize), help="synthetic dataset size")
-    group.add_argument("--seed", type=int, help="synthetic dataset seed")
+    group.add_argument("--seed", type=int, help="seed of the synthetic dataset, the models and the search (default 42)")
     group.add_argument("--rating-threshold", type=float, help="MovieLens: ratings >= this are positives")
 
 
@@ -123,11 +125,69 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.training.pipeline import train
-    from recsys.training.report import metrics_table
+def _duration(text: str) -> float:
+    """Seconds from ``600``, ``600s`` or ``10m``."""
+    try:
+        return float(text[:-1]) * 60 if text.endswith("m") else float(text.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 600, 600s or 10m") from None
 
-    result = train(settings_from_args(args))
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _run_tune(settings: Settings, dataset: Dataset, args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
+    """Search, write the parameters file, and return the settings with them applied and the search's record."""
+    from recsys.training.params import apply_params, write_params
+    from recsys.training.tune import tune
+
+    result = tune(dataset, settings, args.budget, args.trials)
+    out = args.out or settings.home / "tuning" / f"{dataset.name}-{pd.Timestamp.now():%Y%m%d-%H%M%S}.json"
+    write_params(out, result.params, result.tuning)
+    log.info("parameters and search history written to %s (`recsys train --params %s` trains with them)", out, out)
+    return apply_params(settings, result.params, str(out)), {**result.tuning, "params_file": str(out)}
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from recsys.data.registry import load_dataset
+
+    settings = settings_from_args(args)
+    timings = Timings()
+    with timings.step(f"load dataset '{settings.data.dataset}'"):
+        dataset = load_dataset(settings.data)
+    with timings.step(f"hyperparameter search (budget {args.budget:.0f}s, at most {args.trials} trials)"):
+        tuned, tuning = _run_tune(settings, dataset, args)
+    if not args.train:
+        return 0
+    return _train_and_print(tuned, args.seeds, tuning, dataset)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recsys.training.params import apply_params, read_params
+
+    settings = settings_from_args(args)
+    tuning, params_file, seeds = None, getattr(args, "params", None), getattr(args, "seeds", 1)  # `serve` has none
+    if params_file:
+        params, tuning = read_params(params_file)
+        settings = apply_params(settings, params, str(params_file))
+        log.info("training with the parameters of %s: %s", params_file, json.dumps(params))
+    if getattr(args, "tune", False):
+        from recsys.data.registry import load_dataset
+
+        dataset = load_dataset(settings.data)
+        settings, tuning = _run_tune(settings, dataset, args)
+        return _train_and_print(settings, seeds, tuning, dataset)
+    return _train_and_print(settings, seeds, tuning)
+
+
+def _train_and_print(settings: Settings, seeds: int, tuning: dict[str, Any] | None, dataset: Dataset | None = None) -> int:
+    from recsys.training.pipeline import train
+    from recsys.training.report import claims_table, metrics_table, spread_note
+
+    result = train(settings, dataset, seeds=seeds, tuning=tuning)
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -135,6 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     recall = result.report["evaluation"]["candidate_recall"]
     print("candidate recall: " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))
+    print(spread_note(result.report))
+    for claim in claims_table(result.report)[1]:
+        print(f"  vs {claim[0]}, {claim[1]}: gap {claim[2]} ({claim[3]}, sd {claim[4] or '-'}): {claim[5]}")
     print(f"models: {', '.join(result.tags)}\nreport: {result.report_dir / 'report.html'}")
     return 0
 
@@ -202,6 +265,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
+    group = p.add_argument_group("tuning and spread")
+    group.add_argument("--budget", type=_duration, default=DEFAULT_BUDGET,
+                       help=f"wall-clock budget of the search: 600, 600s or 10m (default {DEFAULT_BUDGET:.0f}s)")
+    group.add_argument("--trials", type=_positive, default=DEFAULT_TRIALS,
+                       help=f"most trials of the search (default {DEFAULT_TRIALS})")
+    group.add_argument("--out", type=Path, help="parameters file to write (default: var/tuning/<dataset>-<time>.json)")
+    group.add_argument("--seeds", type=_positive, default=seeds,
+                       help=f"model seeds the offline evaluation is repeated with; the report gives mean ± sd "
+                            f"(default {seeds})")
+
+
 def _add_load_args(p: argparse.ArgumentParser, duration: str) -> None:
     p.add_argument("--users", type=int, default=32, help="simulated concurrent users")
     p.add_argument("--spawn-rate", type=float, default=8.0)
@@ -229,7 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train LightFM + CatBoost, evaluate offline, save both to the BentoML store")
     _add_data_args(p)
     _add_split_args(p)
+    p.add_argument("--params", type=Path, help="a parameters file written by `recsys tune`")
+    p.add_argument("--tune", action="store_true", help="run `recsys tune` first and train with what it found")
+    _add_tune_args(p, seeds=1)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search the parameters of both stages and the candidate mix on a validation "
+                                    "window within a time budget, write them to a file and (by default) train with them")
+    _add_data_args(p)
+    _add_split_args(p)
+    _add_tune_args(p, seeds=3)
+    p.add_argument("--train", action=argparse.BooleanOptionalAction, default=True,
+                   help="train and save the model pair with the parameters found (default: yes)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("serve", help="train if no models are in the store, then serve the API with BentoML")
     _add_data_args(p)

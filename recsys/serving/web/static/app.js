@@ -50,6 +50,19 @@ function itemCells(item) {
 
 // ---- the model panel --------------------------------------------------------------------------------------
 
+// What the training report says about the parameters (tuned or not), the epochs and the spread over seeds.
+function modelNotes(report) {
+  if (!report?.spread) return {};  // a pair trained before these were reported
+  const measured = (report.claims ?? []).filter(([, , , , sd]) => sd);  // none with a single seed
+  const claims = measured.map(([baseline, metric, gap, relative, sd, verdict]) =>
+    `${baseline} ${metric}: ${gap} (${relative}, sd ${sd}) ${verdict}`);
+  return {
+    tuning: report.tuning ?? "not tuned: the settings' defaults (`recsys tune` searches them)",
+    "LightFM epochs": report.epochs,
+    "spread over seeds": [report.spread, ...claims].join("; "),
+  };
+}
+
 function showModel(info) {
   $("#version").textContent = `models ${info.version}`;
   const summary = info.dataset_summary ?? {};
@@ -59,7 +72,9 @@ function showModel(info) {
       + `${summary.start} to ${summary.end} (fingerprint ${info.dataset_fingerprint})`,
     "trained at": `${info.trained_at} in ${info.training_seconds} s; features as of ${info.features_as_of}`,
     "first level": `LightFM ${JSON.stringify(info.params?.lightfm ?? {})}`,
+    "candidate mix": `${JSON.stringify(info.params?.candidates ?? {})}`,
     "second level": `CatBoost ${JSON.stringify(info.params?.ranker ?? {})}`,
+    ...modelNotes(info.report),
     libraries: Object.entries(info.libraries ?? {}).map(([name, version]) => `${name} ${version}`).join(", "),
   };
   $("#model-facts").replaceChildren(...Object.entries(facts).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));

@@ -1,0 +1,302 @@
+"""`recsys tune`: a budgeted hyperparameter search over both stages and the candidate mix, with Optuna.
+
+What a trial scores. The holdout window stays untouched: the search runs on the data before it, split again the
+same way (`fit_and_evaluate` on that data), so each trial trains LightFM on the inner history (epochs by early
+stopping on the inner label window), the reranker on the inner label window, refits LightFM on both and is scored on
+the last window before the holdout, the validation window. Every fit is single-threaded and seeded with the run's
+seed, so a trial's result depends on its parameters only: the same seed gives the same trials.
+
+The objective is the two-stage model's ndcg@k on the validation window, with a guard-rail on catalogue coverage:
+a trial whose coverage@k falls below ``COVERAGE_FLOOR`` times LightFM alone's coverage@k on the same window has its
+ndcg scaled down by the shortfall (ndcg x coverage / floor), and is never chosen while a trial above the floor
+exists. A reranker that learns to push the same popular titles to everyone can gain a little ndcg while showing a
+fraction of the catalogue; that trade is refused.
+
+The search. Trial 0 is the current settings (so the search cannot end worse than them on validation), then a seeded
+TPE sampler. A percentile pruner reads LightFM alone's ndcg@k on the inner label window once its epochs are found,
+and abandons a trial whose first stage is in the bottom tenth of the completed trials' (after eight of them): the
+reranker and the refit, most of a trial's time, are then skipped. It is deliberately lenient: the first stage is
+only a proxy (the reranker makes up for a lot), and pruning at every epoch with the bottom quarter, measured on
+MovieLens-100k-shaped data, abandoned nearly every trial TPE proposed after the startup ones, slow learners first.
+The search stops at ``max_trials`` or when the next trial would not end within the budget.
+Which parameters mattered is Optuna's fANOVA importance over the completed trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+
+from recsys.columns import Columns
+from recsys.data.schema import Dataset
+from recsys.settings import Settings
+from recsys.training.epochs import EpochSearch
+from recsys.training.params import apply_params
+from recsys.training.pipeline import fit_and_evaluate
+from recsys.training.second_stage import RankerTrainingError
+from recsys.training.split import split_interactions
+
+log = logging.getLogger("recsys.tune")
+COVERAGE_FLOOR = 0.5
+STARTUP_TRIALS = 8     # random trials before TPE models the results
+PRUNE_PERCENTILE = 10.0
+PRUNE_STARTUP_TRIALS = 8
+QUIET_LOGGERS = ("recsys",)  # the pipeline's step logs (recsys.training.*), per trial, would drown the search's own
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: ``section.name`` and its range (``log`` for scale parameters) or choices."""
+
+    section: str
+    name: str
+    low: int | float | None = None  # int bounds: an integer setting
+    high: int | float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    def suggest(self, trial: optuna.Trial) -> object:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, self.choices)
+        low, high = self._range()
+        if isinstance(low, int) and isinstance(high, int):
+            return trial.suggest_int(self.key, low, high, log=self.log)
+        return trial.suggest_float(self.key, low, high, log=self.log)
+
+    def _range(self) -> tuple[int | float, int | float]:
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key}: a searched setting needs low and high, or choices")
+        return self.low, self.high
+
+    def clip(self, value: Any) -> object:
+        """A current setting as a value of this range (LightFM's default regularisation 0 is below a log range)."""
+        if self.choices is not None:
+            return value if value in self.choices else self.choices[0]
+        low, high = self._range()
+        return type(low)(min(max(value, low), high))
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return " | ".join(map(str, self.choices))
+        return f"{self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
+
+
+SPACE = (
+    Param("lightfm", "no_components", 16, 256, log=True),
+    Param("lightfm", "learning_rate", 0.01, 0.3, log=True),
+    Param("lightfm", "loss", choices=("warp", "bpr", "warp-kos")),
+    Param("lightfm", "item_alpha", 1e-9, 1e-4, log=True),
+    Param("lightfm", "user_alpha", 1e-9, 1e-4, log=True),
+    Param("lightfm", "use_features", choices=(True, False)),
+    Param("candidates", "n_lightfm", 20, 300, log=True),
+    Param("candidates", "n_popular", 0, 100),
+    Param("candidates", "n_cooc", 0, 100),
+    Param("ranker", "loss", choices=("YetiRank", "PairLogit", "Logloss")),
+    Param("ranker", "depth", 3, 10),
+    Param("ranker", "iterations", 100, 1000, log=True),
+    Param("ranker", "learning_rate", 0.02, 0.3, log=True),
+)
+
+
+def as_sections(flat: dict[str, object]) -> dict[str, dict[str, Any]]:
+    """``{"lightfm.loss": "warp"}`` -> ``{"lightfm": {"loss": "warp"}}``: the shape `apply_params` takes."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def current_values(settings: Settings) -> dict[str, object]:
+    return {p.key: p.clip(getattr(getattr(settings, p.section), p.name)) for p in SPACE}
+
+
+@dataclass
+class TuneResult:
+    params: dict[str, dict[str, Any]]  # the best trial's values, by section
+    tuning: dict[str, Any]             # the search: objective, budget, every trial, the best one, importance
+
+
+def validation_data(dataset: Dataset, settings: Settings) -> tuple[Dataset, dict[str, Any]]:
+    """The data before the holdout window (what a trial may see) and its own split's windows, for the record."""
+    outer = split_interactions(dataset.interactions, settings.split, dataset.name)
+    before = replace(dataset, interactions=outer.known_before_holdout.sort_values(Columns.Datetime, kind="stable"))
+    inner = split_interactions(before.interactions, settings.split, dataset.name)
+    return before, {"holdout_untouched": outer.report()["holdout"], "trials_split": inner.report()}
+
+
+class _Objective:
+    def __init__(self, dataset: Dataset, settings: Settings, seed: int) -> None:
+        self.dataset, self.settings, self.seed, self.k = dataset, settings, seed, settings.eval.k
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        settings = apply_params(self.settings, as_sections({p.key: p.suggest(trial) for p in SPACE}))
+        started = time.perf_counter()
+
+        def prune_on(epochs: EpochSearch | None) -> None:
+            if epochs is None:  # early stopping off: nothing measured before the reranker
+                return
+            ndcg = epochs.scores[epochs.best_epoch][f"ndcg@{self.k}"]
+            trial.report(ndcg, step=0)
+            if trial.should_prune():
+                trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+                raise optuna.TrialPruned(f"LightFM ndcg@{self.k} {ndcg:.4f} in the bottom {PRUNE_PERCENTILE:g}%")
+
+        run = fit_and_evaluate(self.dataset, settings, seeds=[self.seed], after_first_stage=prune_on, baselines=False)
+        metrics = run.evaluation["metrics"]
+        ndcg, coverage = metrics["two_stage"][f"ndcg@{self.k}"], metrics["two_stage"][f"coverage@{self.k}"]
+        floor = COVERAGE_FLOOR * metrics["lightfm"][f"coverage@{self.k}"]
+        value = objective_value(ndcg, coverage, floor)
+        trial.set_user_attr("ndcg", ndcg)
+        trial.set_user_attr("coverage", coverage)
+        trial.set_user_attr("coverage_floor", floor)
+        trial.set_user_attr("lightfm_ndcg", metrics["lightfm"][f"ndcg@{self.k}"])
+        trial.set_user_attr("epochs", run.epochs.best_epoch if run.epochs else settings.lightfm.epochs)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+        return value
+
+
+def objective_value(ndcg: float, coverage: float, floor: float) -> float:
+    """ndcg, scaled down by the shortfall when coverage is below the floor (LightFM alone's, halved)."""
+    return ndcg * min(1.0, coverage / floor) if floor > 0 else ndcg
+
+
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.user_attrs["coverage"] >= trial.user_attrs["coverage_floor"]
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best completed trial above the coverage floor, or the best completed one if none is."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise RankerTrainingError("no tuning trial completed; see the errors above, or raise --budget / --trials")
+    feasible = [t for t in complete if _feasible(t)] or complete
+    return max(feasible, key=lambda t: (t.value, -t.number))
+
+
+class _Progress:
+    """After each trial: one line with its result, the best so far, and the time used and left of the budget; stops
+    the study when the next trial would likely not end within the budget."""
+
+    def __init__(self, budget_s: float, max_trials: int) -> None:
+        self.budget_s, self.max_trials, self.started = budget_s, max_trials, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(study.trials)
+        durations = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
+        typical = statistics.fmean(durations)  # pruned trials are short, and as likely next time
+        elapsed = self.elapsed()
+        left = max(0, min(self.max_trials - done, math.floor((self.budget_s - elapsed) / typical)))
+        state = trial.state.name.lower()
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            a = trial.user_attrs
+            result = (f"objective {trial.value:.4f} (ndcg {a['ndcg']:.4f}, coverage {a['coverage']:.3f} vs floor "
+                      f"{a['coverage_floor']:.3f}, LightFM {a['epochs']} epochs)")
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            result = f"pruned: its LightFM was in the bottom {PRUNE_PERCENTILE:g}%"
+        else:
+            result = "failed (the error is logged above)"
+        best = ""
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            b = best_trial(study)
+            best = f"; best {b.value:.4f} (trial {b.number})"
+        log.info("trial %d (%d/%d) %s in %.0fs: %s%s; %.0fs of the %.0fs budget used, about %d more trial(s), "
+                 "ETA %.0fs", trial.number, done, self.max_trials, state, durations[-1] if durations else 0, result,
+                 best, elapsed, self.budget_s, left, left * typical)
+        if left == 0:
+            study.stop()
+
+
+def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int) -> TuneResult:
+    """Search for ``budget_s`` seconds or ``max_trials`` trials (whichever ends first) with the settings' seed."""
+    seed = settings.data.seed
+    before, windows = validation_data(dataset, settings)
+    base = settings.single_threaded()
+    log.info("tuning on %s: at most %d trials in %.0fs; validation window %s (the holdout window %s is not used)",
+             dataset.name, max_trials, budget_s, windows["trials_split"]["holdout"], windows["holdout_untouched"])
+    log.info("search space: %s", "; ".join(f"{p.key} {p.describe()}" for p in SPACE))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True)
+    pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_STARTUP_TRIALS)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study.enqueue_trial(current_values(base))
+    progress = _Progress(budget_s, max_trials)
+    quiet = {name: logging.getLogger(name).level for name in (*QUIET_LOGGERS, log.name)}
+    try:
+        log.setLevel(log.getEffectiveLevel())  # before its parent is quietened
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        study.optimize(_Objective(before, base, seed), n_trials=max_trials, timeout=budget_s,
+                       callbacks=[progress], catch=(RankerTrainingError,))
+    finally:
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+    best = best_trial(study)
+    importance, method = param_importance(study, seed)
+    log.info("best trial %d: objective %.4f with %s", best.number, best.value,
+             ", ".join(f"{k}={_plain(v)}" for k, v in best.params.items()))
+    if importance:
+        log.info("what mattered (%s): %s", method, ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    tuning = {
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "seed": seed,
+        "objective": (f"ndcg@{settings.eval.k} of LightFM + CatBoost on the validation window, x min(1, "
+                      f"coverage@{settings.eval.k} / ({COVERAGE_FLOOR:g} x LightFM alone's coverage@{settings.eval.k}))"),
+        "coverage_floor": COVERAGE_FLOOR,
+        "windows": windows,
+        "space": {p.key: p.describe() for p in SPACE},
+        "budget_s": budget_s,
+        "max_trials": max_trials,
+        "elapsed_s": round(progress.elapsed(), 1),
+        "best_trial": best.number,
+        "best_value": best.value,
+        "best_params": {k: _plain(v) for k, v in best.params.items()},
+        "importance": importance,
+        "importance_method": method,
+        "trials": [_trial_record(t) for t in study.trials],
+    }
+    return TuneResult(as_sections({k: _plain(v) for k, v in best.params.items()}), tuning)
+
+
+def param_importance(study: optuna.Study, seed: int) -> tuple[dict[str, float], str]:
+    """fANOVA importance of each parameter for the objective (shares summing to 1), over the completed trials;
+    empty when fewer than two completed or they all scored the same."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or len({t.value for t in complete}) < 2:
+        return {}, "not enough completed trials that differ"
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return {k: float(v) for k, v in importance.items()}, f"fANOVA over {len(complete)} completed trials"
+
+
+def _plain(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial as the parameters file keeps it. A pruned trial has no objective (Optuna gives it the last value it
+    reported, LightFM's ndcg, which is kept under its own name)."""
+    complete = trial.state == optuna.trial.TrialState.COMPLETE
+    return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value if complete else None,
+            "params": {k: _plain(v) for k, v in trial.params.items()},
+            **{k: trial.user_attrs[k] for k in ("ndcg", "coverage", "coverage_floor", "lightfm_ndcg", "epochs",
+                                                 "seconds") if k in trial.user_attrs},
+            "lightfm_ndcg_at_prune": trial.intermediate_values.get(0)
+            if trial.state == optuna.trial.TrialState.PRUNED else None}
