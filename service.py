@@ -12,7 +12,8 @@ what is wrong and how to fix it (`bentoml serve` exits 1).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -40,20 +41,25 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import flask_compat, gc_watch, request_timer
+from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown
+from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from recsys.serving.handlers import candidate_answers, rank_answers, source_names
+from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
+from recsys.serving.traffic import TrafficMiddleware
 from recsys.serving.web import create_app as web_page
 
+logging.getLogger("recsys").setLevel(SETTINGS.log_level)  # BentoML's root logger passes WARNING and above only
 # before BentoML prepares its Prometheus folder, which it does before any hook runs (recsys/serving/server_process.py)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
+connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
+shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
@@ -104,6 +110,8 @@ async def _call(stage: str, call: Awaitable[list[dict[str, Any]]]) -> list[dict[
                                "by itself, retry in a few seconds") from exc
 
 
+JSON = "application/json"
+Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
@@ -114,14 +122,19 @@ def demographic_labels() -> dict[str, frozenset[str]]:
     return model_store.load_demographic_labels(model_store.get_model(model_store.CANDIDATES, VERSION))
 
 
-async def _recommend_one(request: RecommendRequest) -> RecommendResponse | Response:
+async def _recommend_one(request: RecommendRequest) -> Answer | Response:
     """POST /recommend's answer, for the route BentoML cannot declare (a GET); the instance is this worker's."""
     return await bentoml.get_current_service().recommend_one(request)
 
 
+# The traffic layer (recsys/serving/traffic.py) replaces BentoML's: no max_concurrency, and BentoML's timer is only
+# a backstop that never fires before the layer's own 408 or 504.
+TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_timeout_s + 5
+
+
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
-@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": 30, "max_concurrency": 512},
+@bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -147,11 +160,18 @@ class Recommender:
         self.labels = demographic_labels()
         if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
             self.candidates, self.ranker = Candidates(), Ranker()
-        self.run = MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight,
-                                on_batch=BATCH_SIZE.observe) if serving.batching else self._recommend
+        # single requests and /recommend/batch calls are coalesced apart, each with its own calls in flight:
+        # a single never waits in a queue behind big batches
+        self.run: Recommend
+        self.run_batch: Recommend
+        self.run, self.run_batch = (
+            (MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight, on_batch=BATCH_SIZE.observe),
+             MicroBatcher(self._recommend, serving.max_batch_size, serving.batch_calls_in_flight,
+                          on_batch=BATCH_SIZE.observe))
+            if serving.batching else (self._recommend, self._recommend))
         gc_watch.settle(serving.freeze_startup_heap)
 
-    async def _recommend(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
+    async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                                  "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
                                 for r in requests]
@@ -161,23 +181,16 @@ class Recommender:
             rank_request(requests[j].user_id, requests[j].top_k, c) for j, c in warm.items()
         ]))) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
-        responses = []
+        answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
             if is_warm(cand):
-                item_ids, scores = by_request[j]["item_ids"], by_request[j]["scores"]
-                retrieved_by = [source_names(flags) for flags in by_request[j]["retrieved_by"]]
+                answers.append(Answer(request.user_id, by_request[j]["item_ids"], by_request[j]["scores"], WARM,
+                                      by_request[j]["retrieved_by"]))
             else:
                 item_ids = cand["item_ids"][: request.top_k]
                 scores = 1.0 - np.arange(len(item_ids)) / max(len(cand["item_ids"]), 1)
-                retrieved_by = [[]] * len(item_ids)
-            responses.append(RecommendResponse(
-                user_id=request.user_id,
-                recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": cand["source"],
-                                  "retrieved_by": by} for i, s, by in zip(item_ids, scores, retrieved_by, strict=True)],
-                cold_start=cand["source"] != WARM,
-                model_version=VERSION,
-            ))
-        return responses
+                answers.append(Answer(request.user_id, item_ids, scores, cand["source"]))
+        return answers
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, user_id: int, top_k: int = 10, exclude_seen: bool = True,
@@ -186,10 +199,12 @@ class Recommender:
         request = RecommendRequest(user_id=user_id, top_k=top_k, exclude_seen=exclude_seen, user_features=user_features)
         if problem := unknown_label([request], self.labels):
             raise InvalidArgument(problem)
-        # the annotation is the documented 200 body; BentoML passes the 503 Response of a model service down as is
-        return await self.recommend_one(request)  # type: ignore[return-value]
+        answer = await self.recommend_one(request)
+        # RecommendResponse is the documented body (/docs.json); the JSON is written from the arrays (answers.py)
+        return answer if isinstance(answer, Response) else Response(  # type: ignore[return-value]
+            answer_json(answer, VERSION), media_type=JSON)
 
-    async def recommend_one(self, request: RecommendRequest) -> RecommendResponse | Response:
+    async def recommend_one(self, request: RecommendRequest) -> Answer | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
         try:
             return (await self.run([request]))[0]
@@ -202,14 +217,18 @@ class Recommender:
         if problem := unknown_label(requests, self.labels, prefix="requests."):
             raise InvalidArgument(problem)
         try:
-            return BatchResponse(results=await self.run(requests))
+            answers = await self.run_batch(requests)
         except ModelServiceDown as exc:
-            return unavailable(exc)  # type: ignore[return-value]  # as in recommend: the 503, passed down as is
+            return unavailable(exc)  # type: ignore[return-value]  # the 503, as BentoML passes a Response on
+        # up to 10,000 recommendations: rendered off the event loop, so single requests keep flowing meanwhile
+        # BatchResponse is the documented body (/docs.json), written from the arrays as in recommend
+        return Response(await asyncio.to_thread(batch_json, answers, VERSION), media_type=JSON)  # type: ignore[return-value]
 
 
 # @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
 ENTRY: bentoml.Service[Recommender] = Recommender
 ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+ENTRY.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
 ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
 ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
 ENTRY.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)

@@ -122,6 +122,28 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.
+    idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
+                                                         "request head this long after opening or after its last "
+                                                         "answer (keep-alive timeout; also bounds slow headers)")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive in full this long after its "
+                                                          "head, or the answer is 408 and the connection is closed")
+    max_uploads: int = Field(128, ge=1, description="bodies still arriving that are read at once (memory: this many "
+                                                    "bodies of up to 1 MB); the others wait, within body_timeout_s")
+    max_concurrency: int = Field(512, ge=1, description="requests being processed at once, once their body is in; "
+                                                        "past it 429 (batch calls have their own lane)")
+    max_batch_concurrency: int = Field(16, ge=1, description="/recommend/batch calls being processed or queued at "
+                                                             "once; past it 429, so a flood of batches cannot use "
+                                                             "up the single requests' capacity")
+    batch_calls_in_flight: int = Field(1, ge=1, description="calls of /recommend/batch requests to the model "
+                                                            "services at once, beside the single requests' own "
+                                                            "max_in_flight: singles never queue behind big batches")
+    request_timeout_s: float = Field(30.0, gt=0, description="a request whose answer has not started this long "
+                                                             "after its body arrived gets 504")
+    drain_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM the entry stops accepting and waits at most "
+                                                           "this long for its open connections to finish (each "
+                                                           "gets its answer with Connection: close) before the "
+                                                           "model services stop")
 
 
 class UISettings(BaseModel):

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recsys.serving.errors import MAX_BODY_BYTES  # noqa: E402
+from recsys.serving.traffic import MAX_BODY_BYTES  # noqa: E402
 from recsys.tools.process import Server  # noqa: E402
 
 NORMAL = b'{"user_id": 1, "top_k": 10}'

@@ -79,16 +79,18 @@ def test_docs_json_describes_nullable_fields_and_required_bodies(server):
 
 
 def test_docs_json_describes_the_real_error_body(server):
-    """Found by fuzzing: the spec promised BentoML's `{"error": ...}` bodies; the service answers its own."""
+    """Found by fuzzing: the spec promised BentoML's `{"error": ...}` bodies; the service answers its own. Found by
+    the hostile-traffic probe (issue 12): 408, 429 and 504 were missing, and 429 and 503 say when to retry."""
     docs = _docs(server)
     error = docs["components"]["schemas"]["ErrorResponse"]
     assert error["required"] == ["status", "msg", "recommendations"]
     for route in ("/recommend", "/recommend/batch"):
         responses = docs["paths"][route]["post"]["responses"]
-        assert {"400", "413", "415"} <= set(responses)
+        assert {"400", "408", "413", "415", "429", "503", "504"} <= set(responses)
         for code, response in responses.items():
             if not code.startswith("2"):
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+        assert {code for code, r in responses.items() if "Retry-After" in r.get("headers", {})} == {"429", "503"}
 
 
 @pytest.mark.parametrize("kids_flg", [False, True, 1.0, "1", 2])
@@ -125,7 +127,8 @@ def test_docs_json_documents_the_get_route_its_query_and_errors(server):
     assert parameters["top_k"]["required"] is False and parameters["top_k"]["schema"]["maximum"] == 100
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert docs["components"]["schemas"][ok]["properties"]["recommendations"]["items"] == {"type": "integer"}
-    assert {"400", "503"} <= set(operation["responses"]) and not {"413", "415"} & set(operation["responses"])
+    assert {"400", "429", "503", "504"} <= set(operation["responses"])
+    assert not {"408", "413", "415"} & set(operation["responses"])
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"}
 

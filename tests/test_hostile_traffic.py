@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from recsys.serving.errors import MAX_BODY_BYTES
 from recsys.serving.headers import SAFE_HEADERS
+from recsys.serving.traffic import MAX_BODY_BYTES
 from scripts.hostile_bodies import many_keys
 from tests.helpers import Server, project_env, warm_user
 from tests.test_malformed_input import JSON, send

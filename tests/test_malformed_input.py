@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from recsys.serving.errors import MAX_BODY_BYTES
 from recsys.serving.schemas import MAX_BATCH_USERS
+from recsys.serving.traffic import MAX_BODY_BYTES
 from tests.helpers import warm_user
 
 JSON = {"Content-Type": "application/json"}

@@ -20,8 +20,9 @@ async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[byt
 
 
 async def rewrite_responses(app: Any, scope: Scope, receive: Receive, send: Send, wanted: Callable[[int], bool],
-                            rewrite: Rewrite) -> None:
-    """Run ``app``; a response whose status is ``wanted`` is buffered and sent again as JSON ``rewrite(status, body)``.
+                            rewrite: Rewrite, retry_after: dict[int, bytes] | None = None) -> None:
+    """Run ``app``; a response whose status is ``wanted`` is buffered and sent again as JSON ``rewrite(status, body)``,
+    with a ``Retry-After`` header from ``retry_after`` (by status) if it has none.
 
     Other responses stream through untouched.
     """
@@ -43,6 +44,23 @@ async def rewrite_responses(app: Any, scope: Scope, receive: Receive, send: Send
             return
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
-            await send_json(send, start["status"], rewrite(start["status"], b"".join(chunks)), start.get("headers"))
+            status, headers = start["status"], list(start.get("headers") or [])
+            if retry_after and status in retry_after and not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", retry_after[status]))
+            await send_json(send, status, rewrite(status, b"".join(chunks)), headers)
 
     await app(scope, receive, capture)
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands the app the body already read, then waits on the client as usual."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -3,12 +3,12 @@
 BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
 dependency. This ASGI middleware turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
 ``/get_recommendation``) into ``{"status": "error", "msg": "...", "recommendations": []}`` with the same status
-code. Before BentoML sees a request it refuses anything but JSON with 415, a body larger than ``MAX_BODY_BYTES``
-with 413 (counted as it arrives, so a chunked body cannot slip past), and an invalid body with 400
-(:mod:`serving.admission`: bounded, linear checks, off the event loop for big bodies). BentoML therefore only
-ever parses valid, small requests: it never logs a 4xx as an ERROR with a traceback quoting the sender's input
-(the access log's one line is the record of a refused request), and its parser never silently keeps the last of
-repeated keys.
+code, and a 429 or 503 always says when to retry (``Retry-After``). It runs inside :mod:`serving.traffic`, which
+has already read the whole body within its time and size limits. Before BentoML sees a request it refuses anything
+but JSON with 415 and an invalid body with 400 (:mod:`serving.admission`: bounded, linear checks, off the event
+loop for big bodies). BentoML therefore only ever parses valid, small requests: it never logs a 4xx as an ERROR
+with a traceback quoting the sender's input (the access log's one line is the record of a refused request), and
+its parser never silently keeps the last of repeated keys.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from recsys.serving import flask_compat
 from recsys.serving.admission import INLINE_BYTES, Admission
-from recsys.serving.asgi import rewrite_responses, send_json
+from recsys.serving.asgi import replay, rewrite_responses, send_json
 
-MAX_BODY_BYTES = 1_000_000
+RETRY_AFTER = {429: b"1", 503: b"2"}  # seconds, when the answer does not say
 PUBLIC_PATHS = ("/recommend", flask_compat.ROUTE)  # prefixes
 
 
@@ -52,7 +52,7 @@ def error_body(status: int, raw: bytes) -> bytes:
         parsed = json.loads(text)
     except ValueError:
         parsed = text
-    return _error_json(_unwrap(parsed) if text else f"HTTP {status}")
+    return error_json(_unwrap(parsed) if text else f"HTTP {status}")
 
 
 class ModelServiceDown(RuntimeError):
@@ -61,11 +61,12 @@ class ModelServiceDown(RuntimeError):
 
 def unavailable(exc: ModelServiceDown) -> Response:
     """503 with the reason (BentoML would replace the message of any 5xx it raises with a generic one)."""
-    return Response(_error_json(str(exc)), status_code=503, media_type="application/json",
-                    headers={"Retry-After": "2"})
+    return Response(error_json(str(exc)), status_code=503, media_type="application/json",
+                    headers={"Retry-After": RETRY_AFTER[503].decode()})
 
 
-def _error_json(msg: str) -> bytes:
+def error_json(msg: str) -> bytes:
+    """The documented error body (serving/openapi.py's ErrorResponse)."""
     return json.dumps({"status": "error", "msg": msg, "recommendations": []}).encode()
 
 
@@ -82,57 +83,31 @@ class CleanErrorsMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-        body, size = await _read_body(receive)
-        if size < 0:
-            return  # the client went away before it finished sending
-        if scope.get("method") == "POST" and content_type != b"application/json":
-            await send_json(send, 415, _error_json(f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
-                                                   "send JSON with 'Content-Type: application/json'"))
-            return
+        body = await _read_body(receive)
         if body is None:
-            await send_json(send, 413, _error_json(f"request body of {size} bytes exceeds the limit of "
-                                                   f"{MAX_BODY_BYTES} bytes; split it into smaller batches"))
+            return  # the client went away
+        if scope.get("method") == "POST" and content_type != b"application/json":
+            await send_json(send, 415, error_json(f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
+                                                   "send JSON with 'Content-Type: application/json'"))
             return
         admission = self.admissions.get(scope["path"]) if scope.get("method") == "POST" else None
         if admission is not None:
             refusal = (admission.refusal(body) if len(body) <= INLINE_BYTES
                        else await asyncio.to_thread(admission.refusal, body))
             if refusal is not None:
-                await send_json(send, 400, _error_json(refusal))
+                await send_json(send, 400, error_json(refusal))
                 return
-        await rewrite_responses(self.app, scope, _replay(body, receive), send, lambda status: status >= 400, error_body)
+        await rewrite_responses(self.app, scope, replay(body, receive), send, lambda status: status >= 400, error_body,
+                                RETRY_AFTER)
 
 
-async def _read_body(receive: Any) -> tuple[bytes | None, int]:
-    """The request body and its size; the body is None past ``MAX_BODY_BYTES``.
-
-    The declared Content-Length is not trusted (a chunked body has none): bytes are counted as they arrive, and
-    past the limit they are read and dropped, so memory stays bounded and the client still gets its 413 instead
-    of a connection reset. A client that disconnects mid-body gives (None, -1).
-    """
+async def _read_body(receive: Any) -> bytes | None:
+    """The request body (already bounded in size and time by serving/traffic.py), or None if the client left."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return None, -1
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
+            return None
+        chunks.append(message.get("body", b""))
         if not message.get("more_body"):
-            return (b"".join(chunks) if size <= MAX_BODY_BYTES else None), size
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A ``receive`` that hands the app the body already read, then waits on the client as usual."""
-    pending = True
-
-    async def replay() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+            return b"".join(chunks)

@@ -23,13 +23,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recsys.serving.admission import ErrorLine, describe
-from recsys.serving.schemas import FlaskQuery, FlaskResponse, RecommendRequest, RecommendResponse
+from recsys.serving.answers import Answer
+from recsys.serving.schemas import FlaskQuery, FlaskResponse, RecommendRequest
 
 ROUTE = "/get_recommendation"
 # Plain decimal only: pydantic's string mode would also read '5.0', ' 5' and '5_0' as 5.
 _INTEGER = re.compile(r"-?[0-9]{1,100}")
 
-Recommend = Callable[[RecommendRequest], Awaitable[RecommendResponse | Response]]
+Recommend = Callable[[RecommendRequest], Awaitable[Answer | Response]]
 
 
 def _invalid(errors: Sequence[ErrorLine]) -> JSONResponse:
@@ -37,7 +38,7 @@ def _invalid(errors: Sequence[ErrorLine]) -> JSONResponse:
 
 
 def create_app(recommend: Recommend) -> Starlette:
-    """The route, answering with ``recommend`` (POST /recommend's call: a response, or a ready 503)."""
+    """The route, answering with ``recommend`` (POST /recommend's call: an answer, or a ready 503)."""
 
     class GetRecommendation(HTTPEndpoint):  # a class, so every method reaches it and gets this 405 and message
         async def get(self, request: Request) -> Response:
@@ -53,7 +54,7 @@ def create_app(recommend: Recommend) -> Starlette:
             answer = await recommend(RecommendRequest(user_id=query.user_id, top_k=query.top_k))
             if isinstance(answer, Response):
                 return answer
-            return JSONResponse(FlaskResponse(recommendations=[r.item_id for r in answer.recommendations]).model_dump())
+            return JSONResponse(FlaskResponse(recommendations=answer.item_ids.tolist()).model_dump())
 
         async def method_not_allowed(self, request: Request) -> Response:
             return JSONResponse({"detail": f"method {request.method} is not allowed here; use GET"}, status_code=405,

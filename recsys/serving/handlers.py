@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.core.candidates import SOURCES, CandidateBatch, CandidateModel, Profile
+from recsys.core.candidates import CandidateBatch, CandidateModel, Profile
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest
 from recsys.settings import CandidateSettings
@@ -54,7 +54,3 @@ def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[RankRe
         answers.append({"item_ids": item_ids[batch.items[rows]], "scores": top_scores[j, : len(rows)],
                         "retrieved_by": batch.take(rows).source_flags()})
     return answers
-
-
-def source_names(flags: np.ndarray) -> list[str]:
-    return [name for name, on in zip(SOURCES, flags, strict=True) if on]

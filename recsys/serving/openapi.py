@@ -1,8 +1,9 @@
 """/docs.json as the public routes really answer, not as BentoML's generic template describes them.
 
 BentoML documents every API's errors as ``{"error": ..., "detail": ...}`` with 400, 404 and 500. Behind
-:class:`serving.errors.CleanErrorsMiddleware` the public routes answer ``{"status": "error", "msg": ...,
-"recommendations": []}`` instead, and also 413 (body too large), 415 (not JSON) and 503 (batching deadline).
+:class:`recsys.serving.errors.CleanErrorsMiddleware` and :mod:`recsys.serving.traffic` the public routes answer ``{"status":
+"error", "msg": ..., "recommendations": []}`` instead, and also 408 (body too slow), 413 (body too large), 415 (not
+JSON), 429 (over capacity), 503 (a model service down) and 504 (answer too slow); 429 and 503 with Retry-After.
 BentoML also leaves out GET /get_recommendation (a mounted Starlette route) and titles the document with the
 service's name and version ``None``. This middleware rewrites the document so clients, Swagger UI and schema-based
 tests (schemathesis) see the real contract.
@@ -19,7 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from recsys.serving import flask_compat
 from recsys.serving.asgi import rewrite_responses
-from recsys.serving.errors import MAX_BODY_BYTES, PUBLIC_PATHS
+from recsys.serving.errors import PUBLIC_PATHS, RETRY_AFTER
+from recsys.serving.traffic import MAX_BODY_BYTES
 from recsys.settings import PROJECT_ROOT
 
 SPEC_PATH = "/docs.json"
@@ -37,12 +39,16 @@ ERROR_SCHEMA = {
 }
 ERRORS = {
     "400": "Invalid request: wrong type, out of range, unknown field, invalid JSON, too many users",
+    "408": "The request body did not arrive in full in time after its headers; the connection is closed",
     "413": f"Request body larger than {MAX_BODY_BYTES} bytes",
     "415": "Content-Type is not application/json",
+    "429": "Over capacity (too many requests or uploads in progress); retry after Retry-After seconds",
     "500": "Internal error",
-    "503": "The model services did not answer in time; retry later",
+    "503": "A model service is down, restarting or stuck; retry after Retry-After seconds",
+    "504": "The answer did not start in time",
 }
-BODY_ERRORS = {"413", "415"}  # only for routes that take a body
+BODY_ERRORS = {"408", "413", "415"}  # only for routes that take a body
+RETRY_HEADER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
 def api_info(model_version: str) -> dict[str, str]:
@@ -84,7 +90,8 @@ def public_spec(spec: dict[str, Any], info: dict[str, str], labels: dict[str, fr
             if takes_body:
                 operation["requestBody"]["required"] = True  # no body is a 400 ('user_id: Field required')
             responses = {code: r for code, r in operation.get("responses", {}).items() if str(code).startswith("2")}
-            responses.update({code: {"description": text, "content": {"application/json": {"schema": ref}}}
+            responses.update({code: {"description": text, "content": {"application/json": {"schema": ref}},
+                                     **({"headers": RETRY_HEADER} if int(code) in RETRY_AFTER else {})}
                               for code, text in ERRORS.items() if takes_body or code not in BODY_ERRORS})
             operation["responses"] = responses
     return spec

@@ -31,6 +31,35 @@ MODEL_VERSION_ENV = f"{ENV_PREFIX}SERVING__MODEL_VERSION"
 FOLDER = "prometheus_multiproc_dir"
 
 
+def stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, ...; utime is [11], rss pages [21]);
+    empty if the process has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def service_pids(root: int) -> dict[str, list[int]]:
+    """PIDs of the service workers under process ``root`` (a `bentoml serve`), by service name, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        if fields := stat_fields(int(entry.name)):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[str, list[int]] = {}
+    stack = list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--service-name" in argv:
+            found.setdefault(argv[argv.index("--service-name") + 1], []).append(pid)
+    return found
+
+
 def is_server_process() -> bool:
     return WORKER_MARK not in os.environ
 

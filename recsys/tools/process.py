@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from recsys.serving.server_process import service_pids, stat_fields
 from recsys.settings import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
@@ -21,15 +22,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of /proc/<pid>/stat after the command name (state, ppid, ...; utime is [11], rss pages [21]);
-    empty if the process has gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
 
 
 class Server:
@@ -68,33 +60,18 @@ class Server:
 
     def service_pids(self) -> dict[str, list[int]]:
         """PIDs of the running service workers by service name (the entry is `recommender`), from /proc."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").glob("[0-9]*"):
-            if fields := _stat_fields(int(entry.name)):
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-        found: dict[str, list[int]] = {}
-        stack = list(children.get(self.process.pid, [])) if self.process else []
-        while stack:
-            pid = stack.pop()
-            stack += children.get(pid, [])
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if "--service-name" in argv:
-                found.setdefault(argv[argv.index("--service-name") + 1], []).append(pid)
-        return found
+        return service_pids(self.process.pid) if self.process else {}
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) used so far by each service's processes."""
         tick = os.sysconf("SC_CLK_TCK")
-        return {name: sum((int(f[11]) + int(f[12])) / tick for f in map(_stat_fields, pids) if f)
+        return {name: sum((int(f[11]) + int(f[12])) / tick for f in map(stat_fields, pids) if f)
                 for name, pids in self.service_pids().items()}
 
     def rss_mb(self) -> dict[str, float]:
         """Resident memory of each service's processes, in MB."""
         page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-        return {name: round(sum(int(f[21]) * page_mb for f in map(_stat_fields, pids) if f), 1)
+        return {name: round(sum(int(f[21]) * page_mb for f in map(stat_fields, pids) if f), 1)
                 for name, pids in self.service_pids().items()}
 
     def output(self) -> str:
