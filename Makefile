@@ -74,6 +74,7 @@ browser:
 
 test: setup browser hey
 	$(BIN)/ruff check .
+	bash scripts/typecheck.sh
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 	@$(MAKE) --no-print-directory pytest
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 from locust import HttpUser, between, events, task
+from locust.env import Environment
 
 from recsys.core.model_store import CANDIDATES, get_model, load_candidates, resolve_version
 
@@ -40,11 +42,11 @@ class Population:
         self.cold_base = int(model.user_ids.max()) + 1_000_000
 
     def warm(self) -> int:
-        return int(self.user_ids[min(np.searchsorted(self.cumulative, random.random()), len(self.user_ids) - 1)])
+        return int(self.user_ids[min(int(np.searchsorted(self.cumulative, random.random())), len(self.user_ids) - 1)])
 
-    def request(self) -> dict:
+    def request(self) -> dict[str, Any]:
         if random.random() < COLD_SHARE:
-            body: dict = {"user_id": self.cold_base + random.randrange(1_000_000), "top_k": random.choice(TOP_K)}
+            body: dict[str, Any] = {"user_id": self.cold_base + random.randrange(1_000_000), "top_k": random.choice(TOP_K)}
             if random.random() < 0.5:
                 body["user_features"] = random.choice(PROFILES)
             return body
@@ -54,8 +56,14 @@ class Population:
 population: Population | None = None
 
 
+def _population() -> Population:
+    if population is None:
+        raise RuntimeError("no population: locust's init event loads it before any user starts")
+    return population
+
+
 @events.init.add_listener
-def _load_population(environment, **_: object) -> None:
+def _load_population(environment: Environment, **_: object) -> None:
     global population
     host = urlparse(environment.host or "").hostname
     if host is not None and host not in LOOPBACK:
@@ -63,7 +71,7 @@ def _load_population(environment, **_: object) -> None:
     population = Population()
 
 
-def check(answer: dict, request: dict) -> str | None:
+def check(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
     """Why an answer is wrong, or None when it is fine."""
     if answer.get("status") != "success":
         return f"status {answer.get('status')!r}: {answer.get('msg')}"
@@ -84,7 +92,7 @@ class RecommenderUser(HttpUser):
 
     @task(9)
     def recommend(self) -> None:
-        body = population.request()
+        body = _population().request()
         with self.client.post("/recommend", json=body, catch_response=True, name="/recommend") as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
@@ -95,7 +103,7 @@ class RecommenderUser(HttpUser):
 
     @task(1)
     def recommend_batch(self) -> None:
-        bodies = [population.request() for _ in range(random.randint(5, 20))]
+        bodies = [_population().request() for _ in range(random.randint(5, 20))]
         with self.client.post("/recommend/batch", json={"requests": bodies}, catch_response=True,
                               name="/recommend/batch") as response:
             if response.status_code != 200:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import bentoml
@@ -44,13 +45,15 @@ try:  # the version names the models BentoML packs and resolves (the services' m
 except model_store.ModelStoreError as exc:  # still importable; serving refuses to start (settle_model_pair)
     VERSION, NO_PAIR = "latest", exc
 
+from recsys.core.candidates import Profile
 from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown, wire
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
-from recsys.serving.handlers import WARM, candidate_answers, rank_answers
+from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
+from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
 from recsys.serving.traffic import TrafficMiddleware
@@ -101,9 +104,9 @@ class Candidates:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def generate(self, queries: list[dict]) -> list[dict]:
-        answers = candidate_answers(self.model, queries, SETTINGS.candidates, SETTINGS.serving.max_top_k)
-        return wire.pack(answers, model_version=VERSION)
+    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer]
+        answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
+        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -122,9 +125,10 @@ class Ranker:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def rank(self, requests: list[dict]) -> list[dict]:
-        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, wire.unpack(requests))
-        return wire.pack(answers, model_version=VERSION)
+    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked]
+        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids,
+                               cast(list[RankRequest], wire.unpack(requests)))
+        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -132,7 +136,7 @@ class Ranker:
         return VERSION
 
 
-async def _call(stage: str, call: Awaitable[list[dict]]) -> list[dict]:
+async def _call(stage: str, call: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """A model service's answer, or a 503 the client can act on when that process is down, restarting or stuck
     (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang), or serves another model pair
     than the entry (a model service of another training, `remote` topology)."""
@@ -152,6 +156,7 @@ def _other_pair(stage: str, version: str) -> str:
 
 
 JSON = "application/json"
+Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
@@ -193,6 +198,8 @@ class Recommender:
             self.candidates, self.ranker = Candidates(), Ranker()
         # single requests and /recommend/batch calls are coalesced apart, each with its own calls in flight:
         # a single never waits in a queue behind big batches
+        self.run: Recommend
+        self.run_batch: Recommend
         self.run, self.run_batch = (
             (MicroBatcher(self._recommend, serving.max_batch_size, serving.max_in_flight, on_batch=BATCH_SIZE.observe),
              MicroBatcher(self._recommend, serving.max_batch_size, serving.batch_calls_in_flight,
@@ -211,21 +218,22 @@ class Recommender:
                                               SETTINGS.serving.dependency_timeout_s)
         except (OSError, aiohttp.ClientError, asyncio.TimeoutError, BentoMLException):
             return False
-        return versions == [VERSION, VERSION]
+        return all(version == VERSION for version in versions)
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
-        queries = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
-                    "user_features": r.user_features.model_dump() if r.user_features else None} for r in requests]
-        packed = await _call("candidates", self.candidates.to_async.generate(queries))
-        warm = [j for j, c in enumerate(packed) if c["source"] == WARM]
-        ranked = wire.unpack(await _call("ranker", self.ranker.to_async.rank([  # candidates travel on as they came
-            {"user_id": requests[j].user_id, "top_k": requests[j].top_k, **packed[j]} for j in warm
-        ]))) if warm else []
-        candidates = wire.unpack(packed)
+        queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
+                                 "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
+                                for r in requests]
+        candidates = cast(list[CandidateAnswer], wire.unpack(
+            await _call("candidates", self.candidates.to_async.generate(queries))))
+        warm = {j: c for j, c in enumerate(candidates) if is_warm(c)}
+        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank(wire.pack(cast(
+            list[dict[str, Any]], [rank_request(requests[j].user_id, requests[j].top_k, c) for j, c in warm.items()]))))
+        )) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
         answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):
-            if j in by_request:
+            if is_warm(cand):
                 answers.append(Answer(request.user_id, by_request[j]["item_ids"], by_request[j]["scores"], WARM,
                                       by_request[j]["retrieved_by"]))
             else:
@@ -242,7 +250,9 @@ class Recommender:
         if problem := unknown_label([request], self.labels):
             raise InvalidArgument(problem)
         answer = await self.recommend_one(request)
-        return answer if isinstance(answer, Response) else Response(answer_json(answer, VERSION), media_type=JSON)
+        # RecommendResponse is the documented body (/docs.json); the JSON is written from the arrays (answers.py)
+        return answer if isinstance(answer, Response) else Response(  # type: ignore[return-value]
+            answer_json(answer, VERSION), media_type=JSON)
 
     async def recommend_one(self, request: RecommendRequest) -> Answer | Response:
         """One user's answer through the micro-batcher, or the 503 that says a model service is down."""
@@ -259,13 +269,16 @@ class Recommender:
         try:
             answers = await self.run_batch(requests)
         except ModelServiceDown as exc:
-            return unavailable(exc)
+            return unavailable(exc)  # type: ignore[return-value]  # the 503, as BentoML passes a Response on
         # up to 10,000 recommendations: rendered off the event loop, so single requests keep flowing meanwhile
-        return Response(await asyncio.to_thread(batch_json, answers, VERSION), media_type=JSON)
+        # BatchResponse is the documented body (/docs.json), written from the arrays as in recommend
+        return Response(await asyncio.to_thread(batch_json, answers, VERSION), media_type=JSON)  # type: ignore[return-value]
 
 
-Recommender.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
-Recommender.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
-Recommender.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in Recommender.apis.values()})
-Recommender.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
-Recommender.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)
+# @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
+ENTRY: bentoml.Service[Recommender] = Recommender
+ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+ENTRY.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
+ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
+ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
+ENTRY.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)

@@ -12,16 +12,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.columns import Columns
 from recsys.features.build import FeatureTables
+from recsys.lookup import find_sorted
 
 MANIFEST = "manifest.json"
-TABLES = {"users": "user_id", "items": "item_id"}
+TABLES = {"users": Columns.User, "items": Columns.Item}
 UNKNOWN_CATEGORY = "unknown"
 META_KEY = b"recsys.feature_store"
 
@@ -59,12 +62,12 @@ def fingerprint(tables: FeatureTables, source_fingerprint: str) -> str:
     return h.hexdigest()[:16]
 
 
-def write_feature_store(tables: FeatureTables, directory: Path, source_fingerprint: str) -> dict:
+def write_feature_store(tables: FeatureTables, directory: Path, source_fingerprint: str) -> dict[str, Any]:
     """Write both tables and the manifest; returns the manifest."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     version = fingerprint(tables, source_fingerprint)
-    manifest = {
+    manifest: dict[str, Any] = {
         "version": version,
         "source_fingerprint": source_fingerprint,
         "as_of": str(tables.as_of),
@@ -80,7 +83,7 @@ def write_feature_store(tables: FeatureTables, directory: Path, source_fingerpri
     return manifest
 
 
-def read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise FeatureStoreError(f"no feature store at {directory}: {MANIFEST} is missing; run `recsys features`")
@@ -124,9 +127,7 @@ class OnlineFeatureTable:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each id (the defaults row for unknown ones) and whether it was known."""
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, ids).clip(max=max(len(self.ids) - 1, 0))
-        known = self.ids[pos] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        pos, known = find_sorted(self.ids, ids)
         return np.where(known, pos, len(self.ids)), known
 
     def lookup(self, ids: np.ndarray) -> Lookup:
@@ -138,10 +139,10 @@ class OnlineFeatureTable:
 class OnlineFeatureStore:
     users: OnlineFeatureTable
     items: OnlineFeatureTable
-    manifest: dict
+    manifest: dict[str, Any]
 
 
-def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict, dict[str, Path]]:
+def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
     """The manifest and each table's file, once the version and every file's footer and fingerprint are checked.
 
     Only the Parquet footers are read, so serving can check a store at start-up for the cost of a few small reads.

@@ -218,12 +218,12 @@ def env_names() -> list[str]:
     return names
 
 
-def describe_errors(exc: ValidationError, name: Callable[[tuple], str]) -> str:
+def describe_errors(exc: ValidationError, name: Callable[[tuple[int | str, ...]], str]) -> str:
     """A validation error as one line: each wrong setting by ``name(loc)``, the value given and what it should be."""
     return "; ".join(f"{name(err['loc'])}={str(err['input'])[:40]!r}: {err['msg']}" for err in exc.errors())
 
 
-def _env_name(loc: tuple) -> str:
+def _env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 
+from recsys.core.candidates import SOURCES
 from recsys.serving.answers import Answer, answer_json, batch_json
-from recsys.serving.handlers import SOURCES, WARM
+from recsys.serving.payloads import WARM
 from recsys.serving.schemas import BatchResponse, RecommendResponse
 
 

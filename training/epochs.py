@@ -15,6 +15,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from tqdm.auto import tqdm
 
+from recsys.columns import Columns
 from recsys.core.candidates import top_k
+from recsys.lookup import find_sorted
 from recsys.settings import LightFMSettings
 from recsys.training.metrics import ranking_metrics
 
@@ -45,7 +48,7 @@ class EpochSearch:
     def stopped_at(self) -> int:
         return max(self.scores, default=0)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "best_epoch": self.best_epoch, "stopped_at": self.stopped_at,
                 "scores": {str(e): s for e, s in self.scores.items()}}
 
@@ -68,9 +71,9 @@ class ValidationScorer:
                    user_features: sp.csr_matrix | None, item_features: sp.csr_matrix | None, n: int, k: int,
                    max_users: int, seed: int) -> ValidationScorer:
         """The window's interactions of known users with known items, not already in ``seen``, as the truth."""
-        rows = np.searchsorted(user_ids, window["user_id"].to_numpy(np.int64)).clip(max=len(user_ids) - 1)
-        cols = item_index.get_indexer(window["item_id"].to_numpy())
-        keep = (user_ids[rows] == window["user_id"].to_numpy(np.int64)) & (cols >= 0)
+        rows, known = find_sorted(user_ids, window[Columns.User].to_numpy(np.int64))
+        cols = item_index.get_indexer(pd.Index(window[Columns.Item].to_numpy()))
+        keep = known & (cols >= 0)
         truth = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=seen.shape)
         truth.sum_duplicates()
         truth.data[:] = 1.0

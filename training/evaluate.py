@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.columns import Columns
+from recsys.core.candidates import SOURCES, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
 from recsys.training.baselines import choose_ease_l2, ease_gram, ease_recommend, ease_weights, popular_recommend
@@ -16,11 +18,6 @@ from recsys.training.metrics import candidate_recall, ranking_metrics
 from recsys.training.second_stage import generate_candidates, truth_matrix
 
 log = logging.getLogger(__name__)
-SOURCES = {"lightfm": 3, "popular": 4, "cooc": 5}  # column of each source flag in CandidateBatch.features
-
-
-def _subset(batch: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
-    return CandidateBatch(batch.owner[rows], batch.items[rows], batch.features[rows])
 
 
 def _seen_matrix(model: CandidateModel) -> sp.csr_matrix:
@@ -33,7 +30,7 @@ def _warm_users(model: CandidateModel, window: pd.DataFrame, max_users: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Users of ``window`` the model knows and with a window item it knows (at most ``max_users``, a seeded
     sample), their rows in the model, and how many of the window's users it does not know."""
-    window_users = np.unique(window["user_id"].to_numpy(np.int64))
+    window_users = np.unique(window[Columns.User].to_numpy(np.int64))
     rows, known = model.user_rows(window_users)
     users, rows = window_users[known], rows[known]
     has_truth = np.asarray(truth_matrix(window, users, model).sum(axis=1)).ravel() > 0
@@ -66,7 +63,7 @@ def choose_ease_lambda(model: CandidateModel, window: pd.DataFrame, settings: Ev
 
 
 def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, cands: CandidateSettings,
-             settings: EvalSettings, seed: int = 42, threads: int = 2, ease_lambda: float | None = None) -> dict:
+             settings: EvalSettings, seed: int = 42, threads: int = 2, ease_lambda: float | None = None) -> dict[str, Any]:
     """Metrics of popularity, LightFM, EASE (with L2 weight ``ease_lambda``; left out when None) and the two-stage
     pipeline for warm holdout users."""
     k = settings.k
@@ -76,12 +73,12 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
     log.info("evaluating on %d warm holdout users (%d cold holdout users are served by popularity)", len(users), cold)
 
     batch = generate_candidates(model, users, cands)
-    lfm = _subset(batch, np.nonzero(batch.features[:, SOURCES["lightfm"]] > 0)[0])
+    lfm = batch.take(batch.from_source("lightfm"))
     known_matrix = _seen_matrix(model)
     seen = known_matrix[rows]
     recommendations = {
         "popular": popular_recommend(model.popular, seen, k),
-        "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.features[:, 0], len(users), k)[0],
+        "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.column("lfm_score"), len(users), k)[0],
     }
     if ease_lambda is not None:
         subset = model.popular[: min(settings.ease_max_items, n_items)]
@@ -91,8 +88,8 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
 
     metrics = {name: ranking_metrics(recs, truth, n_items) for name, recs in recommendations.items()}
     recall = {}
-    for name, column in SOURCES.items():
-        part = _subset(batch, np.nonzero(batch.features[:, column] > 0)[0])
+    for name in SOURCES:
+        part = batch.take(batch.from_source(name))
         recall[name] = candidate_recall(part.owner, part.items, truth)
     recall["combined"] = candidate_recall(batch.owner, batch.items, truth)
     return {

@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from recsys.columns import Columns
 from recsys.core.ann import build_index
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.data.schema import split_genres
@@ -36,22 +37,23 @@ def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> s
                 rows.append(r)
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n + len(vocab)))
     norms = np.asarray(matrix.sum(axis=1)).ravel()
-    return sp.diags(1.0 / norms).astype(np.float32) @ matrix
+    return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ matrix)
 
 
 def _user_features(user_ids: np.ndarray, users: pd.DataFrame) -> sp.csr_matrix:
-    static = users.set_index("user_id").reindex(user_ids)
-    columns = {c: [[str(v)] if pd.notna(v) else [] for v in static[c]] for c in ("age", "sex", "income", "kids_flg")}
+    static = users.set_index(Columns.User).reindex(user_ids)
+    demographics = (Columns.Age, Columns.Sex, Columns.Income, Columns.KidsFlg)
+    columns = {c: [[str(v)] if pd.notna(v) else [] for v in static[c]] for c in demographics}
     return _one_hot_features(user_ids, columns)
 
 
 def _item_features(items: pd.DataFrame) -> sp.csr_matrix:
     columns = {
-        "genre": split_genres(items["genres"]),
-        "type": [[v] for v in items["content_type"]],
-        "rating": [[v] if v else [] for v in items["age_rating"]],
+        "genre": split_genres(items[Columns.Genres]),
+        "type": [[v] for v in items[Columns.ContentType]],
+        "rating": [[v] if v else [] for v in items[Columns.AgeRating]],
     }
-    return _one_hot_features(items["item_id"].to_numpy(), columns)
+    return _one_hot_features(items[Columns.Item].to_numpy(), columns)
 
 
 def _cooccurrence(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +103,11 @@ def _popular(item_pos: np.ndarray, recent: np.ndarray, n_items: int) -> np.ndarr
 
 def _segments(known: pd.DataFrame, users: pd.DataFrame, item_pos: np.ndarray, recent: np.ndarray,
               n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    static = users.set_index("user_id").reindex(known["user_id"].to_numpy())
-    age, sex = static["age"].fillna(UNKNOWN_CATEGORY), static["sex"].fillna(UNKNOWN_CATEGORY)
-    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static["kids_flg"].fillna(0), strict=True)]
-    kids = [kids_segment_key(k) for k in static["kids_flg"].fillna(0)]
-    user_of = known["user_id"].to_numpy()
+    static = users.set_index(Columns.User).reindex(known[Columns.User].to_numpy())
+    age, sex = static[Columns.Age].fillna(UNKNOWN_CATEGORY), static[Columns.Sex].fillna(UNKNOWN_CATEGORY)
+    full = [segment_key(a, s, k) for a, s, k in zip(age, sex, static[Columns.KidsFlg].fillna(0), strict=True)]
+    kids = [kids_segment_key(k) for k in static[Columns.KidsFlg].fillna(0)]
+    user_of = known[Columns.User].to_numpy()
     keys, lists = [], []
     for labels in (np.array(full), np.array(kids)):
         for key in np.unique(labels):
@@ -122,14 +124,14 @@ def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.nda
     """Demographics of the users table's users without history: serving looks them up to give such a user their
     segment's list (the users table is normalised, so every field is filled). And the table's labels, which
     serving accepts in ``user_features``."""
-    idle = users[~users["user_id"].isin(with_history)].sort_values("user_id")
-    return {"profile_user_ids": idle["user_id"].to_numpy(np.int64),
-            "profile_age": idle["age"].to_numpy(str),
-            "profile_sex": idle["sex"].to_numpy(str),
-            "profile_kids_flg": idle["kids_flg"].to_numpy(np.int8),
+    idle = users[~users[Columns.User].isin(with_history)].sort_values(Columns.User)
+    return {"profile_user_ids": idle[Columns.User].to_numpy(np.int64),
+            "profile_age": idle[Columns.Age].to_numpy(str),
+            "profile_sex": idle[Columns.Sex].to_numpy(str),
+            "profile_kids_flg": idle[Columns.KidsFlg].to_numpy(np.int8),
             # "unknown" is also what users missing from the table are keyed on
-            "label_age": np.union1d(users["age"].to_numpy(str), [UNKNOWN_CATEGORY]),
-            "label_sex": np.union1d(users["sex"].to_numpy(str), [UNKNOWN_CATEGORY])}
+            "label_age": np.union1d(users[Columns.Age].to_numpy(str), [UNKNOWN_CATEGORY]),
+            "label_sex": np.union1d(users[Columns.Sex].to_numpy(str), [UNKNOWN_CATEGORY])}
 
 
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
@@ -141,18 +143,19 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     With a ``validation`` window (and ``lfm.early_stopping``), the epoch count is the one that scored best on it
     (see :mod:`training.epochs`), returned with the scores; without, LightFM trains ``lfm.epochs`` epochs.
     """
-    known = known[known["last_watch_dt"] < as_of]
-    extra_items = np.setdiff1d(known["item_id"].unique(), items["item_id"].to_numpy())
+    known = known[known[Columns.Datetime] < as_of]
+    extra_items = np.setdiff1d(known[Columns.Item].unique(), items[Columns.Item].to_numpy())
     if len(extra_items):
         log.warning("%d item ids in the interactions are missing from the items table; using them without features",
                     len(extra_items))
-        items = pd.concat([items, pd.DataFrame({"item_id": extra_items, "genres": "", "content_type": "", "age_rating": ""})])
-    item_ids = items["item_id"].to_numpy(np.int64)
-    user_ids = np.unique(known["user_id"].to_numpy(np.int64))
-    order = np.lexsort((known["last_watch_dt"].to_numpy(), np.searchsorted(user_ids, known["user_id"].to_numpy())))
+        items = pd.concat([items, pd.DataFrame({Columns.Item: extra_items, Columns.Genres: "", Columns.ContentType: "",
+                                                Columns.AgeRating: ""})])
+    item_ids = items[Columns.Item].to_numpy(np.int64)
+    user_ids = np.unique(known[Columns.User].to_numpy(np.int64))
+    order = np.lexsort((known[Columns.Datetime].to_numpy(), np.searchsorted(user_ids, known[Columns.User].to_numpy())))
     known = known.iloc[order]
-    user_pos = np.searchsorted(user_ids, known["user_id"].to_numpy())
-    item_pos = pd.Index(item_ids).get_indexer(known["item_id"].to_numpy())
+    user_pos = np.searchsorted(user_ids, known[Columns.User].to_numpy())
+    item_pos = pd.Index(item_ids).get_indexer(known[Columns.Item].to_numpy())
     matrix = sp.csr_matrix((np.ones(len(known), np.float32), (user_pos, item_pos)), shape=(len(user_ids), len(item_ids)))
 
     user_features = _user_features(user_ids, users) if lfm.use_features else None
@@ -174,7 +177,7 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         index = build_index(item_vectors, user_vectors[sample], cands.ann_nprobe, cands.ann_target_recall, seed,
                             lfm.threads)
 
-    recent = (as_of - known["last_watch_dt"]).dt.days.to_numpy() <= cands.popularity_days
+    recent = (as_of - known[Columns.Datetime]).dt.days.to_numpy() <= cands.popularity_days
     segment_keys, segment_popular = _segments(known, users, item_pos, recent, len(item_ids))
     cooc_indices, cooc_scores = _cooccurrence(matrix, COOC_NEIGHBOURS)
     candidates = CandidateModel(

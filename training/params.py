@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,7 +21,7 @@ FORMAT = "recsys-params/1"
 SECTIONS = ("lightfm", "candidates", "ranker")
 
 
-def apply_params(settings: Settings, params: dict[str, dict], source: str = "parameters") -> Settings:
+def apply_params(settings: Settings, params: dict[str, dict[str, Any]], source: str = "parameters") -> Settings:
     """``settings`` with ``params``' sections applied and validated like any setting; an unknown section or name
     or a value that does not fit is a :class:`SettingsError` naming it."""
     updates = {}
@@ -39,11 +40,11 @@ def apply_params(settings: Settings, params: dict[str, dict], source: str = "par
     return settings.model_copy(update=updates)
 
 
-def _dotted(section: str, loc: tuple) -> str:
+def _dotted(section: str, loc: tuple[int | str, ...]) -> str:
     return f"{section}.{loc[0]}"
 
 
-def write_params(path: Path, params: dict[str, dict], tuning: dict) -> Path:
+def write_params(path: Path, params: dict[str, dict[str, Any]], tuning: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"format": FORMAT, "params": params, "tuning": tuning}, indent=1, default=str))
@@ -51,7 +52,7 @@ def write_params(path: Path, params: dict[str, dict], tuning: dict) -> Path:
     return path
 
 
-def read_params(path: Path) -> tuple[dict[str, dict], dict]:
+def read_params(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The parameters and the search history of a file `recsys tune` wrote; a :class:`SettingsError` otherwise."""
     try:
         content = json.loads(Path(path).read_text())

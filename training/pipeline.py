@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.core import model_store
 from recsys.core.candidates import CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
 from recsys.data.registry import load_dataset
 from recsys.data.schema import Dataset
-from recsys.features.build import build_feature_tables
+from recsys.features.build import FeatureTables, build_feature_tables
 from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
 from recsys.settings import CandidateSettings, Settings
@@ -45,17 +47,17 @@ LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "faiss-cpu", "numpy", "p
 class TrainResult:
     run_id: str
     tags: tuple[str, str]
-    report: dict
+    report: dict[str, Any]
     report_dir: Path
 
 
-def _assembler(tables, model: CandidateModel) -> FeatureAssembler:
-    return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, "user_id"),
-                            OnlineFeatureTable.from_frame(tables.items, "item_id"), model.item_ids)
+def _assembler(tables: FeatureTables, model: CandidateModel) -> FeatureAssembler:
+    return FeatureAssembler(OnlineFeatureTable.from_frame(tables.users, Columns.User),
+                            OnlineFeatureTable.from_frame(tables.items, Columns.Item), model.item_ids)
 
 
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
-                     validation: pd.DataFrame | None = None):
+                     validation: pd.DataFrame | None = None) -> tuple[FeatureTables, CandidateModel, EpochSearch | None]:
     tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
     model, epochs = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
                                         settings.candidates, seed=seed, validation=validation, k=settings.eval.k)
@@ -68,11 +70,11 @@ class SeedRun:
 
     seed: int
     fit: RankerFit
-    evaluation: dict
+    evaluation: dict[str, Any]
     epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
 
 
-def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict:
+def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[str, Any]:
     """How the LightFM top-n is found: every item scored below the size threshold; above it the index, with the
     recall@100 against exact search it was tuned to, measured on a sample of users."""
     if model.index is None:
@@ -93,7 +95,7 @@ class OfflineRun:
         return self.runs[0].fit
 
     @property
-    def evaluation(self) -> dict:
+    def evaluation(self) -> dict[str, Any]:
         return self.runs[0].evaluation
 
     @property
@@ -122,7 +124,8 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         log.info("  %-13s %s", name, window)
 
     runs: list[SeedRun] = []
-    ease_lambda, ease_scores = settings.eval.ease_lambda if baselines else None, {}
+    ease_lambda = settings.eval.ease_lambda if baselines else None
+    ease_scores: dict[float, float] = {}
     for i, seed in enumerate(seeds):
         tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
         with timings.step(f"A. LightFM + features on history (reranker training data){tag}"):
@@ -159,7 +162,8 @@ def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
     return settings.model_copy(update={"lightfm": settings.lightfm.model_copy(update={"epochs": epochs.best_epoch})})
 
 
-def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1, tuning: dict | None = None) -> TrainResult:
+def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
+          tuning: dict[str, Any] | None = None) -> TrainResult:
     """Train, evaluate with ``seeds`` model seeds (mean ± spread in the report; the first seed's models are served)
     and save the pair. ``tuning`` (what `recsys tune` wrote beside the parameters already applied to ``settings``)
     goes into both models' metadata and the report."""
@@ -177,7 +181,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1, tu
     split, fit, evaluation = offline.split, offline.fit, offline.evaluation
     evaluations = [run.evaluation for run in offline.runs]
 
-    serve_as_of = dataset.interactions["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
+    serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     refit = _with_epochs(settings, offline.epochs)
     with timings.step(f"C. refit LightFM ({refit.lightfm.epochs} epochs) + features on all data (serving)"):
         tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed)
@@ -223,12 +227,16 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1, tu
         write_plots(report, showcase_dir)
         labels = {"run_id": run_id, "dataset": dataset.name.replace("-", "_"), "project": "recsys"}
         tags = model_store.save_pair(run_id, model_c, ranker_file, feature_dir, showcase_dir, labels,
-                                     _without_none(metadata))
+                                     _without_none_keys(metadata))
 
     report = {**report, "tags": list(tags), "timings": dict(timings)}
     report_dir = write_report(report, settings.reports_dir / run_id)
     log.info("timings:\n%s", timings.table())
     return TrainResult(run_id, tags, report, report_dir)
+
+
+def _without_none_keys(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) for k, v in metadata.items() if v is not None}
 
 
 def _without_none(value: object) -> object:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,16 +20,16 @@ from recsys.training.spread import CLAIM_SDS, MIN_SEEDS  # noqa: E402
 MODELS = {"popular": "Popularity", "lightfm": "LightFM alone", "ease": "EASE", "two_stage": "LightFM + CatBoost"}
 
 
-def _model_name(report: dict, name: str) -> str:
+def _model_name(report: dict[str, Any], name: str) -> str:
     l2 = report.get("ease", {}).get("l2")
     return f"EASE (λ={l2:.3g})" if name == "ease" and l2 else MODELS.get(name, name)
 
 
-def _seeds(report: dict) -> int:
+def _seeds(report: dict[str, Any]) -> int:
     return len(report.get("offline_spread", {}).get("seeds", [])) or 1
 
 
-def metrics_table(report: dict) -> tuple[list[str], list[list[str]]]:
+def metrics_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Each model's metrics on the holdout window; with several model seeds, mean ± sd over them."""
     metrics = report["evaluation"]["metrics"]
     columns = list(next(iter(metrics.values())))
@@ -41,7 +42,7 @@ def metrics_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return ["model"] + columns, rows
 
 
-def claims_table(report: dict) -> tuple[list[str], list[list[str]]]:
+def claims_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Whether the two-stage model beats each baseline, as far as the spread over seeds allows (training/spread.py)."""
     rows = [[_model_name(report, c["baseline"]), c["metric"], f"{c['mean_gap']:+.4f}",
              f"{c['relative_gap']:+.1%}" if c["relative_gap"] is not None else "",
@@ -50,7 +51,7 @@ def claims_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return ["baseline", "metric", "mean gap", "relative", "sd of gap", "LightFM + CatBoost"], rows
 
 
-def spread_note(report: dict) -> str:
+def spread_note(report: dict[str, Any]) -> str:
     n = _seeds(report)
     if n == 1:
         return (f"One model seed: no spread measured, so no claim that one model beats another (`--seeds "
@@ -60,7 +61,7 @@ def spread_note(report: dict) -> str:
             f"the seed, the split and the users evaluated do not; the models served are the first seed's.")
 
 
-def epochs_note(report: dict) -> str:
+def epochs_note(report: dict[str, Any]) -> str:
     epochs = report.get("lightfm_epochs") or {}
     search = epochs.get("early_stopping")
     if not search:
@@ -75,7 +76,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _plot_metrics(report: dict, path: Path) -> None:
+def _plot_metrics(report: dict[str, Any], path: Path) -> None:
     metrics = report["evaluation"]["metrics"]
     names = [c for c in next(iter(metrics.values())) if not c.startswith("coverage")]
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -90,7 +91,7 @@ def _plot_metrics(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
+def _plot_importance(report: dict[str, Any], path: Path, top: int = 20) -> None:
     items = list(report["ranker"]["importance"].items())[:top][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(items) + 1))
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
@@ -100,7 +101,7 @@ def _plot_importance(report: dict, path: Path, top: int = 20) -> None:
     plt.close(fig)
 
 
-def _plot_tuning(tuning: dict, path: Path) -> None:
+def _plot_tuning(tuning: dict[str, Any], path: Path) -> None:
     """The objective of every trial and the best so far, and which parameters mattered."""
     trials = tuning["trials"]
     done = [t for t in trials if t["state"] == "complete"]
@@ -130,7 +131,7 @@ def _plot_tuning(tuning: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_plots(report: dict, directory: Path) -> None:
+def write_plots(report: dict[str, Any], directory: Path) -> None:
     """The metric comparison, CatBoost's feature importance and, for a tuned run, the search, as PNG files."""
     metrics_png, importance_png, tuning_png = PLOT_FILES
     _plot_metrics(report, directory / metrics_png)
@@ -139,7 +140,7 @@ def write_plots(report: dict, directory: Path) -> None:
         _plot_tuning(report["tuning"], directory / tuning_png)
 
 
-def showcase_summary(report: dict) -> dict:
+def showcase_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The part of the report the web page shows beside the served models (packed with them)."""
     header, rows = metrics_table(report)
     ev = report["evaluation"]
@@ -150,7 +151,7 @@ def showcase_summary(report: dict) -> dict:
             "tuning": tuning_summary(report.get("tuning"))}
 
 
-def tuning_summary(tuning: dict | None) -> str | None:
+def tuning_summary(tuning: dict[str, Any] | None) -> str | None:
     """One paragraph on the search behind the parameters: the web page's model panel and the report show it."""
     if not tuning:
         return None
@@ -165,12 +166,12 @@ def tuning_summary(tuning: dict | None) -> str | None:
             f"({tuning['importance_method']}): {mattered}.")
 
 
-def _trial_zero(tuning: dict) -> str:
+def _trial_zero(tuning: dict[str, Any]) -> str:
     first = tuning["trials"][0]
     return f"{first['value']:.4f}" if first["value"] is not None else first["state"]
 
 
-def ease_note(report: dict) -> str:
+def ease_note(report: dict[str, Any]) -> str:
     ease = report.get("ease") or {}
     tried = ease.get("tuned_on_label_window") or {}
     if not tried:
@@ -179,7 +180,7 @@ def ease_note(report: dict) -> str:
             + ", ".join(f"{k}: {v:.4f}" for k, v in tried.items()) + ".")
 
 
-def _tuning_markdown(report: dict) -> str:
+def _tuning_markdown(report: dict[str, Any]) -> str:
     tuning = report.get("tuning")
     if not tuning:
         return ""
@@ -207,7 +208,7 @@ def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _markdown(report: dict) -> str:
+def _markdown(report: dict[str, Any]) -> str:
     header, rows = metrics_table(report)
     tuning_section = _tuning_markdown(report)
     ev = report["evaluation"]
@@ -268,11 +269,11 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
 
 
-def _html(report: dict) -> str:
+def _html(report: dict[str, Any]) -> str:
     recall = "".join(f"<li>{html.escape(k)}: {v:.3f}</li>" for k, v in report["evaluation"]["candidate_recall"].items())
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in (epochs_note(report), ease_note(report)) if n)
     tuning = report.get("tuning")
-    tuning_html = (f"<h2>Tuning</h2><p>{html.escape(tuning_summary(tuning))}</p><img src=\"tuning.png\" alt=\"tuning\">"
+    tuning_html = (f"<h2>Tuning</h2><p>{html.escape(tuning_summary(tuning) or '')}</p><img src=\"tuning.png\" alt=\"tuning\">"
                    if tuning else "")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Training report {report['run_id']}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
@@ -286,7 +287,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 {tuning_html}</body></html>"""
 
 
-def write_report(report: dict, directory: Path) -> Path:
+def write_report(report: dict[str, Any], directory: Path) -> Path:
     """Write the report files to ``directory`` and point ``latest`` beside it at them."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from catboost import CatBoost, FeaturesData, Pool
 
+from recsys.columns import Columns
 from recsys.core.candidates import CandidateBatch, CandidateModel
 from recsys.core.reranker import FeatureAssembler
 from recsys.settings import CandidateSettings, RankerSettings
@@ -24,8 +26,8 @@ class RankerTrainingError(ValueError):
 
 def truth_matrix(frame: pd.DataFrame, user_ids: np.ndarray, model: CandidateModel) -> sp.csr_matrix:
     """Users (in ``user_ids`` order) x the model's items; 1 where the user watched the item in ``frame``."""
-    rows = pd.Index(user_ids).get_indexer(frame["user_id"].to_numpy())
-    cols = model.item_index(frame["item_id"].to_numpy())
+    rows = pd.Index(user_ids).get_indexer(frame[Columns.User].to_numpy())
+    cols = model.item_index(frame[Columns.Item].to_numpy())
     keep = (rows >= 0) & (cols >= 0)
     shape = (len(user_ids), len(model.item_ids))
     return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape)
@@ -36,13 +38,9 @@ def generate_candidates(model: CandidateModel, user_ids: np.ndarray, cands: Cand
     rows, known = model.user_rows(user_ids)
     if not known.all():
         raise ValueError("generate_candidates takes users known to the candidate model only")
-    parts = []
-    for lo in range(0, len(rows), BATCH_USERS):
-        batch = model.generate(rows[lo:lo + BATCH_USERS], cands.n_lightfm, cands.n_popular, cands.n_cooc)
-        batch.owner += lo
-        parts.append(batch)
-    return CandidateBatch(owner=np.concatenate([p.owner for p in parts]), items=np.concatenate([p.items for p in parts]),
-                          features=np.vstack([p.features for p in parts]))
+    chunks = [rows[lo:lo + BATCH_USERS] for lo in range(0, len(rows), BATCH_USERS)]
+    parts = [model.generate(chunk, cands.n_lightfm, cands.n_popular, cands.n_cooc) for chunk in chunks]
+    return CandidateBatch.concat(parts, [len(chunk) for chunk in chunks])
 
 
 @dataclass
@@ -52,7 +50,7 @@ class RankerFit:
     train_users: int
     valid_users: int
     best_iteration: int
-    best_score: dict
+    best_score: dict[str, Any]
     importance: dict[str, float]
 
 
@@ -80,7 +78,7 @@ def _take(data: FeaturesData, rows: np.ndarray) -> FeaturesData:
 def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
                cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> RankerFit:
     rng = np.random.default_rng(seed)
-    label_users = np.unique(labels_frame["user_id"].to_numpy(np.int64))
+    label_users = np.unique(labels_frame[Columns.User].to_numpy(np.int64))
     _, known = model.user_rows(label_users)
     users = label_users[known]
     if len(users) > settings.max_train_users:
@@ -99,7 +97,7 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
             f"the candidates contain {int(labels.sum())} label-window items; too few to train a reranker. "
             "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
         )
-    batch = CandidateBatch(owner=batch.owner[rows], items=batch.items[rows], features=batch.features[rows])
+    batch = batch.take(rows)
     labels = labels[rows]
     is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]

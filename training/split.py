@@ -8,10 +8,12 @@ global window would hold few users). Either way nothing later than a window's st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.settings import SplitSettings
 
 MIN_WINDOW_USERS = 10
@@ -34,14 +36,14 @@ class Split:
     def known_before_holdout(self) -> pd.DataFrame:
         return pd.concat([self.history, self.labels], ignore_index=True)
 
-    def report(self) -> dict:
-        def window(frame: pd.DataFrame) -> dict:
+    def report(self) -> dict[str, Any]:
+        def window(frame: pd.DataFrame) -> dict[str, Any]:
             return {
                 "rows": len(frame),
-                "users": int(frame["user_id"].nunique()),
-                "items": int(frame["item_id"].nunique()),
-                "start": str(frame["last_watch_dt"].min().date()) if len(frame) else None,
-                "end": str(frame["last_watch_dt"].max().date()) if len(frame) else None,
+                "users": int(frame[Columns.User].nunique()),
+                "items": int(frame[Columns.Item].nunique()),
+                "start": str(frame[Columns.Datetime].min().date()) if len(frame) else None,
+                "end": str(frame[Columns.Datetime].max().date()) if len(frame) else None,
             }
 
         return {"strategy": self.strategy, "history": window(self.history), "labels": window(self.labels),
@@ -61,26 +63,26 @@ def split_interactions(interactions: pd.DataFrame, settings: SplitSettings, data
 
 
 def _global_split(inter: pd.DataFrame, s: SplitSettings) -> Split:
-    end = inter["last_watch_dt"].max().normalize() + pd.Timedelta(days=1)
+    end = inter[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     holdout_start = end - pd.Timedelta(days=s.holdout_days)
     label_start = holdout_start - pd.Timedelta(days=s.label_days)
-    dates = inter["last_watch_dt"]
+    dates = inter[Columns.Datetime]
     return Split("global", inter[dates < label_start], inter[(dates >= label_start) & (dates < holdout_start)],
                  inter[dates >= holdout_start], label_start, holdout_start)
 
 
 def _per_user_split(inter: pd.DataFrame, s: SplitSettings) -> Split:
-    inter = inter.sort_values(["user_id", "last_watch_dt", "item_id"], kind="stable")
-    n = inter.groupby("user_id")["item_id"].transform("size").to_numpy()
-    position = inter.groupby("user_id").cumcount().to_numpy()
+    inter = inter.sort_values([Columns.User, Columns.Datetime, Columns.Item], kind="stable")
+    n = inter.groupby(Columns.User)[Columns.Item].transform("size").to_numpy()
+    position = inter.groupby(Columns.User).cumcount().to_numpy()
     n_holdout = np.ceil(n * s.holdout_frac).astype(int)
     n_label = np.ceil(n * s.label_frac).astype(int)
     splittable = n - n_holdout - n_label >= s.min_history
     window = np.where(~splittable | (position < n - n_holdout - n_label), 0, np.where(position < n - n_holdout, 1, 2))
-    history, labels, holdout = (inter[window == w].sort_values("last_watch_dt", kind="stable") for w in range(3))
+    history, labels, holdout = (inter[window == w].sort_values(Columns.Datetime, kind="stable") for w in range(3))
     day = pd.Timedelta(days=1)
-    label_as_of = history["last_watch_dt"].max() + day
-    holdout_as_of = max(label_as_of, labels["last_watch_dt"].max() + day) if len(labels) else label_as_of
+    label_as_of = history[Columns.Datetime].max() + day
+    holdout_as_of = max(label_as_of, labels[Columns.Datetime].max() + day) if len(labels) else label_as_of
     return Split("per_user", history, labels, holdout, label_as_of, holdout_as_of)
 
 
@@ -99,7 +101,7 @@ def _check(split: Split) -> None:
     }
     for name in ("history", "labels", "holdout"):
         frame = getattr(split, name)
-        users = frame["user_id"].nunique()
+        users = frame[Columns.User].nunique()
         if users < MIN_WINDOW_USERS:
             raise SplitError(f"the {name} window holds {len(frame)} interactions of {users} users "
                              f"(at least {MIN_WINDOW_USERS} users needed); {hints[(split.strategy, name)]}")

@@ -13,13 +13,14 @@ t-test at 95%, which needs 1.69).
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 CHALLENGER = "two_stage"
 CLAIM_SDS = 2.0
 MIN_SEEDS = 3  # a standard deviation of two values is too rough to claim on
 
 
-def summarise(evaluations: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+def summarise(evaluations: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """model -> metric -> mean, sd (sample; 0 for one seed), min, max over the seeds' evaluations."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for model, metrics in evaluations[0]["metrics"].items():
@@ -32,7 +33,7 @@ def summarise(evaluations: list[dict]) -> dict[str, dict[str, dict[str, float]]]
     return out
 
 
-def claims(evaluations: list[dict], k: int) -> list[dict]:
+def claims(evaluations: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """For each baseline, on ndcg@k and map@k: the mean gap, its sd and relative size, and whether the claim is
     made."""
     metrics, out = (f"ndcg@{k}", f"map@{k}"), []
@@ -46,7 +47,7 @@ def claims(evaluations: list[dict], k: int) -> list[dict]:
             sd = statistics.stdev(gaps) if len(gaps) > 1 else None
             if len(gaps) < MIN_SEEDS:
                 verdict, claimed = f"not claimed: {len(gaps)} seed(s), {MIN_SEEDS} needed (--seeds)", False
-            elif min(gaps) > 0 and mean >= CLAIM_SDS * sd:
+            elif sd is not None and min(gaps) > 0 and mean >= CLAIM_SDS * sd:
                 verdict, claimed = "beats it", True
             elif mean > 0:
                 verdict, claimed = f"not claimed: the gap is within {CLAIM_SDS:g} sd of its spread", False

@@ -30,9 +30,11 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 
+from recsys.columns import Columns
 from recsys.data.schema import Dataset
 from recsys.settings import Settings
 from recsys.training.epochs import EpochSearch
@@ -55,10 +57,10 @@ class Param:
 
     section: str
     name: str
-    low: float | None = None
-    high: float | None = None
+    low: int | float | None = None  # int bounds: an integer setting
+    high: int | float | None = None
     log: bool = False
-    choices: tuple | None = None
+    choices: tuple[Any, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -67,15 +69,22 @@ class Param:
     def suggest(self, trial: optuna.Trial) -> object:
         if self.choices is not None:
             return trial.suggest_categorical(self.key, self.choices)
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return trial.suggest_int(self.key, self.low, self.high, log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+        low, high = self._range()
+        if isinstance(low, int) and isinstance(high, int):
+            return trial.suggest_int(self.key, low, high, log=self.log)
+        return trial.suggest_float(self.key, low, high, log=self.log)
 
-    def clip(self, value: object) -> object:
+    def _range(self) -> tuple[int | float, int | float]:
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key}: a searched setting needs low and high, or choices")
+        return self.low, self.high
+
+    def clip(self, value: Any) -> object:
         """A current setting as a value of this range (LightFM's default regularisation 0 is below a log range)."""
         if self.choices is not None:
             return value if value in self.choices else self.choices[0]
-        return type(self.low)(min(max(value, self.low), self.high))
+        low, high = self._range()
+        return type(low)(min(max(value, low), high))
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -100,9 +109,9 @@ SPACE = (
 )
 
 
-def as_sections(flat: dict[str, object]) -> dict[str, dict]:
+def as_sections(flat: dict[str, object]) -> dict[str, dict[str, Any]]:
     """``{"lightfm.loss": "warp"}`` -> ``{"lightfm": {"loss": "warp"}}``: the shape `apply_params` takes."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
         section, name = key.split(".", 1)
         out.setdefault(section, {})[name] = value
@@ -115,14 +124,14 @@ def current_values(settings: Settings) -> dict[str, object]:
 
 @dataclass
 class TuneResult:
-    params: dict[str, dict]  # the best trial's values, by section
-    tuning: dict             # the search: objective, budget, every trial, the best one, importance
+    params: dict[str, dict[str, Any]]  # the best trial's values, by section
+    tuning: dict[str, Any]             # the search: objective, budget, every trial, the best one, importance
 
 
-def validation_data(dataset: Dataset, settings: Settings) -> tuple[Dataset, dict]:
+def validation_data(dataset: Dataset, settings: Settings) -> tuple[Dataset, dict[str, Any]]:
     """The data before the holdout window (what a trial may see) and its own split's windows, for the record."""
     outer = split_interactions(dataset.interactions, settings.split, dataset.name)
-    before = replace(dataset, interactions=outer.known_before_holdout.sort_values("last_watch_dt", kind="stable"))
+    before = replace(dataset, interactions=outer.known_before_holdout.sort_values(Columns.Datetime, kind="stable"))
     inner = split_interactions(before.interactions, settings.split, dataset.name)
     return before, {"holdout_untouched": outer.report()["holdout"], "trials_split": inner.report()}
 
@@ -281,7 +290,7 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-def _trial_record(trial: optuna.trial.FrozenTrial) -> dict:
+def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """A trial as the parameters file keeps it. A pruned trial has no objective (Optuna gives it the last value it
     reported, LightFM's ndcg, which is kept under its own name)."""
     complete = trial.state == optuna.trial.TrialState.COMPLETE

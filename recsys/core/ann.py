@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -95,9 +96,9 @@ class ItemIndex:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as exc:  # faiss' message is a C++ assertion; say which file
             raise ValueError(f"cannot read {Path(path).name} ({str(exc).splitlines()[-1][:200]})") from exc
-        return cls(index)
+        return cls(cast(faiss.IndexIVFFlat, index))  # read_index gives the saved type: an IndexIVFFlat
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         measured = {} if self.recall is None else {f"recall_at_{RECALL_K}": round(self.recall, 4)}
         return {"library": f"faiss-cpu {package_version('faiss-cpu')}", "kind": "IVF-Flat on the MIPS->L2 transform",
                 "items": int(self.index.ntotal), "lists": int(self.index.nlist), "nprobe": int(self.index.nprobe),

@@ -15,14 +15,28 @@ from the index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
 from recsys.core.ann import INDEX_FILE, ItemIndex
+from recsys.lookup import find_sorted
 
-CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
+SOURCES = ("lightfm", "popular", "cooc")  # the first-level candidate sources, each flagged in a feature from_<source>
+CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", *(f"from_{source}" for source in SOURCES)]
+class Profile(TypedDict, total=False):
+    """Demographics of a user without history, as ``user_features`` sends them (or the users table had them)."""
+
+    age: str | None
+    sex: str | None
+    income: str | None
+    kids_flg: int | None
+
+
+PopularList = Literal["segment", "kids_segment", "global"]  # the popularity lists, finest first
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
 PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
@@ -61,6 +75,37 @@ class CandidateBatch:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def column(self, name: str) -> np.ndarray:
+        """One candidate feature by its name in :data:`CANDIDATE_FEATURES`, so no caller depends on its position."""
+        return self.features[:, CANDIDATE_FEATURES.index(name)]
+
+    def from_source(self, source: str) -> np.ndarray:
+        """Whether each row was proposed by ``source`` (one of :data:`SOURCES`)."""
+        return self.column(f"from_{source}") > 0
+
+    def source_flags(self) -> np.ndarray:
+        """bool (m, len(SOURCES)): which sources proposed each row, in the order of :data:`SOURCES`."""
+        return np.column_stack([self.from_source(source) for source in SOURCES])
+
+    def take(self, rows: np.ndarray) -> CandidateBatch:
+        """The rows ``rows`` (indices or a boolean mask), owners unchanged."""
+        return CandidateBatch(owner=self.owner[rows], items=self.items[rows], features=self.features[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[CandidateBatch], users: Sequence[int]) -> CandidateBatch:
+        """One batch of ``parts`` that hold ``users[k]`` consecutive batch users each: the owners of a part follow
+        those of the parts before it."""
+        offsets = np.cumsum([0, *users[:-1]], dtype=np.int64)
+        return cls(owner=np.concatenate([p.owner + o for p, o in zip(parts, offsets, strict=True)]),
+                   items=np.concatenate([p.items for p in parts]).astype(np.int64, copy=False),
+                   features=np.vstack([p.features for p in parts]))
+
+    @classmethod
+    def of_users(cls, items: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> CandidateBatch:
+        """One batch of each user's candidate items and features (row ``j`` of the lists is batch user ``j``)."""
+        parts = [cls(np.zeros(len(i), np.int64), i, f) for i, f in zip(items, features, strict=True)]
+        return cls.concat(parts, [1] * len(parts))
 
 
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
@@ -134,33 +179,25 @@ class CandidateModel:
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each user id and whether the model knows the user (has history for them)."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        pos = np.searchsorted(self.user_ids, user_ids).clip(max=len(self.user_ids) - 1)
-        return pos, self.user_ids[pos] == user_ids
+        return find_sorted(self.user_ids, user_ids)
 
     def item_index(self, item_ids: np.ndarray) -> np.ndarray:
         """Index of each item id, -1 if unknown."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        sorted_ids = self.item_ids[self._item_order]
-        pos = np.searchsorted(sorted_ids, item_ids).clip(max=len(sorted_ids) - 1)
-        return np.where(sorted_ids[pos] == item_ids, self._item_order[pos], -1)
+        pos, found = find_sorted(self.item_ids[self._item_order], item_ids)
+        return np.where(found, self._item_order[pos], -1)
 
     def history(self, row: int) -> np.ndarray:
         """Watched item indices of one user, oldest first."""
         return self.seen_indices[self.seen_indptr[row]:self.seen_indptr[row + 1]]
 
-    def profiles(self, user_ids: np.ndarray) -> list[dict | None]:
+    def profiles(self, user_ids: np.ndarray) -> list[Profile | None]:
         """Stored demographics of each user id (as ``user_features`` would send them); None for ids the users
         table did not list or that have history."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        if len(self.profile_user_ids) == 0:
-            return [None] * len(user_ids)
-        pos = np.searchsorted(self.profile_user_ids, user_ids).clip(max=len(self.profile_user_ids) - 1)
-        found = self.profile_user_ids[pos] == user_ids
+        pos, found = find_sorted(self.profile_user_ids, user_ids)
         return [{"age": str(self.profile_age[p]), "sex": str(self.profile_sex[p]),
                  "kids_flg": int(self.profile_kids_flg[p])} if ok else None for p, ok in zip(pos, found, strict=True)]
 
-    def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, str]:
+    def segment_items(self, age: str | None, sex: str | None, kids_flg: int | None) -> tuple[np.ndarray, PopularList]:
         """Most popular items for a demographic segment, falling back to coarser segments, then global."""
         if age is not None and sex is not None and kids_flg is not None:
             i = self._segments.get(segment_key(age, sex, kids_flg))

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -65,9 +66,14 @@ def bento_version(source_dir: Path) -> str | None:
     if not manifest.exists():
         return None
     info = yaml.safe_load(manifest.read_text())
-    tags = [m["tag"] for svc in info.get("services", []) for m in svc.get("models", [])]
+    tags = [str(m["tag"]) for svc in info.get("services", []) for m in svc.get("models", [])]
     versions = [t.split(":", 1)[1] for t in tags if t.startswith(f"{RANKER}:")]
     return versions[0] if versions else None
+
+
+def _text(value: object) -> str | None:
+    """A metadata value that should be a string (BentoML types metadata values as any JSON-like value)."""
+    return None if value is None else str(value)
 
 
 def resolve_version(pinned: str | None = None, source_dir: Path | None = None) -> str:
@@ -75,7 +81,7 @@ def resolve_version(pinned: str | None = None, source_dir: Path | None = None) -
     pinned = pinned or (bento_version(source_dir) if source_dir else None)
     tag = f"{RANKER}:{pinned or 'latest'}"
     try:
-        return bentoml.models.get(tag).tag.version
+        return str(bentoml.models.get(tag).tag.version)
     except NotFound:
         raise ModelStoreError(f"model {tag} is not in the BentoML model store; {_train_hint()}") from None
 
@@ -117,7 +123,7 @@ def _saving_lock() -> Iterator[None]:
 
 
 def save_pair(version: str, candidates: CandidateModel, ranker_file: Path, feature_dir: Path, showcase_dir: Path,
-              labels: dict[str, str], metadata: dict) -> tuple[str, str]:
+              labels: dict[str, str], metadata: dict[str, Any]) -> tuple[str, str]:
     """Write both models under one version; the ranker goes last so that `latest` is always a whole pair.
 
     The ranker is committed (and its `latest` moved) only after the pair passes the checks `bentoml serve` runs at
@@ -199,7 +205,7 @@ def load_ranker(model: bentoml.Model) -> RankerBundle:
     """CatBoost plus the feature store it was trained for, checked against the fingerprint in the metadata."""
     with _reading(model):
         features = load_feature_store(Path(model.path_of(FEATURES_DIR)),
-                                      expected_version=model.info.metadata.get("feature_store_version"))
+                                      expected_version=_text(model.info.metadata.get("feature_store_version")))
         item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)))
         reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), FeatureAssembler(features.users, features.items, item_ids))
     return RankerBundle(reranker, features)
@@ -212,7 +218,7 @@ def check_files(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
     with _reading(candidates):
         CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True)
     with _reading(ranker):
-        check_feature_store(Path(ranker.path_of(FEATURES_DIR)), ranker.info.metadata.get("feature_store_version"))
+        check_feature_store(Path(ranker.path_of(FEATURES_DIR)), _text(ranker.info.metadata.get("feature_store_version")))
         load_array(Path(ranker.path_of(ITEM_IDS_FILE)), mmap=True)
         model = load_catboost(Path(ranker.path_of(RANKER_FILE)))
         if list(model.feature_names_) != ranker.info.metadata.get("ranker_features"):
@@ -225,7 +231,7 @@ def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
     for key in ("run_id", "dataset_fingerprint", "feature_store_version"):
         if a.get(key) != b.get(key):
             raise ModelStoreError(
-                f"{candidates.tag} and {ranker.tag} do not belong together ({key}: {a.get(key)} vs {b.get(key)}); "
+                f"{candidates.tag} and {ranker.tag} do not belong together ({key}: {a.get(key)!s} vs {b.get(key)!s}); "
                 f"{_retrain_hint()}"
             )
 

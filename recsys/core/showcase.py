@@ -11,30 +11,33 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.columns import Columns
 from recsys.data.schema import Dataset, split_genres
+from recsys.lookup import find_sorted
 
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 HISTORY_FILE = "history.parquet"
 SUMMARY_FILE = "summary.json"
 PLOT_FILES = ("metrics.png", "importance.png", "tuning.png")  # tuning.png only for a pair trained with `recsys tune`
-DEMOGRAPHICS = ("age", "sex", "income", "kids_flg")
+DEMOGRAPHICS = (Columns.Age, Columns.Sex, Columns.Income, Columns.KidsFlg)
 SAMPLE_USERS = 12
 UNKNOWN = "unknown"
 
 SCHEMAS = {
-    ITEMS_FILE: pa.schema([("item_id", pa.int64()), ("title", pa.string()), ("genres", pa.string()),
-                           ("release_year", pa.int16()), ("content_type", pa.string())]),
-    USERS_FILE: pa.schema([("user_id", pa.int64()), ("watched", pa.int64()), ("age", pa.string()),
-                           ("sex", pa.string()), ("income", pa.string()), ("kids_flg", pa.int8())]),
-    HISTORY_FILE: pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("last_watch_dt", pa.date32()),
-                             ("watched_pct", pa.float32())]),
+    ITEMS_FILE: pa.schema([(Columns.Item, pa.int64()), (Columns.Title, pa.string()), (Columns.Genres, pa.string()),
+                           (Columns.ReleaseYear, pa.int16()), (Columns.ContentType, pa.string())]),
+    USERS_FILE: pa.schema([(Columns.User, pa.int64()), ("watched", pa.int64()), (Columns.Age, pa.string()),
+                           (Columns.Sex, pa.string()), (Columns.Income, pa.string()), (Columns.KidsFlg, pa.int8())]),
+    HISTORY_FILE: pa.schema([(Columns.User, pa.int64()), (Columns.Item, pa.int64()), (Columns.Datetime, pa.date32()),
+                             (Columns.WatchedPct, pa.float32())]),
 }
 
 
@@ -46,17 +49,17 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMAS[path.name], preserve_index=False), path)
 
 
-def write_showcase(directory: Path, dataset: Dataset, history_items: int, summary: dict) -> Path:
+def write_showcase(directory: Path, dataset: Dataset, history_items: int, summary: dict[str, Any]) -> Path:
     """Write the catalogue, the users' last ``history_items`` interactions and ``summary`` (the report's headline)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     inter = dataset.interactions
-    _write(dataset.items.sort_values("item_id")[list(SCHEMAS[ITEMS_FILE].names)], directory / ITEMS_FILE)
-    recent = (inter.sort_values(["user_id", "last_watch_dt"], ascending=[True, False], kind="stable")
-              .groupby("user_id").head(history_items))
+    _write(dataset.items.sort_values(Columns.Item)[list(SCHEMAS[ITEMS_FILE].names)], directory / ITEMS_FILE)
+    recent = (inter.sort_values([Columns.User, Columns.Datetime], ascending=[True, False], kind="stable")
+              .groupby(Columns.User).head(history_items))
     _write(recent[list(SCHEMAS[HISTORY_FILE].names)], directory / HISTORY_FILE)
-    watched = inter.groupby("user_id").size().rename("watched").reset_index()
-    _write(watched.merge(dataset.users[["user_id", *DEMOGRAPHICS]], on="user_id", how="left"), directory / USERS_FILE)
+    watched = inter.groupby(Columns.User).size().rename("watched").reset_index()
+    _write(watched.merge(dataset.users[[Columns.User, *DEMOGRAPHICS]], on=Columns.User, how="left"), directory / USERS_FILE)
     demographics = {c: sorted(v for v in dataset.users[c].unique().tolist() if v != UNKNOWN) for c in DEMOGRAPHICS}
     (directory / SUMMARY_FILE).write_text(json.dumps(
         {**summary, "history_items": history_items, "demographics": demographics}, indent=2, default=str))
@@ -80,12 +83,6 @@ def _read(directory: Path, name: str) -> dict[str, np.ndarray]:
     return {field: _column(table, field) for field in table.column_names}
 
 
-def _rows(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row of each wanted id in the sorted ``ids`` and whether it is there."""
-    pos = np.searchsorted(ids, wanted).clip(max=max(len(ids) - 1, 0))
-    return pos, (ids[pos] == wanted) if len(ids) else np.zeros(len(wanted), bool)
-
-
 @dataclass
 class Showcase:
     """The showcase of one model pair in memory, with the lookups the web page's JSON endpoints answer."""
@@ -94,33 +91,33 @@ class Showcase:
     users: dict[str, np.ndarray]    # columns of USERS_FILE, sorted by user_id
     history: dict[str, np.ndarray]  # columns of HISTORY_FILE, grouped by user (in users' order), newest first
     indptr: np.ndarray              # history rows of users row u: indptr[u]:indptr[u + 1]
-    summary: dict
+    summary: dict[str, Any]
     plots: dict[str, bytes]
 
-    def item_details(self, item_ids: np.ndarray) -> tuple[list[dict], list[int]]:
+    def item_details(self, item_ids: np.ndarray) -> tuple[list[dict[str, Any]], list[int]]:
         """Details of the known items in the order asked, and the ids the catalogue does not hold."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
-        rows, known = _rows(self.items["item_id"], item_ids)
+        rows, known = find_sorted(self.items[Columns.Item], item_ids)
         return [self._item(r) for r in rows[known]], item_ids[~known].tolist()
 
-    def _item(self, row: int) -> dict:
-        return {"item_id": int(self.items["item_id"][row]), "title": self.items["title"][row],
-                "genres": split_genres([self.items["genres"][row] or ""])[0],
-                "year": _plain(self.items["release_year"][row]), "content_type": self.items["content_type"][row]}
+    def _item(self, row: int) -> dict[str, Any]:
+        return {"item_id": int(self.items[Columns.Item][row]), "title": self.items[Columns.Title][row],
+                "genres": split_genres(pd.Series([self.items[Columns.Genres][row] or ""]))[0],
+                "year": _plain(self.items[Columns.ReleaseYear][row]), "content_type": self.items[Columns.ContentType][row]}
 
-    def user(self, user_id: int) -> dict | None:
+    def user(self, user_id: int) -> dict[str, Any] | None:
         """A user's demographics, how much they watched, and their latest interactions with item details."""
-        (row,), (known,) = _rows(self.users["user_id"], np.array([user_id], dtype=np.int64))
+        (row,), (known,) = find_sorted(self.users[Columns.User], np.array([user_id], dtype=np.int64))
         if not known:
             return None
         part = slice(self.indptr[row], self.indptr[row + 1])
-        details, _ = self.item_details(self.history["item_id"][part])
+        details, _ = self.item_details(self.history[Columns.Item][part])
         by_id = {d["item_id"]: d for d in details}
         history = [{**by_id.get(int(i), {"item_id": int(i), "title": None, "genres": [], "year": None,
                                          "content_type": None}),
                     "watched_at": str(day), "watched_pct": round(float(pct), 1)}
-                   for i, day, pct in zip(self.history["item_id"][part], self.history["last_watch_dt"][part],
-                                          self.history["watched_pct"][part], strict=True)]
+                   for i, day, pct in zip(self.history[Columns.Item][part], self.history[Columns.Datetime][part],
+                                          self.history[Columns.WatchedPct][part], strict=True)]
         profile = {c: _plain(self.users[c][row]) for c in DEMOGRAPHICS}
         return {"user_id": int(user_id), "watched": int(self.users["watched"][row]), "profile": profile,
                 "history": history}
@@ -129,11 +126,11 @@ class Showcase:
         """Users from the most to the least active, evenly spread, for the page's picker."""
         order = np.argsort(-self.users["watched"], kind="stable")
         picks = np.unique(np.linspace(0, len(order) - 1, min(SAMPLE_USERS, len(order))).astype(np.int64))
-        return self.users["user_id"][order[picks]].tolist()
+        return self.users[Columns.User][order[picks]].tolist()
 
     def new_user_id(self) -> int:
         """An id no model of the pair knows: the page's example of a cold start."""
-        return int(self.users["user_id"].max(initial=-1)) + 1
+        return int(self.users[Columns.User].max(initial=-1)) + 1
 
 
 def _plain(value: object) -> object:
@@ -148,9 +145,9 @@ def load_showcase(directory: Path) -> Showcase:
         raise ShowcaseError(f"no showcase at {directory}: the model pair was trained before the web page existed; "
                             "retrain with `recsys train` to see titles, histories and the report on /ui")
     items, users, history = (_read(directory, name) for name in (ITEMS_FILE, USERS_FILE, HISTORY_FILE))
-    owners, starts = np.unique(history["user_id"], return_index=True)
-    indptr = np.concatenate([starts, [len(history["user_id"])]]).astype(np.int64)
-    if not np.array_equal(owners, users["user_id"]):
+    owners, starts = np.unique(history[Columns.User], return_index=True)
+    indptr = np.concatenate([starts, [len(history[Columns.User])]]).astype(np.int64)
+    if not np.array_equal(owners, users[Columns.User]):
         raise ShowcaseError(f"{directory}: {HISTORY_FILE} and {USERS_FILE} disagree on the users; retrain")
     plots = {name: (directory / name).read_bytes() for name in PLOT_FILES if (directory / name).is_file()}
     return Showcase(items, users, history, indptr, json.loads((directory / SUMMARY_FILE).read_text()), plots)

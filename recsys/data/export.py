@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.data.movielens import ENCODING, GENRES_100K
 from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, split_genres
 
@@ -48,7 +49,7 @@ def _all_or_nothing(directory: Path, *names: str) -> Iterator[list[Path]]:
 
 def write_kion(dataset: Dataset, directory: Path) -> None:
     interactions = dataset.interactions[INTERACTION_COLUMNS].copy()
-    interactions["last_watch_dt"] = interactions["last_watch_dt"].dt.strftime("%Y-%m-%d")
+    interactions[Columns.Datetime] = interactions[Columns.Datetime].dt.strftime("%Y-%m-%d")
     with _all_or_nothing(directory, "interactions.csv", "users.csv", "items.csv") as (inter_csv, users_csv, items_csv):
         interactions.to_csv(inter_csv, index=False)
         dataset.users[USER_COLUMNS].to_csv(users_csv, index=False)
@@ -63,23 +64,23 @@ def write_movielens_100k(dataset: Dataset, directory: Path) -> None:
 
 def _write_movielens_100k(dataset: Dataset, u_data: Path, u_user: Path, u_item: Path) -> None:
     inter = dataset.interactions
-    stars = np.clip(np.ceil(inter["watched_pct"].to_numpy() / 20.0), 1, 5).astype(int)
+    stars = np.clip(np.ceil(inter[Columns.WatchedPct].to_numpy() / 20.0), 1, 5).astype(int)
     # Same-day events get distinct seconds so the per-user order of the log survives the round trip.
-    seconds = (inter["last_watch_dt"].astype("int64") // 10**9).to_numpy() + inter.groupby(
-        [inter["user_id"], inter["last_watch_dt"]]).cumcount().to_numpy()
-    pd.DataFrame({"u": inter["user_id"], "i": inter["item_id"], "r": stars, "t": seconds}).to_csv(
+    seconds = (inter[Columns.Datetime].astype("int64") // 10**9).to_numpy() + inter.groupby(
+        [inter[Columns.User], inter[Columns.Datetime]]).cumcount().to_numpy()
+    pd.DataFrame({"u": inter[Columns.User], "i": inter[Columns.Item], "r": stars, "t": seconds}).to_csv(
         u_data, sep="\t", header=False, index=False)
     users = dataset.users
-    pd.DataFrame({"u": users["user_id"], "age": users["age"].map(_BAND_AGE).fillna(30).astype(int),
-                  "sex": users["sex"].where(users["sex"].isin(["M", "F"]), "M"), "occupation": "other",
+    pd.DataFrame({"u": users[Columns.User], "age": users[Columns.Age].map(_BAND_AGE).fillna(30).astype(int),
+                  "sex": users[Columns.Sex].where(users[Columns.Sex].isin(["M", "F"]), "M"), "occupation": "other",
                   "zip": "00000"}).to_csv(u_user, sep="|", header=False, index=False)
     items = dataset.items
     flags = np.zeros((len(items), len(GENRES_100K)), dtype=int)
-    for row, genres in enumerate(split_genres(items["genres"])):
+    for row, genres in enumerate(split_genres(items[Columns.Genres])):
         for genre in genres:
             flags[row, GENRES_100K.index(_ML_GENRE.get(genre, "unknown"))] = 1
-    year = items["release_year"].fillna(1995).astype(int)
-    table = pd.DataFrame({"i": items["item_id"], "title": items["title"] + " (" + year.astype(str) + ")",
+    year = items[Columns.ReleaseYear].fillna(1995).astype(int)
+    table = pd.DataFrame({"i": items[Columns.Item], "title": items[Columns.Title] + " (" + year.astype(str) + ")",
                           "date": "01-Jan-" + year.astype(str), "video": "", "url": ""})
     table = pd.concat([table, pd.DataFrame(flags, columns=GENRES_100K)], axis=1)
     table.to_csv(u_item, sep="|", header=False, index=False, encoding=ENCODING)

@@ -7,10 +7,10 @@ names the file and says what looks wrong, instead of a pandas traceback.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -64,8 +64,7 @@ def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: 
     """
     path = Path(path)
     _check_file(path)
-    quoting = csv.QUOTE_MINIMAL if (quoted if quoted is not None else sep == ",") else csv.QUOTE_NONE
-    frame = _parse(path, sep, encoding, header, quoting)
+    frame = _parse(path, sep, encoding, header, quoted if quoted is not None else sep == ",")
     if names is not None:
         if frame.shape[1] != len(names):
             raise _wrong_sep(path, sep, encoding,
@@ -87,11 +86,17 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty")
 
 
-def _parse(path: Path, sep: str, encoding: str, header: bool, quoting: int) -> pd.DataFrame:
+def _quoting(quoted: bool) -> Literal[0, 3]:
+    """csv.QUOTE_MINIMAL or csv.QUOTE_NONE, spelt as pandas' stubs want them (the csv module types them as int)."""
+    return 0 if quoted else 3
+
+
+def _parse(path: Path, sep: str, encoding: str, header: bool, quoted: bool) -> pd.DataFrame:
     """pandas' parse of the file; a multi-character separator is swapped for a one-byte placeholder first, so the
     fast C parser can read it."""
     source: Path | io.StringIO = path
-    parse_sep, engine = sep, "c"
+    parse_sep = sep
+    engine: Literal["c", "python"] = "c"
     try:
         if len(sep) > 1:
             text = path.read_text(encoding=encoding)
@@ -101,8 +106,8 @@ def _parse(path: Path, sep: str, encoding: str, header: bool, quoting: int) -> p
                 source, parse_sep, engine = io.StringIO(text), re.escape(sep), "python"
         return pd.read_csv(
             source, sep=parse_sep, engine=engine, header=0 if header else None, encoding=encoding,
-            quoting=quoting, keep_default_na=False, na_values=[""],
-            **({"low_memory": False} if engine == "c" else {}),
+            quoting=_quoting(quoted), keep_default_na=False, na_values=[""],
+            low_memory=engine != "c",  # the C parser infers types over the whole file; python takes only the default
         )
     except UnicodeDecodeError:
         raise DataError(

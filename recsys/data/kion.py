@@ -7,9 +7,11 @@ are awkward downstream: Cyrillic sex codes and the float ``age_rating``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.data.files import read_table
 from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset, make_dataset
 
@@ -18,7 +20,7 @@ _SEX = {"М": "M", "Ж": "F"}
 _TEXT_EXTRAS = ["title_orig", "actors", "description", "keywords"]
 
 
-def _age_rating(value: object) -> str:
+def _age_rating(value: Any) -> str:
     """16.0 -> '16+' (the dataset stores the minimum age as a float), missing -> ''; other text is kept."""
     if pd.isna(value):
         return ""
@@ -28,7 +30,7 @@ def _age_rating(value: object) -> str:
         return str(value).strip()
 
 
-def _sex(value: object) -> str:
+def _sex(value: Any) -> str:
     return "unknown" if pd.isna(value) else _SEX.get(str(value).strip(), str(value).strip())
 
 
@@ -40,10 +42,10 @@ def load_kion(data_dir: Path) -> Dataset:
     users = read_table(paths[1], sep=",", required=USER_COLUMNS)
     items = read_table(paths[2], sep=",", required=ITEM_COLUMNS)
 
-    users["sex"] = users["sex"].map(_sex).astype(str)
-    items["age_rating"] = items["age_rating"].map(_age_rating).astype(str)
+    users[Columns.Sex] = users[Columns.Sex].map(_sex).astype(str)
+    items[Columns.AgeRating] = items[Columns.AgeRating].map(_age_rating).astype(str)
     for column in _TEXT_EXTRAS:
         if column in items.columns:
             items[column] = items[column].fillna("").astype(str)
-    return make_dataset("kion", interactions, users, items, sources=tuple(str(p) for p in paths),
+    return make_dataset("kion", interactions, users, items, sources=(str(paths[0]), str(paths[1]), str(paths[2])),
                         data_dir=str(data_dir))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.columns import Columns
 from recsys.data.files import read_table, to_number
 from recsys.data.schema import GENRE_SEPARATOR, DataError, Dataset, make_dataset
 
@@ -46,8 +47,8 @@ def age_band(age: pd.Series) -> pd.Series:
 
 def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) -> pd.DataFrame:
     """Validate every rating row (even ones the threshold drops), then keep the positives in Kion shape."""
-    user_id = to_number(ratings, "user_id", path, integer=True)
-    item_id = to_number(ratings, "item_id", path, integer=True)
+    user_id = to_number(ratings, Columns.User, path, integer=True)
+    item_id = to_number(ratings, Columns.Item, path, integer=True)
     rating = to_number(ratings, "rating", path)
     timestamp = to_number(ratings, "timestamp", path, integer=True)
     keep = (rating >= rating_threshold).to_numpy()
@@ -58,38 +59,38 @@ def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) ->
         )
     kept = rating[keep].astype(np.float32)
     return pd.DataFrame({
-        "user_id": user_id[keep].astype(np.int64),
-        "item_id": item_id[keep].astype(np.int64),
-        "last_watch_dt": pd.to_datetime(timestamp[keep].astype(np.int64), unit="s"),
-        "total_dur": 0.0,
-        "watched_pct": kept * 20,
+        Columns.User: user_id[keep].astype(np.int64),
+        Columns.Item: item_id[keep].astype(np.int64),
+        Columns.Datetime: pd.to_datetime(timestamp[keep].astype(np.int64), unit="s"),
+        Columns.Duration: 0.0,
+        Columns.WatchedPct: kept * 20,
         "rating": kept,
     }).reset_index(drop=True)
 
 
 def _users(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     return pd.DataFrame({
-        "user_id": raw["user_id"],
-        "age": age_band(to_number(raw, "age", path, allow_missing=True)),
-        "income": "unknown",
-        "sex": raw["gender"].fillna("unknown").astype(str).str.strip().str.upper(),
-        "kids_flg": 0,
+        Columns.User: raw[Columns.User],
+        Columns.Age: age_band(to_number(raw, "age", path, allow_missing=True)),
+        Columns.Income: "unknown",
+        Columns.Sex: raw["gender"].fillna("unknown").astype(str).str.strip().str.upper(),
+        Columns.KidsFlg: 0,
         "occupation": raw["occupation"].fillna("").astype(str).str.strip(),
     })
 
 
 def _items(raw: pd.DataFrame, genres: list[str], release_year: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({
-        "item_id": raw["item_id"],
-        "content_type": "film",
-        "title": raw["title"].fillna("").astype(str),
-        "release_year": release_year.astype(np.float32),
-        "genres": genres,
-        "countries": "",
-        "for_kids": [int(KIDS_GENRE in g.split(GENRE_SEPARATOR)) for g in genres],
-        "age_rating": "",
-        "studios": "",
-        "directors": "",
+        Columns.Item: raw[Columns.Item],
+        Columns.ContentType: "film",
+        Columns.Title: raw[Columns.Title].fillna("").astype(str),
+        Columns.ReleaseYear: release_year.astype(np.float32),
+        Columns.Genres: genres,
+        Columns.Countries: "",
+        Columns.ForKids: [int(KIDS_GENRE in g.split(GENRE_SEPARATOR)) for g in genres],
+        Columns.AgeRating: "",
+        Columns.Studios: "",
+        Columns.Directors: "",
     })
 
 
@@ -102,11 +103,11 @@ def load_movielens_100k(data_dir: Path, rating_threshold: float = 4.0) -> Datase
     data_dir = Path(data_dir)
     paths = (data_dir / "u.data", data_dir / "u.user", data_dir / "u.item")
     ratings = read_table(paths[0], sep="\t", header=False, encoding=ENCODING,
-                         names=["user_id", "item_id", "rating", "timestamp"])
+                         names=[Columns.User, Columns.Item, "rating", "timestamp"])
     users = read_table(paths[1], sep="|", header=False, encoding=ENCODING,
-                       names=["user_id", "age", "gender", "occupation", "zip_code"])
+                       names=[Columns.User, "age", "gender", "occupation", "zip_code"])
     items = read_table(paths[2], sep="|", header=False, encoding=ENCODING,
-                       names=["item_id", "title", "release_date", "video_release_date", "imdb_url", *GENRES_100K])
+                       names=[Columns.Item, "title", "release_date", "video_release_date", "imdb_url", *GENRES_100K])
 
     flags = np.column_stack([to_number(items, g, paths[2], integer=True).to_numpy() for g in GENRES_100K])
     # 'unknown' is a placeholder flag, not a genre: such items get no genres, as in ML-1M.
@@ -114,10 +115,10 @@ def load_movielens_100k(data_dir: Path, rating_threshold: float = 4.0) -> Datase
               for row in flags]
     # release_date looks like '01-Jan-1995'; a few are blank, then the "(1995)" in the title is the fallback.
     year = _year_from(items["release_date"], re.compile(r"(\d{4})\s*$"))
-    year = year.fillna(_year_from(items["title"], _YEAR_AT_END))
+    year = year.fillna(_year_from(items[Columns.Title], _YEAR_AT_END))
     return make_dataset(
         "movielens-100k", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
-        _items(items, genres, year), sources=tuple(str(p) for p in paths),
+        _items(items, genres, year), sources=(str(paths[0]), str(paths[1]), str(paths[2])),
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )
 
@@ -127,15 +128,16 @@ def load_movielens_1m(data_dir: Path, rating_threshold: float = 4.0) -> Dataset:
     data_dir = Path(data_dir)
     paths = (data_dir / "ratings.dat", data_dir / "users.dat", data_dir / "movies.dat")
     ratings = read_table(paths[0], sep="::", header=False, encoding=ENCODING,
-                         names=["user_id", "item_id", "rating", "timestamp"])
+                         names=[Columns.User, Columns.Item, "rating", "timestamp"])
     users = read_table(paths[1], sep="::", header=False, encoding=ENCODING,
-                       names=["user_id", "gender", "age", "occupation", "zip_code"])
-    items = read_table(paths[2], sep="::", header=False, encoding=ENCODING, names=["item_id", "title", "genres"])
+                       names=[Columns.User, "gender", "age", "occupation", "zip_code"])
+    items = read_table(paths[2], sep="::", header=False, encoding=ENCODING, names=[Columns.Item, "title", "genres"])
 
     genres = [GENRE_SEPARATOR.join(g.strip() for g in s.split("|") if g.strip())
-              for s in items["genres"].fillna("").astype(str)]
+              for s in items[Columns.Genres].fillna("").astype(str)]
     return make_dataset(
         "movielens-1m", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
-        _items(items, genres, _year_from(items["title"], _YEAR_AT_END)), sources=tuple(str(p) for p in paths),
+        _items(items, genres, _year_from(items[Columns.Title], _YEAR_AT_END)),
+        sources=(str(paths[0]), str(paths[1]), str(paths[2])),
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )

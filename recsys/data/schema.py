@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-INTERACTION_COLUMNS = ["user_id", "item_id", "last_watch_dt", "total_dur", "watched_pct"]
-USER_COLUMNS = ["user_id", "age", "income", "sex", "kids_flg"]
-ITEM_COLUMNS = [
-    "item_id", "content_type", "title", "release_year", "genres", "countries",
-    "for_kids", "age_rating", "studios", "directors",
-]
+from recsys.columns import Columns
+
+INTERACTION_COLUMNS = list(Columns.Interactions)
+USER_COLUMNS = list(Columns.Users)
+ITEM_COLUMNS = list(Columns.Items)
 GENRE_SEPARATOR = ", "
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Dataset:
     interactions: pd.DataFrame
     users: pd.DataFrame
     items: pd.DataFrame
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Content hash of the three tables: ties trained models and feature stores to the data they came from."""
@@ -44,17 +44,17 @@ class Dataset:
             h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         inter = self.interactions
         return {
             "dataset": self.name,
             "interactions": len(inter),
-            "users": int(inter["user_id"].nunique()),
-            "items": int(inter["item_id"].nunique()),
+            "users": int(inter[Columns.User].nunique()),
+            "items": int(inter[Columns.Item].nunique()),
             "users_table": len(self.users),
             "items_table": len(self.items),
-            "start": str(inter["last_watch_dt"].min().date()) if len(inter) else None,
-            "end": str(inter["last_watch_dt"].max().date()) if len(inter) else None,
+            "start": str(inter[Columns.Datetime].min().date()) if len(inter) else None,
+            "end": str(inter[Columns.Datetime].max().date()) if len(inter) else None,
         }
 
 
@@ -115,57 +115,58 @@ def normalize_interactions(frame: pd.DataFrame, source: str = "interactions") ->
     if frame.empty:
         raise DataError(f"{source}: the table is empty")
     out = frame.copy()
-    out["user_id"] = _integer_ids(out, "user_id", source)
-    out["item_id"] = _integer_ids(out, "item_id", source)
-    dates = _dates(out["last_watch_dt"])
+    out[Columns.User] = _integer_ids(out, Columns.User, source)
+    out[Columns.Item] = _integer_ids(out, Columns.Item, source)
+    dates = _dates(out[Columns.Datetime])
     if dates.isna().any():
-        examples = out.loc[dates.isna(), "last_watch_dt"].astype(str).head(3).tolist()
-        raise DataError(f"{source}: column 'last_watch_dt' must hold dates; found {examples}")
-    out["last_watch_dt"] = dates.astype("datetime64[ns]")
-    out["total_dur"] = _numeric(out, "total_dur", source).fillna(0).astype(np.float64)
-    out["watched_pct"] = _numeric(out, "watched_pct", source).fillna(0).clip(0, 100).astype(np.float32)
+        examples = out.loc[dates.isna(), Columns.Datetime].astype(str).head(3).tolist()
+        raise DataError(f"{source}: column '{Columns.Datetime}' must hold dates; found {examples}")
+    out[Columns.Datetime] = dates.astype("datetime64[ns]")
+    out[Columns.Duration] = _numeric(out, Columns.Duration, source).fillna(0).astype(np.float64)
+    out[Columns.WatchedPct] = _numeric(out, Columns.WatchedPct, source).fillna(0).clip(0, 100).astype(np.float32)
     out = _drop_exact_duplicates(out, source)
-    duplicated = out.duplicated(["user_id", "item_id"])
+    duplicated = out.duplicated([Columns.User, Columns.Item])
     if duplicated.any():
-        first = out.loc[duplicated, ["user_id", "item_id"]].iloc[0].tolist()
+        first = out.loc[duplicated, [Columns.User, Columns.Item]].iloc[0].tolist()
         raise DataError(
             f"{source}: {int(duplicated.sum())} duplicated (user_id, item_id) pair(s), e.g. {first}; "
             "keep one row per pair (the latest watch), as the Kion format does"
         )
-    return out.sort_values(["last_watch_dt", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    return out.sort_values([Columns.Datetime, Columns.User, Columns.Item], kind="stable").reset_index(drop=True)
 
 
 def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
     _require_columns(frame, USER_COLUMNS, source)
     out = frame.copy()
-    out["user_id"] = _integer_ids(out, "user_id", source)
+    out[Columns.User] = _integer_ids(out, Columns.User, source)
     out = _drop_exact_duplicates(out, source)
-    if out["user_id"].duplicated().any():
-        raise DataError(f"{source}: user_id {int(out.loc[out['user_id'].duplicated(), 'user_id'].iloc[0])} repeats with "
+    if out[Columns.User].duplicated().any():
+        raise DataError(f"{source}: user_id {int(out.loc[out[Columns.User].duplicated(), Columns.User].iloc[0])} repeats with "
                         "different values; keep one row per user")
-    for column in ("age", "income", "sex"):
+    for column in (Columns.Age, Columns.Income, Columns.Sex):
         out[column] = out[column].fillna("unknown").astype(str)
-    out["kids_flg"] = _numeric(out, "kids_flg", source).fillna(0).astype(np.int8)
+    out[Columns.KidsFlg] = _numeric(out, Columns.KidsFlg, source).fillna(0).astype(np.int8)
     return out.reset_index(drop=True)
 
 
 def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
     _require_columns(frame, ITEM_COLUMNS, source)
     out = frame.copy()
-    out["item_id"] = _integer_ids(out, "item_id", source)
+    out[Columns.Item] = _integer_ids(out, Columns.Item, source)
     out = _drop_exact_duplicates(out, source)
-    if out["item_id"].duplicated().any():
-        raise DataError(f"{source}: item_id {int(out.loc[out['item_id'].duplicated(), 'item_id'].iloc[0])} repeats with "
+    if out[Columns.Item].duplicated().any():
+        raise DataError(f"{source}: item_id {int(out.loc[out[Columns.Item].duplicated(), Columns.Item].iloc[0])} repeats with "
                         "different values; keep one row per item")
-    for column in ("content_type", "title", "genres", "countries", "studios", "directors", "age_rating"):
+    for column in (Columns.ContentType, Columns.Title, Columns.Genres, Columns.Countries, Columns.Studios,
+                   Columns.Directors, Columns.AgeRating):
         out[column] = out[column].fillna("").astype(str)
-    out["release_year"] = _numeric(out, "release_year", source).astype(np.float32)
-    out["for_kids"] = _numeric(out, "for_kids", source).fillna(0).astype(np.int8)
+    out[Columns.ReleaseYear] = _numeric(out, Columns.ReleaseYear, source).astype(np.float32)
+    out[Columns.ForKids] = _numeric(out, Columns.ForKids, source).fillna(0).astype(np.int8)
     return out.reset_index(drop=True)
 
 
 def make_dataset(name: str, interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
-                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta) -> Dataset:
+                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta: Any) -> Dataset:
     """Validate the three tables and return them as a :class:`Dataset`; errors name ``sources``."""
     return Dataset(
         name=name,

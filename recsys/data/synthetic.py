@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from recsys.columns import Columns
 from recsys.data.schema import GENRE_SEPARATOR, Dataset, make_dataset
 
 log = logging.getLogger(__name__)
@@ -120,16 +121,16 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
               for a, b, s in zip(rng.integers(0, len(WORDS_A), n), rng.integers(0, len(WORDS_B), n),
                                  rng.choice([1, 1, 1, 2, 3], n), strict=True)]
     items = pd.DataFrame({
-        "item_id": item_ids,
-        "content_type": np.where(series, "series", "film"),
-        "title": titles,
-        "release_year": release_year.astype(float),
-        "genres": [GENRE_SEPARATOR.join(g) for g in genre_lists],
-        "countries": rng.choice(COUNTRIES, n, p=np.array([10, 8, 2, 2, 1.5, 1.5, 1, 1, 1, 1]) / 29),
-        "for_kids": for_kids.astype(int),
-        "age_rating": age_rating,
-        "studios": rng.choice(["", "Studio One", "North Pictures", "Kion Originals", "Blue Frame"], n),
-        "directors": [f"{FIRST[a]} {LAST[b]}"
+        Columns.Item: item_ids,
+        Columns.ContentType: np.where(series, "series", "film"),
+        Columns.Title: titles,
+        Columns.ReleaseYear: release_year.astype(float),
+        Columns.Genres: [GENRE_SEPARATOR.join(g) for g in genre_lists],
+        Columns.Countries: rng.choice(COUNTRIES, n, p=np.array([10, 8, 2, 2, 1.5, 1.5, 1, 1, 1, 1]) / 29),
+        Columns.ForKids: for_kids.astype(int),
+        Columns.AgeRating: age_rating,
+        Columns.Studios: rng.choice(["", "Studio One", "North Pictures", "Kion Originals", "Blue Frame"], n),
+        Columns.Directors: [f"{FIRST[a]} {LAST[b]}"
                       for a, b in zip(rng.integers(0, len(FIRST), n), rng.integers(0, len(LAST), n), strict=True)],
     })
     hidden = {
@@ -137,7 +138,7 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
         "log_pop": rng.normal(0.0, 1.3, n).astype(np.float32),
         "quality": rng.normal(0.0, 1.0, n).astype(np.float32),
         "factors": (rng.normal(0.0, 1.0, (n, cfg.n_factors)) / np.sqrt(cfg.n_factors)).astype(np.float32),
-        "for_kids": for_kids,
+        Columns.ForKids: for_kids,
         "adult": age_rating == "18+",
         "available_day": available_day,
         "is_new": is_new,
@@ -169,11 +170,11 @@ def _make_users(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.Data
     start = rng.integers(0, cfg.days, n)
     length = np.minimum(np.ceil(rng.exponential(45.0, n)).astype(int) + 3, cfg.days - 1 - start)
     users = pd.DataFrame({
-        "user_id": np.sort(rng.choice(np.arange(1, n * 2 + 1), size=n, replace=False)),
-        "age": age,
-        "income": rng.choice(INCOMES, n, p=INCOME_PROBS),
-        "sex": sex,
-        "kids_flg": kids.astype(int),
+        Columns.User: np.sort(rng.choice(np.arange(1, n * 2 + 1), size=n, replace=False)),
+        Columns.Age: age,
+        Columns.Income: rng.choice(INCOMES, n, p=INCOME_PROBS),
+        Columns.Sex: sex,
+        Columns.KidsFlg: kids.astype(int),
     })
     hidden = {
         "taste": taste,
@@ -192,11 +193,11 @@ def _idle_users(taken: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     n = max(1, len(taken) // IDLE_SHARE)
     age, sex, kids = _demographics(n, rng)
     return pd.DataFrame({
-        "user_id": np.sort(rng.choice(np.setdiff1d(np.arange(1, 2 * len(taken) + 1), taken), size=n, replace=False)),
-        "age": age,
-        "income": rng.choice(INCOMES, n, p=INCOME_PROBS),
-        "sex": sex,
-        "kids_flg": kids.astype(int),
+        Columns.User: np.sort(rng.choice(np.setdiff1d(np.arange(1, 2 * len(taken) + 1), taken), size=n, replace=False)),
+        Columns.Age: age,
+        Columns.Income: rng.choice(INCOMES, n, p=INCOME_PROBS),
+        Columns.Sex: sex,
+        Columns.KidsFlg: kids.astype(int),
     })
 
 
@@ -241,7 +242,7 @@ def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], ite
         overlap = np.clip(end - first_seen + 1.0, 0.0, None) / (end - start + 1.0)
         novelty = np.where(items["is_new"][cols], 1.2 * np.exp(-(first_seen - avail[cols]) / 21.0), 0.0)
         score = (base[cols] + 1.6 * affinity + 2.5 * latent + novelty
-                 + np.where(items["for_kids"][cols], np.where(kids, 1.8, -2.5), 0.0)
+                 + np.where(items[Columns.ForKids][cols], np.where(kids, 1.8, -2.5), 0.0)
                  + np.where(items["adult"][cols] & kids, -1.2, 0.0))
         with np.errstate(divide="ignore"):
             score = score + np.log(overlap) + np.where(missing, -np.inf, 0.0)
@@ -265,7 +266,7 @@ def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], ite
         liking = 0.9 * affinity[rows, slot] + 2.0 * latent[rows, slot] + 0.6 * items["quality"][item_idx]
         pct = 100.0 / (1.0 + np.exp(-(1.1 * liking + rng.normal(-1.2, 1.2, len(rows)))))
         parts.append(pd.DataFrame({"user_row": rows + lo, "item_row": item_idx, "day": day.astype(int),
-                                   "watched_pct": np.round(pct).astype(np.float32)}))
+                                   Columns.WatchedPct: np.round(pct).astype(np.float32)}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -279,15 +280,15 @@ def generate(size: str = "default", seed: int = 42) -> Dataset:
     users, user_hidden = _make_users(cfg, rng)
     events = _sample_interactions(cfg, user_hidden, item_hidden, rng)
     interactions = pd.DataFrame({
-        "user_id": users["user_id"].to_numpy()[events["user_row"].to_numpy()],
-        "item_id": items["item_id"].to_numpy()[events["item_row"].to_numpy()],
-        "last_watch_dt": START_DATE + pd.to_timedelta(events["day"].to_numpy(), unit="D"),
-        "total_dur": np.round(events["watched_pct"].to_numpy() / 100.0
+        Columns.User: users[Columns.User].to_numpy()[events["user_row"].to_numpy()],
+        Columns.Item: items[Columns.Item].to_numpy()[events["item_row"].to_numpy()],
+        Columns.Datetime: START_DATE + pd.to_timedelta(events["day"].to_numpy(), unit="D"),
+        Columns.Duration: np.round(events[Columns.WatchedPct].to_numpy() / 100.0
                               * item_hidden["duration"][events["item_row"].to_numpy()]).astype(np.int64),
-        "watched_pct": events["watched_pct"].to_numpy(),
+        Columns.WatchedPct: events[Columns.WatchedPct].to_numpy(),
     })
     # Like Kion, a few users never fill in their profile, and a few sign up and never watch anything. The idle
     # users are drawn last, so the rest of the dataset is the same as without them.
-    users = pd.concat([users.sample(frac=0.95, random_state=seed), _idle_users(users["user_id"].to_numpy(), rng)])
-    users = users.sort_values("user_id").reset_index(drop=True)
+    users = pd.concat([users.sample(frac=0.95, random_state=seed), _idle_users(users[Columns.User].to_numpy(), rng)])
+    users = users.sort_values(Columns.User).reset_index(drop=True)
     return make_dataset("synthetic", interactions, users, items, size=size, seed=seed)

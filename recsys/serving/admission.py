@@ -12,8 +12,9 @@ passes is small, so validating it and looking for a repeated key take a few mill
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,7 +25,7 @@ SHOWN_ERRORS = 5
 SHOWN_CHARS = 40
 
 
-def _most_values(schema: dict, defs: dict) -> int:
+def _most_values(schema: dict[str, Any], defs: dict[str, Any]) -> int:
     """The most JSON keys and values (containers included) a document valid against ``schema`` can hold.
 
     Public request schemas must be bounded (objects forbid unknown keys, arrays have ``maxItems``); one that is
@@ -60,7 +61,14 @@ def _short(text: str) -> str:
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
 
-def describe(errors: list[dict]) -> str:
+class ErrorLine(TypedDict):
+    """What :func:`describe` reads of an error: pydantic's ``ErrorDetails`` has these keys and more."""
+
+    loc: tuple[int | str, ...]
+    msg: str
+
+
+def describe(errors: Sequence[ErrorLine]) -> str:
     """Pydantic's errors as one bounded line a person can act on: 'top_k: Input should be ...; foo: ...'.
 
     Locations are the sender's keys, so each is cut to ``SHOWN_CHARS`` and only the first ``SHOWN_ERRORS`` are
@@ -79,7 +87,7 @@ def _repeated_key(body: bytes) -> str | None:
     repeated key is looked for once); None when there is none or ``body`` is not JSON."""
     found: list[str] = []
 
-    def pairs(items: list[tuple[str, Any]]) -> dict:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         unique = dict(items)
         if not found and len(unique) < len(items):
             seen: set[str] = set()

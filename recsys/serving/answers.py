@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.serving.handlers import SOURCES, WARM
+from recsys.core.candidates import SOURCES
+from recsys.serving.payloads import WARM
 
 # retrieved_by for each combination of the three source flags, as JSON (bit i set: SOURCES[i] proposed the item)
 _SOURCE_LISTS = [json.dumps([s for bit, s in enumerate(SOURCES) if mask >> bit & 1]) for mask in range(2 ** len(SOURCES))]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 Rewrite = Callable[[int, bytes], bytes]
 # Headers that describe the body being replaced; every other header (e.g. a 405's Allow) is kept.
 _BODY_HEADERS = {b"content-type", b"content-length", b"content-encoding", b"transfer-encoding"}
@@ -17,18 +19,18 @@ async def send_json(send: Any, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-async def rewrite_responses(app: Any, scope: dict, receive: Any, send: Any, wanted: Callable[[int], bool],
+async def rewrite_responses(app: Any, scope: Scope, receive: Receive, send: Send, wanted: Callable[[int], bool],
                             rewrite: Rewrite, retry_after: dict[int, bytes] | None = None) -> None:
     """Run ``app``; a response whose status is ``wanted`` is buffered and sent again as JSON ``rewrite(status, body)``,
     with a ``Retry-After`` header from ``retry_after`` (by status) if it has none.
 
     Other responses stream through untouched.
     """
-    start: dict | None = None
+    start: Message | None = None
     passthrough = False
     chunks: list[bytes] = []
 
-    async def capture(message: dict) -> None:
+    async def capture(message: Message) -> None:
         nonlocal start, passthrough
         if message["type"] == "http.response.start":
             if wanted(message["status"]):
@@ -43,7 +45,7 @@ async def rewrite_responses(app: Any, scope: dict, receive: Any, send: Any, want
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             status, headers = start["status"], list(start.get("headers") or [])
-            if status in (retry_after or {}) and not any(k.lower() == b"retry-after" for k, _ in headers):
+            if retry_after and status in retry_after and not any(k.lower() == b"retry-after" for k, _ in headers):
                 headers.append((b"retry-after", retry_after[status]))
             await send_json(send, status, rewrite(status, b"".join(chunks)), headers)
 
@@ -54,7 +56,7 @@ def replay(body: bytes, receive: Any) -> Any:
     """A ``receive`` that hands the app the body already read, then waits on the client as usual."""
     pending = True
 
-    async def replayed() -> dict:
+    async def replayed() -> Message:
         nonlocal pending
         if pending:
             pending = False

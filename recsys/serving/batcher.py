@@ -27,7 +27,7 @@ class MicroBatcher(Generic[T, R]):
         self.on_batch = on_batch
         self.pending: list[tuple[list[T], asyncio.Future[list[R]]]] = []
         self.in_flight = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, items: list[T]) -> list[R]:
         """The results for ``items``, in order; computed together with whatever else is waiting."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from recsys.serving import flask_compat
 from recsys.serving.admission import INLINE_BYTES, Admission
@@ -76,7 +77,7 @@ class CleanErrorsMiddleware:
         self.app = app
         self.admissions = {route: Admission.of(model) for route, model in inputs.items()}
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PATHS):
             await self.app(scope, receive, send)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from recsys.serving.admission import describe
+from recsys.serving.admission import ErrorLine, describe
 from recsys.serving.answers import Answer
 from recsys.serving.schemas import FlaskQuery, FlaskResponse, RecommendRequest
 
@@ -33,7 +33,7 @@ _INTEGER = re.compile(r"-?[0-9]{1,100}")
 Recommend = Callable[[RecommendRequest], Awaitable[Answer | Response]]
 
 
-def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
+def _invalid(errors: Sequence[ErrorLine]) -> JSONResponse:
     return JSONResponse({"detail": describe(errors)}, status_code=400)
 
 
@@ -45,7 +45,7 @@ def create_app(recommend: Recommend) -> Starlette:
             counts = Counter(name for name, _ in request.query_params.multi_items())
             repeated = next((name for name, count in counts.items() if count > 1), None)
             if repeated is not None:  # like a repeated JSON key: which one was meant is a guess
-                return _invalid([{"loc": [repeated], "msg": "appears more than once in the query; send it once"}])
+                return _invalid([{"loc": (repeated,), "msg": "appears more than once in the query; send it once"}])
             values = {name: int(v) if _INTEGER.fullmatch(v) else v for name, v in request.query_params.items()}
             try:
                 query = FlaskQuery.model_validate(values)

@@ -19,6 +19,7 @@ from typing import Any
 
 import bentoml
 from bentoml._internal.context import server_context
+from starlette.types import Receive, Scope, Send
 
 PROCESS = ("service", "worker")
 PUBLISH_EVERY_S = 0.25  # collector pauses reach /metrics this late at most
@@ -89,7 +90,7 @@ class LoopTimersOnScrape:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/metrics":
             # BaseEventLoop's heap of TimerHandles (uvloop, not used here, has none to count)
             scheduled = getattr(asyncio.get_running_loop(), "_scheduled", ())

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.types import Message, Receive, Scope, Send
+
 SAFE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),  # older browsers; newer ones follow frame-ancestors
@@ -36,12 +38,12 @@ class SafeHeadersMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_safely(message: dict) -> None:
+        async def send_safely(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
                 present = {k.lower() for k, _ in headers}

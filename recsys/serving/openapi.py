@@ -16,6 +16,8 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 from recsys.serving import flask_compat
 from recsys.serving.asgi import rewrite_responses
 from recsys.serving.errors import PUBLIC_PATHS, RETRY_AFTER
@@ -104,7 +106,7 @@ class PublicSpecMiddleware:
         self.info = info
         self.labels = labels
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != SPEC_PATH:
             await self.app(scope, receive, send)
             return

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Any
 
 import bentoml
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 
 WRITTEN_FOR = "1.4.40"
 log = logging.getLogger("recsys")
@@ -30,7 +30,7 @@ log = logging.getLogger("recsys")
 class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
     """BentoML's 504-after-`timeout` behaviour, with the timer cancelled as soon as the request ends."""
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         loop = asyncio.get_running_loop()
@@ -38,7 +38,7 @@ class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
         # the callback only touches `waiter`: an empty context, so a pending timer does not pin the request's span
         timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=contextvars.Context())
 
-        async def _send(message: dict) -> None:
+        async def _send(message: Message) -> None:
             if not waiter.done():
                 waiter.set_result(None)
             await send(message)
@@ -67,4 +67,4 @@ def apply(enabled: bool) -> None:
                     "(docs/bentoml-timeout-middleware-retention.md), then update or remove the workaround.",
                     bentoml.__version__, WRITTEN_FOR)
         return
-    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
+    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc]  # the patch itself

@@ -108,7 +108,7 @@ def _before_uvicorn_shutdown(entry: str, drain_timeout_s: float) -> None:
             await _outlive(self, entry, drain_timeout_s + AFTER_DRAIN_S)
         await original(self, sockets)
 
-    uvicorn.Server.shutdown = shutdown
+    uvicorn.Server.shutdown = shutdown  # type: ignore[method-assign]  # the patch itself
 
 
 async def _drain(server: uvicorn.Server, timeout: float) -> None:

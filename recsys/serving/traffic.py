@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
 
 from recsys.serving.asgi import replay, send_json
 from recsys.serving.errors import RETRY_AFTER, error_json
@@ -38,7 +39,6 @@ BATCH_ROUTE = "/recommend/batch"
 CLOSE = (b"connection", b"close")
 DRAINING = threading.Event()  # set by recsys/serving/shutdown.py when this worker starts its shutdown
 
-Send = Callable[[dict], Awaitable[None]]
 
 
 class Lane:
@@ -65,7 +65,7 @@ class TrafficMiddleware:
         self.lanes = {BATCH_ROUTE: Lane("batch requests", limits.max_batch_concurrency)}
         self.default_lane = Lane("requests", limits.max_concurrency)
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in BYPASS_PATHS:
             await self.app(scope, receive, send)
             return
@@ -111,12 +111,12 @@ class TrafficMiddleware:
             return None
         return b"".join(chunks)
 
-    async def _processing(self, scope: dict, receive: Any, send: Send) -> None:
+    async def _processing(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app; if its answer has not started within the request timeout, cancel it and answer 504."""
         deadline = asyncio.timeout(self.limits.request_timeout_s)
         started = False
 
-        async def watched(message: dict) -> None:
+        async def watched(message: Message) -> None:
             nonlocal started
             if not started:
                 started = True
@@ -141,7 +141,7 @@ def _closing_when_draining(send: Send) -> Send:
     """``send`` that marks the answer ``Connection: close`` if this worker is shutting down by then: the client
     gets its answer and opens its next connection elsewhere, rather than losing a request on a closing socket."""
 
-    async def closing(message: dict) -> None:
+    async def closing(message: Message) -> None:
         if message["type"] == "http.response.start" and DRAINING.is_set():
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
             message = {**message, "headers": [*headers, CLOSE]}

@@ -11,6 +11,7 @@ accepted back (an object array cannot come out of a buffer).
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 
@@ -18,12 +19,12 @@ ARRAY = "__ndarray__"
 NUMERIC_KINDS = "biuf"
 
 
-def pack(answers: list[dict], **extra: object) -> list[dict]:
+def pack(answers: list[dict[str, Any]], **extra: object) -> list[dict[str, Any]]:
     """Each answer with its arrays encoded, and ``extra`` fields added (the model version)."""
     return [{**{key: _encode(value) for key, value in answer.items()}, **extra} for answer in answers]
 
 
-def unpack(answers: list[dict]) -> list[dict]:
+def unpack(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The inverse of :func:`pack`; fields that are not encoded arrays pass unchanged."""
     return [{key: decode(value) for key, value in answer.items()} for answer in answers]
 

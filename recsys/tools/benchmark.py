@@ -30,9 +30,11 @@ import subprocess
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +44,7 @@ from recsys.core import model_store
 from recsys.core.candidates import CandidateBatch, CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.serving.handlers import candidate_answers, rank_answers
+from recsys.serving.payloads import CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.settings import Settings, get_settings
 from recsys.tools.process import PlainAsgiServer, Server
 
@@ -57,7 +60,7 @@ class LoadGeneratorMissing(RuntimeError):
     pass
 
 
-def hey(url: str, seconds: float, clients: int, rate: float | None = None, body: dict | None = None) -> dict:
+def hey(url: str, seconds: float, clients: int, rate: float | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """One bounded `hey` run on loopback: throughput, latency percentiles in ms, status counts and errors.
 
     ``rate`` caps each connection's requests per second (`hey -q`); None is flat out.
@@ -76,7 +79,7 @@ def hey(url: str, seconds: float, clients: int, rate: float | None = None, body:
     return parse_hey(out)
 
 
-def parse_hey(out: str) -> dict:
+def parse_hey(out: str) -> dict[str, Any]:
     """The figures of hey's text summary (its percentiles are exact, over every response)."""
     def ms(label: str) -> float:
         found = re.search(rf"{label}:\s+([\d.]+) secs", out)
@@ -114,7 +117,7 @@ def gc_pauses(url: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def _pause_delta(before: dict, after: dict) -> dict[str, dict[str, float]]:
+def _pause_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Pauses during one level, per process: total ms, collections, full collections, and the longest pause's
     bucket bound (the smallest bucket that holds every pause of the level)."""
     delta = {}
@@ -128,8 +131,8 @@ def _pause_delta(before: dict, after: dict) -> dict[str, dict[str, float]]:
     return delta
 
 
-def _measure(server: Server, path: str, body: dict | None, clients: int, seconds: float, config: str,
-             rate: float | None = None) -> dict:
+def _measure(server: Server, path: str, body: dict[str, Any] | None, clients: int, seconds: float, config: str,
+             rate: float | None = None) -> dict[str, Any]:
     """One load level after an untimed warm-up, with the CPU each process (and hey) spent per request and the
     collector pauses of each service process."""
     url = f"{server.url}{path}"
@@ -156,12 +159,12 @@ def _measure(server: Server, path: str, body: dict | None, clients: int, seconds
     return result
 
 
-def _body(model: CandidateModel) -> dict:
+def _body(model: CandidateModel) -> dict[str, Any]:
     """One warm user's request (hey sends the same body every time; the cost of a request barely depends on it)."""
     return {"user_id": int(model.user_ids[len(model.user_ids) // 2]), "top_k": 10}
 
 
-def _timed(fn, repeat: int) -> float:
+def _timed(fn: Callable[[], object], repeat: int) -> float:
     fn()
     start = time.perf_counter()
     for _ in range(repeat):
@@ -169,25 +172,32 @@ def _timed(fn, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1000
 
 
-def _whole_request(model: CandidateModel, queries: list[dict], settings: Settings, reranker: Reranker) -> list[dict]:
+def _queries(user_ids: np.ndarray) -> list[Query]:
+    return [{"user_id": int(u), "exclude_seen": True, "user_features": None} for u in user_ids]
+
+
+def _rank_requests(queries: list[Query], answers: list[CandidateAnswer]) -> list[RankRequest]:
+    """The ranker's requests for the benchmark's users, all known to the model."""
+    return [rank_request(q["user_id"], 10, a) for q, a in zip(queries, answers, strict=True) if is_warm(a)]
+
+
+def _whole_request(model: CandidateModel, queries: list[Query], settings: Settings, reranker: Reranker) -> list[Ranked]:
     """The compute of one request after parsing: candidates, then features, CatBoost and top-k."""
     cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-    return rank_answers(reranker, model.item_ids, [{"user_id": q["user_id"], "top_k": 10, **c}
-                                                   for q, c in zip(queries, cands, strict=True)])
+    return rank_answers(reranker, model.item_ids, _rank_requests(queries, cands))
 
 
-def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: np.ndarray) -> dict:
+def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: np.ndarray) -> dict[str, Any]:
     """Milliseconds per call of each stage, for 1 user and for a batch of 32, without HTTP."""
     settings = get_settings()
     reranker = bundle.reranker
-    out = {}
+    out: dict[str, Any] = {}
     for batch in (1, 32):
-        queries = [{"user_id": int(u), "exclude_seen": True} for u in users[:batch]]
+        queries = _queries(users[:batch])
         cands = candidate_answers(model, queries, settings.candidates, settings.serving.max_top_k)
-        requests = [{"user_id": q["user_id"], "top_k": 10, **c} for q, c in zip(queries, cands, strict=True)]
-        sizes = [len(c["items"]) for c in cands]
-        flat = CandidateBatch(np.repeat(np.arange(batch), sizes), np.concatenate([c["items"] for c in cands]),
-                              np.vstack([c["features"] for c in cands]))
+        requests = _rank_requests(queries, cands)
+        sizes = [len(r["items"]) for r in requests]
+        flat = CandidateBatch.of_users([r["items"] for r in requests], [r["features"] for r in requests])
         ids = np.array([q["user_id"] for q in queries])
         data = reranker.assembler.assemble(ids, flat)
         repeat = 200 if batch == 1 else 20
@@ -203,13 +213,13 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
 
 
 def catalogue_scaling(bundle: model_store.RankerBundle, users: np.ndarray,
-                      sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 65) -> dict:
+                      sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 65) -> dict[int, Any]:
     """Candidate generation and the whole request's compute (candidates + features + CatBoost + top-k) as the
     catalogue grows: LightFM-shaped random vectors, item features recycled from the trained feature store."""
     settings = get_settings()
     rng = np.random.default_rng(0)
     trained_items = bundle.reranker.assembler.item_ids
-    out = {}
+    out: dict[int, Any] = {}
     for n_items in sizes:
         n_users = 1000
         seen = rng.integers(0, n_items, (n_users, 20)).astype(np.int32)
@@ -226,7 +236,7 @@ def catalogue_scaling(bundle: model_store.RankerBundle, users: np.ndarray,
                                                                     model.item_ids))
         out[n_items] = {}
         for b in (1, 32):
-            queries = [{"user_id": int(u), "exclude_seen": True} for u in model.user_ids[:b]]
+            queries = _queries(model.user_ids[:b])
 
             candidates = partial(candidate_answers, model, queries, settings.candidates, settings.serving.max_top_k)
             repeat = 20 if b == 1 else 5
@@ -254,7 +264,7 @@ CONFIG_KEYS = {"split-before": "split, before", "split": "split", "fused-before"
 
 
 def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True, connections: int = CONNECTIONS,
-                  configs: list[str] | None = None) -> dict:
+                  configs: list[str] | None = None) -> dict[str, Any]:
     """Every level of every config (``configs``: some of CONFIG_KEYS) at ``connections`` keep-alive connections."""
     if unknown := set(configs or ()) - set(CONFIG_KEYS):
         raise ValueError(f"unknown benchmark configuration {sorted(unknown)}; choose among {sorted(CONFIG_KEYS)}")
@@ -265,7 +275,7 @@ def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True, co
     model = model_store.load_candidates(model_store.get_model(model_store.CANDIDATES, version))
     bundle = model_store.load_ranker(model_store.get_model(model_store.RANKER, version))
     body = _body(model)
-    report: dict = {"model_version": version, "items": len(model.item_ids), "users": len(model.user_ids),
+    report: dict[str, Any] = {"model_version": version, "items": len(model.item_ids), "users": len(model.user_ids),
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()},
                     "started": datetime.now().isoformat(timespec="seconds"), "seconds_per_level": seconds,
@@ -288,12 +298,12 @@ def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True, co
     return report
 
 
-def _pauses_cell(pauses: dict) -> str:
+def _pauses_cell(pauses: dict[str, Any]) -> str:
     return "; ".join(f"{p} {v['total_ms']:.0f} ms, {v['full']} full, "
                      f"longest ≤ {v['longest_le_ms']:g} ms" for p, v in pauses.items()) or "–"
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Benchmark {report['started']}", "",
              f"Model {report['model_version']} ({report['users']} users, {report['items']} items; LightFM top-n: "
              f"{report.get('lightfm_top_n', 'exact')}); "

@@ -7,13 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import Any, NoReturn, get_args
 
 import pandas as pd
 from pydantic import ValidationError
 
+from recsys.columns import Columns
 from recsys.core.model_store import ModelStoreError
-from recsys.data.schema import DataError
+from recsys.data.schema import DataError, Dataset
 from recsys.progress import Timings, setup_logging
 from recsys.settings import (
     PROJECT_ROOT,
@@ -76,7 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _flag(loc: tuple) -> str:
+def _flag(loc: tuple[int | str, ...]) -> str:
     """The command-line flag of a data or split field (``strategy`` is ``--split``)."""
     return "--split" if loc == ("strategy",) else "--" + str(loc[0]).replace("_", "-")
 
@@ -112,7 +113,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     timings = Timings()
     with timings.step(f"load dataset '{settings.data.dataset}'"):
         dataset = load_dataset(settings.data)
-    as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions["last_watch_dt"].max() + pd.Timedelta(days=1)
+    as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions[Columns.Datetime].max() + pd.Timedelta(days=1)
     out = args.out or settings.features_dir / dataset.name
     with timings.step(f"build features as of {as_of.date()}"):
         tables = build_feature_tables(dataset.interactions, dataset.users, dataset.items, as_of)
@@ -138,7 +139,7 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _run_tune(settings: Settings, dataset, args: argparse.Namespace):
+def _run_tune(settings: Settings, dataset: Dataset, args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     """Search, write the parameters file, and return the settings with them applied and the search's record."""
     from recsys.training.params import apply_params, write_params
     from recsys.training.tune import tune
@@ -182,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _train_and_print(settings, seeds, tuning)
 
 
-def _train_and_print(settings: Settings, seeds: int, tuning: dict | None, dataset=None) -> int:
+def _train_and_print(settings: Settings, seeds: int, tuning: dict[str, Any] | None, dataset: Dataset | None = None) -> int:
     from recsys.training.pipeline import train
     from recsys.training.report import claims_table, metrics_table, spread_note
 

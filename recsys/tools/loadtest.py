@@ -22,6 +22,7 @@ import time
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from recsys.settings import PROJECT_ROOT
@@ -33,7 +34,7 @@ WORKERS_WAIT_S = 60  # the master gives up if its workers have not all connected
 WORKER_EXIT_S = 30
 
 
-def summarize(stats_csv: Path) -> dict:
+def summarize(stats_csv: Path) -> dict[str, Any]:
     """The 'Aggregated' row of Locust's stats CSV, as numbers."""
     with stats_csv.open() as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
@@ -51,7 +52,7 @@ def summarize(stats_csv: Path) -> dict:
     }
 
 
-def memory_summary(samples: list[dict]) -> dict:
+def memory_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Per service: RSS at the start, half-way and at the end, the peak, and the growth over the second half.
     Allocators and caches fill up during the first minutes (seen: +40 MB in the entry, then flat); a leak keeps
     growing in the second half too."""
@@ -64,18 +65,18 @@ def memory_summary(samples: list[dict]) -> dict:
 
 
 def _run_locust(command: list[str], log_file: Path, server: Server | None, every: float,
-                workers: list[list[str]] = ()) -> list[dict]:
+                workers: list[list[str]] | None = None) -> list[dict[str, Any]]:
     """Run Locust to the end, with its ``workers`` (each logs to ``worker-<n>.log`` beside ``log_file``); meanwhile
     sample the RSS of the server's processes every `every` seconds."""
-    samples: list[dict] = []
+    samples: list[dict[str, Any]] = []
     began = time.monotonic()
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen[bytes]] = []
     try:
         with log_file.open("w") as out:
             process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-            for n, worker in enumerate(workers, 1):
+            for n, worker_command in enumerate(workers or [], 1):
                 with (log_file.parent / f"worker-{n}.log").open("w") as worker_out:
-                    started.append(subprocess.Popen(worker, cwd=PROJECT_ROOT, stdout=worker_out,
+                    started.append(subprocess.Popen(worker_command, cwd=PROJECT_ROOT, stdout=worker_out,
                                                     stderr=subprocess.STDOUT))
             while process.poll() is None:
                 if server:
@@ -108,13 +109,13 @@ def _distributed(command: list[str], workers: int) -> tuple[list[str], list[list
 
 
 def run_loadtest(users: int, spawn_rate: float, duration: str, out_dir: Path, url: str | None = None,
-                 memory_every: float = 5.0, workers: int = 0) -> dict:
+                 memory_every: float = 5.0, workers: int = 0) -> dict[str, Any]:
     if url and urlparse(url).hostname not in LOOPBACK:
         raise ValueError(f"--url {url}: load tests target loopback only (127.0.0.1)")
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
     with nullcontext(None) if url else Server() as server:
-        host = url or server.url
+        host = url or (server.url if server else "")
         command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "locustfile.py"), "--headless", "--host", host,
                    "-u", str(users), "-r", str(spawn_rate), "--run-time", duration, "--stop-timeout", "5",
                    "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--only-summary",

@@ -7,7 +7,7 @@ from typing import Any
 BODY = b"ok"
 
 
-async def app(scope: dict, receive: Any, send: Any) -> None:
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":  # lifespan: nothing to start or stop
         return
     await send({"type": "http.response.start", "status": 200,

@@ -41,7 +41,7 @@ class Server:
         self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         self.ready_timeout = ready_timeout
         self.ready_path = ready_path  # /livez: started, whether or not its dependencies answer
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         self.process = subprocess.Popen(self.command, env=self.env, cwd=PROJECT_ROOT, stdout=self.log.open("w"),

@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bentoml
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,7 +41,7 @@ log = logging.getLogger("recsys")
 class PageData:
     """Everything the endpoints answer from, built once at start-up."""
 
-    model: dict
+    model: dict[str, Any]
     showcase: Showcase | None
     missing: str  # why there is no showcase ("" when there is one)
 
@@ -54,7 +56,7 @@ class PageData:
         return cls(_model_info(version, pair, showcase, missing), showcase, missing)
 
 
-def _model_info(version: str, pair: list[bentoml.Model], showcase: Showcase | None, missing: str) -> dict:
+def _model_info(version: str, pair: list[bentoml.Model], showcase: Showcase | None, missing: str) -> dict[str, Any]:
     meta = pair[1].info.metadata
     info = {"version": version, "models": [{"tag": str(m.tag), "created": m.info.creation_time.isoformat(
         timespec="seconds")} for m in pair], **{k: meta.get(k) for k in INFO_KEYS}, "showcase_missing": missing}
@@ -103,7 +105,7 @@ async def items(request: Request) -> Response:
     raw = [part.strip() for part in request.query_params.get("ids", "").split(",") if part.strip()]
     if not 1 <= len(raw) <= MAX_TOP_K:
         raise HTTPException(400, f"ids: give 1 to {MAX_TOP_K} comma-separated item ids, e.g. ?ids=10,42")
-    found, unknown = _showcase(request).item_details([_parse_id(part, "item id") for part in raw])
+    found, unknown = _showcase(request).item_details(np.array([_parse_id(part, "item id") for part in raw], dtype=np.int64))
     return JSONResponse({"items": found, "unknown": unknown})
 
 
@@ -119,7 +121,9 @@ async def not_found(request: Request) -> Response:
     return _error(404, f"no such endpoint: {request.url.path}")
 
 
-async def http_error(request: Request, exc: HTTPException) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        raise exc
     return _error(exc.status_code, exc.detail)
 
 

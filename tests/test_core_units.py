@@ -1,0 +1,181 @@
+"""The run-time core on small hand-made arrays, with every expected value worked out by hand (no trained model).
+
+The end-to-end tests check that training, evaluation and serving agree; these pin what each core function
+computes, so a change in candidate generation, feature assembly or the per-user top-k fails here with the row
+that moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.testing import assert_array_equal
+
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
+from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
+from recsys.features.store import OnlineFeatureTable
+from recsys.lookup import find_sorted
+
+NAN = np.nan
+
+
+def small_model() -> CandidateModel:
+    """Two users, four items (ids 10, 20, 30, 40 at indices 0..3).
+
+    LightFM scores (user vector . item vector, the last item component being the bias):
+    user 1 = [1, 1]:  3, 2.5, 1, 0;  user 2 = [-1, 1]: -3, -1.5, -1, 0.
+    User 1 watched item 0; user 2 watched items 1 then 2. Popularity: 1, 0, 3, 2. Co-occurrence (one neighbour
+    per item): 0 -> 1 (0.5), 1 -> 0 (0.5), 2 -> 3 (2.0), 3 -> 2 (2.0).
+    """
+    return CandidateModel(
+        user_ids=np.array([1, 2], np.int64),
+        item_ids=np.array([10, 20, 30, 40], np.int64),
+        user_vectors=np.array([[1, 1], [-1, 1]], np.float32),
+        item_vectors=np.array([[3, 0], [2, 0.5], [1, 0], [0, 0]], np.float32),
+        seen_indptr=np.array([0, 1, 3], np.int64),
+        seen_indices=np.array([0, 1, 2], np.int32),
+        popular=np.array([1, 0, 3, 2], np.int32),
+        segment_keys=np.array(["*|*|0"]),
+        segment_popular=np.array([[3, 2]], np.int32),
+        cooc_indices=np.array([[1], [0], [3], [2]], np.int32),
+        cooc_scores=np.array([[0.5], [0.5], [2.0], [2.0]], np.float32),
+    )
+
+
+def test_candidate_features_are_named_in_the_order_generate_writes_them():
+    assert CANDIDATE_FEATURES == ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
+
+
+def test_generate_unites_the_three_sources_without_seen_items():
+    """n_lightfm=2, n_popular=1, n_cooc=1.
+
+    User 1 (item 0 seen): LightFM's best unseen are 1 (rank 0) and 2 (rank 1); the most popular unseen is 1; the
+    last title 0 co-occurs with 1 (0.5). User 2 (items 1, 2 seen): LightFM gives 3 (rank 0) then 0 (rank 1); the
+    most popular unseen is 0; the last titles co-occur with 0 (0.5, via 1) and 3 (2.0, via 2): 3 is the best.
+    Items that LightFM did not propose carry rank n_lightfm; the co-occurrence score is kept for every candidate.
+    """
+    batch = small_model().generate(np.array([0, 1]), n_lightfm=2, n_popular=1, n_cooc=1)
+    assert_array_equal(batch.owner, [0, 0, 1, 1])
+    assert_array_equal(batch.items, [1, 2, 0, 3])
+    assert batch.features.dtype == np.float32
+    assert_array_equal(batch.features, [
+        # lfm_score, lfm_rank, cooc_score, from_lightfm, from_popular, from_cooc
+        [2.5, 0, 0.5, 1, 1, 1],
+        [1.0, 1, 0.0, 1, 0, 0],
+        [-3.0, 1, 0.5, 1, 1, 0],
+        [0.0, 0, 2.0, 1, 0, 1],
+    ])
+
+
+def test_generate_keeps_seen_items_when_asked():
+    """User 1 without the seen filter: LightFM's best are 0 then 1; popularity and co-occurrence both give 1."""
+    batch = small_model().generate(np.array([0]), n_lightfm=2, n_popular=1, n_cooc=1, exclude_seen=False)
+    assert_array_equal(batch.owner, [0, 0])
+    assert_array_equal(batch.items, [0, 1])
+    assert_array_equal(batch.features, [[3.0, 0, 0.0, 1, 0, 0], [2.5, 1, 0.5, 1, 1, 1]])
+
+
+def test_generate_with_one_source_only():
+    """No popularity and no co-occurrence candidates: only LightFM's top item of user 2 (item 3)."""
+    batch = small_model().generate(np.array([1]), n_lightfm=1, n_popular=0, n_cooc=0)
+    assert_array_equal(batch.items, [3])
+    assert_array_equal(batch.features, [[0.0, 0, 2.0, 1, 0, 0]])
+
+
+def small_assembler() -> FeatureAssembler:
+    """Users 1 and 2, items 10, 20, 30 (stored sorted by id; the candidate model orders its items 30, 10, 20)."""
+    users = OnlineFeatureTable(
+        ids=np.array([1, 2], np.int64),
+        numeric=np.array([[0.75, 0.25, 2000, 4], [0, 1, 1990, 1], [NAN] * 4], np.float32),
+        numeric_names=["u_genre_drama", "u_genre_comedy", "u_mean_release_year", "u_watches"],
+        categorical=np.array([["age_18_24"], ["age_25_34"], ["unknown"]], object),
+        categorical_names=["age"],
+    )
+    items = OnlineFeatureTable(
+        ids=np.array([10, 20, 30], np.int64),
+        numeric=np.array([[1, 0, 2010, 5], [0.5, 0.5, 1980, 3], [0, 1, 2000, 1], [NAN] * 4], np.float32),
+        numeric_names=["i_genre_drama", "i_genre_comedy", "release_year", "i_pop"],
+        categorical=np.array([["film"], ["series"], ["film"], ["unknown"]], object),
+        categorical_names=["content_type"],
+    )
+    return FeatureAssembler(users, items, item_ids=np.array([30, 10, 20], np.int64))
+
+
+def test_feature_names_are_candidate_then_user_then_item_then_cross_features():
+    assembler = small_assembler()
+    assert assembler.numeric_names == [*CANDIDATE_FEATURES, "u_mean_release_year", "u_watches", "release_year", "i_pop",
+                                       *CROSS_FEATURES]
+    assert assembler.categorical_names == ["age", "content_type"]
+
+
+def test_assemble_joins_user_item_and_cross_features_per_candidate():
+    """Batch users 2, 1 and an unknown 99. Genre affinity is the dot product of the user's and the item's genre
+    shares, the year gap the item's release year minus the user's mean: user 2 x item 30: [0, 1].[0, 1] = 1,
+    2000 - 1990 = 10; user 1 x item 20: [.75, .25].[.5, .5] = .5, 1980 - 2000 = -20; user 1 x item 10: .75, 10.
+    The unknown user gets the defaults row: NaN numbers, 'unknown' categories."""
+    candidate = np.arange(18, dtype=np.float32).reshape(3, 6)
+    batch = CandidateBatch(owner=np.array([0, 1, 1, 2]), items=np.array([0, 2, 1, 0]),
+                           features=np.vstack([candidate, candidate[:1]]))
+    data = small_assembler().assemble(np.array([2, 1, 99]), batch)
+    numeric = data.num_feature_data
+    assert_array_equal(numeric[:, :6], batch.features)
+    assert_array_equal(numeric[:, 6:], [
+        # u_mean_release_year, u_watches, release_year, i_pop, genre_affinity, year_gap
+        [1990, 1, 2000, 1, 1.0, 10],
+        [2000, 4, 1980, 3, 0.5, -20],
+        [2000, 4, 2010, 5, 0.75, 10],
+        [NAN, NAN, 2000, 1, NAN, NAN],
+    ])
+    assert data.cat_feature_data.tolist() == [
+        ["age_25_34", "film"], ["age_18_24", "series"], ["age_18_24", "film"], ["unknown", "film"]]
+
+
+def test_top_k_per_user_keeps_each_users_best_in_order_and_pads_the_rest():
+    """User 0 has items 8 (2.0) and 11 (1.0); user 1 has 9 (3.0), 7 and 10 (0.5 each: the earlier row wins the
+    tie); user 2 has none: -1 items with NaN scores."""
+    owner = np.array([1, 0, 1, 1, 0])
+    items = np.array([7, 8, 9, 10, 11])
+    scores = np.array([0.5, 2.0, 3.0, 0.5, 1.0], np.float32)
+    top_items, top_scores = top_k_per_user(owner, items, scores, n_users=3, k=2)
+    assert_array_equal(top_items, [[8, 11], [9, 7], [-1, -1]])
+    assert_array_equal(top_scores, np.array([[2.0, 1.0], [3.0, 0.5], [NAN, NAN]], np.float32))
+
+
+def test_top_k_per_user_with_fewer_candidates_than_k():
+    top_items, top_scores = top_k_per_user(np.array([0]), np.array([5]), np.array([1.5], np.float32), n_users=1, k=3)
+    assert_array_equal(top_items, [[5, -1, -1]])
+    assert_array_equal(top_scores, np.array([[1.5, NAN, NAN]], np.float32))
+
+
+def test_find_sorted_says_where_each_id_is_and_whether_it_is_there():
+    pos, found = find_sorted(np.array([3, 5, 9]), np.array([5, 4, 9, 12, 1]))
+    assert_array_equal(found, [True, False, True, False, False])
+    assert_array_equal(pos[found], [1, 2])
+    pos, found = find_sorted(np.zeros(0, np.int64), np.array([1, 2]))
+    assert_array_equal(found, [False, False])
+    assert_array_equal(pos, [0, 0])
+
+
+def test_model_lookups_by_id():
+    model = small_model()
+    rows, known = model.user_rows(np.array([2, 7, 1]))
+    assert_array_equal(known, [True, False, True])
+    assert_array_equal(rows[known], [1, 0])
+    assert_array_equal(model.item_index(np.array([40, 15, 10])), [3, -1, 0])
+    assert model.profiles(np.array([1])) == [None]  # no profiles stored
+
+
+def test_candidate_batch_columns_by_name_and_its_constructors():
+    batch = small_model().generate(np.array([0, 1]), n_lightfm=2, n_popular=1, n_cooc=1)
+    assert_array_equal(batch.column("lfm_rank"), [0, 1, 1, 0])
+    assert_array_equal(batch.from_source("popular"), [True, False, True, False])
+    assert_array_equal(batch.source_flags(), [[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 1]])
+    second = batch.take(batch.owner == 1)
+    assert_array_equal(second.items, [0, 3])
+    assert_array_equal(second.owner, [1, 1])
+    per_user = CandidateBatch.of_users([batch.items[:2], np.zeros(0, np.int64), batch.items[2:]],
+                                       [batch.features[:2], np.zeros((0, 6), np.float32), batch.features[2:]])
+    assert_array_equal(per_user.owner, [0, 0, 2, 2])
+    assert_array_equal(per_user.features, batch.features)
+    joined = CandidateBatch.concat([batch, second], [2, 3])
+    assert_array_equal(joined.owner, [0, 0, 1, 1, 3, 3])
+    assert_array_equal(joined.items, [1, 2, 0, 3, 0, 3])
