@@ -4,9 +4,14 @@
 pair to serve: RECSYS_SERVING__MODEL_VERSION, the pair packed into the Bento when served from one, or the newest
 ranker in the BentoML store; it neither opens the models nor stops when there is none, so the module can be imported
 to test or document it. `bentoml serve` checks that pair once, before any worker starts (BentoML's deployment hook,
-:meth:`Recommender.settle_model_pair`), and every worker, restarts included, then loads exactly that pair. A missing,
+:func:`settle_model_pair`), and every worker, restarts included, then loads exactly that pair. A missing,
 mismatched or damaged pair, or an unknown or invalid RECSYS_* setting, stops the start-up with one line that says
 what is wrong and how to fix it (`bentoml serve` exits 1).
+
+With RECSYS_SERVING__TOPOLOGY=remote the two model services run as `bentoml serve service:Candidates` and
+`bentoml serve service:Ranker` of their own (other containers or hosts, each scaled on its own), and the entry
+reaches them at RECSYS_SERVING__CANDIDATES_URL and RECSYS_SERVING__RANKER_URL (`bentoml.depends(url=...)`); it
+answers 503, and its /readyz too, while either is down or serves another model pair than its own.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, cast
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
@@ -41,14 +46,14 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown
+from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown, wire
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
 from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
-from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
+from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
 from recsys.serving.traffic import TrafficMiddleware
@@ -64,30 +69,55 @@ shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry dra
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
 # load (bentoml#5540), so the pool is effectively never recycled.
 INTERNAL = {"workers": 1, "traffic": {"timeout": 20}, "runner_connection": {"max_requests": 1_000_000_000},
-            "logging": {"access": {"enabled": False}}}
+            "logging": {"access": {"enabled": False}},
+            "http": {"host": "127.0.0.1"}}  # served on their own (`remote`): loopback unless `--host`/BENTOML_HOST
 BATCHING = {"batchable": SETTINGS.serving.batching, "max_batch_size": SETTINGS.serving.max_batch_size,
             "max_latency_ms": SETTINGS.serving.max_latency_ms}
+
+
+@cache
+def settle_model_pair() -> None:
+    """Once in `bentoml serve` itself, before any worker starts: the pair must be there, belong together and be
+    readable, or the start-up stops with one line. The same fault found later, as a model service loads its
+    model in its own worker, would not stop it: BentoML restarts that worker over and over while the other
+    services answer. Every worker, and every restart of one, then loads exactly this pair. Each of the three
+    services declares it (BentoML's deployment hook), so a model service served on its own (`remote`) settles its
+    pair too; in one `bentoml serve` it runs once."""
+    try:
+        if NO_PAIR is not None:
+            raise NO_PAIR
+        model_store.servable_version(VERSION)
+    except model_store.ModelStoreError as exc:
+        raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; exits 1
+    pin_model_version(VERSION)
 
 
 @bentoml.service(name="candidates", **INTERNAL)
 class Candidates:
     model_ref = bentoml.models.BentoModel(f"{model_store.CANDIDATES}:{VERSION}")
+    settle_model_pair = bentoml.on_deployment(settle_model_pair)
 
     def __init__(self) -> None:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
-        self.model = model_store.load_candidates(self.model_ref)
+        self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads)
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer]
+    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
         answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
-        return cast(list[dict[str, Any]], answers)
+        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
+
+    @bentoml.api
+    def model_version(self) -> str:
+        """The model pair this process serves: the entry checks it against its own."""
+        return VERSION
 
 
 @bentoml.service(name="ranker", **INTERNAL)
 class Ranker:
     model_ref = bentoml.models.BentoModel(f"{model_store.RANKER}:{VERSION}")
+    settle_model_pair = bentoml.on_deployment(settle_model_pair)
 
     def __init__(self) -> None:
         bundle = model_store.load_ranker(self.model_ref)
@@ -95,19 +125,33 @@ class Ranker:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked]
-        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], requests))
-        return cast(list[dict[str, Any]], answers)
+    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
+        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], wire.unpack(requests)))
+        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
+
+    @bentoml.api
+    def model_version(self) -> str:
+        """The model pair this process serves: the entry checks it against its own."""
+        return VERSION
 
 
 async def _call(stage: str, call: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """A model service's answer, or a 503 the client can act on when that process is down, restarting or stuck
-    (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang)."""
+    (a dead process otherwise surfaces as a bare 500 and a restarting one as a hang), or serves another model pair
+    than the entry (a model service of another training, `remote` topology)."""
     try:
-        return await asyncio.wait_for(call, SETTINGS.serving.dependency_timeout_s)
+        answers = await asyncio.wait_for(call, SETTINGS.serving.dependency_timeout_s)
     except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise ModelServiceDown(f"the {stage} model service is unavailable ({type(exc).__name__}); it restarts "
                                "by itself, retry in a few seconds") from exc
+    if other := {a["model_version"] for a in answers} - {VERSION}:
+        raise ModelServiceDown(_other_pair(stage, other.pop()))
+    return answers
+
+
+def _other_pair(stage: str, version: str) -> str:
+    return (f"the {stage} model service serves model pair {version}, not this entry's {VERSION}; deploy the "
+            "services of one training together (or pin RECSYS_SERVING__MODEL_VERSION on all of them)")
 
 
 JSON = "application/json"
@@ -140,20 +184,11 @@ class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
         candidates = bentoml.depends(Candidates)
         ranker = bentoml.depends(Ranker)
+    elif SETTINGS.serving.topology == "remote":  # each model service is a `bentoml serve` of its own, found by address
+        candidates = bentoml.depends(Candidates, url=SETTINGS.serving.candidates_url)
+        ranker = bentoml.depends(Ranker, url=SETTINGS.serving.ranker_url)
 
-    @bentoml.on_deployment
-    def settle_model_pair() -> None:
-        """Once in `bentoml serve` itself, before any worker starts: the pair must be there, belong together and be
-        readable, or the start-up stops with one line. The same fault found later, as a model service loads its
-        model in its own worker, would not stop it: BentoML restarts that worker over and over while the other
-        services answer. Every worker, and every restart of one, then loads exactly this pair."""
-        try:
-            if NO_PAIR is not None:
-                raise NO_PAIR
-            model_store.servable_version(VERSION)
-        except model_store.ModelStoreError as exc:
-            raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; exits 1
-        pin_model_version(VERSION)
+    settle_model_pair = bentoml.on_deployment(settle_model_pair)
 
     def __init__(self) -> None:
         serving = SETTINGS.serving
@@ -171,15 +206,29 @@ class Recommender:
             if serving.batching else (self._recommend, self._recommend))
         gc_watch.settle(serving.freeze_startup_heap)
 
+    async def __is_ready__(self) -> bool:
+        """`remote`: ready (/readyz 200) only while both model services answer with this entry's model pair, so a
+        load balancer or Kubernetes sends no traffic to an entry whose stages are down or from another training."""
+        if SETTINGS.serving.topology != "remote":
+            return True
+        try:
+            versions = await asyncio.wait_for(asyncio.gather(self.candidates.to_async.model_version(),
+                                                             self.ranker.to_async.model_version()),
+                                              SETTINGS.serving.dependency_timeout_s)
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError, BentoMLException):
+            return False
+        return tuple(versions) == (VERSION, VERSION)
+
     async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                                  "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
                                 for r in requests]
-        candidates = cast(list[CandidateAnswer], await _call("candidates", self.candidates.to_async.generate(queries)))
-        warm = {j: c for j, c in enumerate(candidates) if is_warm(c)}
-        ranked = cast(list[Ranked], await _call("ranker", self.ranker.to_async.rank([
-            rank_request(requests[j].user_id, requests[j].top_k, c) for j, c in warm.items()
-        ]))) if warm else []
+        packed = await _call("candidates", self.candidates.to_async.generate(queries))
+        candidates = cast(list[CandidateAnswer], wire.unpack(packed))
+        warm = [j for j, c in enumerate(candidates) if is_warm(c)]
+        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank([
+            {**packed[j], "user_id": requests[j].user_id, "top_k": requests[j].top_k} for j in warm  # as they came
+        ])))) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
         answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):

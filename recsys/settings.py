@@ -16,11 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DatasetName = Literal["synthetic", "kion", "movielens-100k", "movielens-1m"]
-SyntheticSize = Literal["tiny", "small", "medium", "default", "kion"]
+SyntheticSize = Literal["tiny", "small", "medium", "default", "kion", "catalogue"]
 SplitStrategy = Literal["auto", "global", "per_user"]
 
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -78,6 +78,15 @@ class CandidateSettings(BaseModel):
     n_popular: int = Field(30, ge=0, description="extra candidates from recent popularity")
     n_cooc: int = Field(30, ge=0, description="extra candidates from item-to-item co-occurrence")
     popularity_days: int = Field(14, ge=1, description="window for 'recently popular'")
+    ann_min_items: int = Field(50_000, ge=1, description="catalogues of at least this many items get an approximate "
+                                                          "nearest-neighbour index for the LightFM top-n (built at "
+                                                          "training time); smaller ones score every item")
+    ann_target_recall: float = Field(0.95, gt=0, le=1, description="recall@100 against exact search the index must "
+                                                                  "reach: training searches more lists until it does")
+    ann_nprobe: int = Field(32, ge=1, description="index lists searched per user to start from (more is slower and "
+                                                  "closer to exact)")
+    ann_recall_users: int = Field(1_000, ge=1, description="users on whom training measures the index's recall@100 "
+                                                           "(stored in the model's metadata)")
 
 
 class RankerSettings(BaseModel):
@@ -105,10 +114,14 @@ class ServingSettings(BaseModel):
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
     max_batch_users: int = Field(100, ge=1, description="largest number of users in one /recommend/batch call")
     model_version: str | None = Field(None, description="pin a trained model pair by version; default: latest")
-    topology: Literal["split", "fused"] = Field(
+    topology: Literal["split", "fused", "remote"] = Field(
         "split", description="split: entry, candidates and ranker services in three processes (scale each on its "
                              "own); fused: both models inside the entry process (no internal hops; fastest on a "
-                             "small CPU machine)")
+                             "small CPU machine); remote: the two model services are `bentoml serve`s of their own "
+                             "(other containers or hosts), reached at candidates_url and ranker_url")
+    candidates_url: str | None = Field(None, description="remote: the candidates service's address, e.g. "
+                                                         "http://candidates:3000")
+    ranker_url: str | None = Field(None, description="remote: the ranker service's address")
     workers: int = Field(1, ge=1, description="processes of the entry service (with `fused`, each holds both models)")
     batching: bool = Field(True, description="coalesce concurrent requests in the entry service, and adaptive "
                                              "batching in the two model services")
@@ -144,6 +157,17 @@ class ServingSettings(BaseModel):
                                                            "this long for its open connections to finish (each "
                                                            "gets its answer with Connection: close) before the "
                                                            "model services stop")
+
+    @model_validator(mode="after")
+    def _remote_stages_have_addresses(self) -> ServingSettings:
+        missing = [name for name in ("candidates_url", "ranker_url") if getattr(self, name) is None]
+        if self.topology == "remote" and missing:
+            names = " and ".join(f"{ENV_PREFIX}SERVING__{name.upper()}" for name in missing)
+            raise ValueError(f"topology 'remote' needs the model services' addresses: set {names}")
+        for name in ("candidates_url", "ranker_url"):
+            if (url := getattr(self, name)) and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} {url!r} is not an http:// or https:// address")
+        return self
 
 
 class UISettings(BaseModel):

@@ -31,6 +31,21 @@ def test_locust_smoke_run_has_no_failures(server, trained_home, tmp_path):
     assert (tmp_path / "locust.html").exists() and "p99" in result.stdout
 
 
+def test_distributed_run_with_a_master_and_two_workers(server, trained_home, tmp_path):
+    """What several load machines do (`--worker --master-host <master>`), as processes on loopback."""
+    result = loadtest(project_env(trained_home), "--url", server.url, "--users", "4", "--spawn-rate", "4",
+                      "--duration", "6s", "--workers", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["failures"] == 0 and summary["requests"] > 0
+    assert "(2 Locust workers)" in result.stdout
+    # the master handed the users to both workers, and both ran until it told them to quit
+    master = (tmp_path / "locust.log").read_text()
+    assert "Sending spawn jobs of 4 users at 4.00 spawn rate to 2 ready workers" in master, master[-2000:]
+    for n in (1, 2):
+        assert "Got quit message from master" in (tmp_path / f"worker-{n}.log").read_text()
+
+
 def test_load_tests_refuse_non_loopback_targets(trained_home, tmp_path):
     result = loadtest(project_env(trained_home), "--url", "http://10.1.2.3:3000", "--duration", "1s",
                       "--out", str(tmp_path))

@@ -113,7 +113,10 @@ def test_damaged_store_refuses_to_start_with_one_clear_line(reports, case, messa
 
 
 BAD_SETTINGS = {  # environment: what the one line must say
-    "RECSYS_SERVING__TOPOLOGY=bogus": "invalid setting RECSYS_SERVING__TOPOLOGY='bogus': Input should be 'split' or 'fused'",
+    "RECSYS_SERVING__TOPOLOGY=bogus": "invalid setting RECSYS_SERVING__TOPOLOGY='bogus': Input should be 'split', "
+                                      "'fused' or 'remote'",
+    "RECSYS_SERVING__TOPOLOGY=remote": "topology 'remote' needs the model services' addresses: set "
+                                       "RECSYS_SERVING__CANDIDATES_URL and RECSYS_SERVING__RANKER_URL",
     "RECSYS_SERVING__WORKERS=0": "RECSYS_SERVING__WORKERS='0': Input should be greater than or equal to 1",
     "RECSYS_LOG_LEVEL=bogus": "RECSYS_LOG_LEVEL='BOGUS': Input should be 'DEBUG', 'INFO'",
     "RECSYS_SERVING__TOPOLGY=fused": "unknown setting RECSYS_SERVING__TOPOLGY; did you mean RECSYS_SERVING__TOPOLOGY?",

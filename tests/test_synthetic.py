@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, Dataset
-from recsys.data.synthetic import IDLE_SHARE, SIZES, generate
+from recsys.data.synthetic import IDLE_SHARE, SIZES, SyntheticConfig, generate
 
 
 def test_same_seed_same_data_other_seed_other_data(tiny):
@@ -34,6 +34,20 @@ def test_sizes_match_the_brief():
     assert 10_000 <= default.n_users <= 99_999 and 1_000 <= default.n_items <= 9_999
     assert 100_000 <= default.n_users * default.mean_interactions < 1_000_000
     assert kion.n_users == 1_000_000 and kion.n_items == 15_000
+    assert SIZES["catalogue"].n_items == 1_000_000 and SIZES["catalogue"].pool  # the item index's size
+
+
+def test_pooled_sampling_for_large_catalogues(monkeypatch):
+    """Past what users x catalogue score matrices allow, each user scores a pool: still a valid log (no pair twice),
+    popularity still long-tailed, and the long tail is watched too."""
+    monkeypatch.setitem(SIZES, "pooled", SyntheticConfig(n_users=3_000, n_items=50_000, mean_interactions=12.0,
+                                                         pool=400))
+    data = generate("pooled", seed=3)  # validated by make_dataset: a repeated (user, item) pair would fail
+    assert not data.interactions.duplicated(["user_id", "item_id"]).any()
+    views = data.interactions["item_id"].value_counts()
+    assert len(views) > 5_000  # many titles are watched at all (measured 11,562 of 50,000 for 36k views)
+    assert views.iloc[: len(views) // 10].sum() / views.sum() > 0.3  # the top 10% take a large share (0.515)
+    assert generate("pooled", seed=3).fingerprint() == data.fingerprint()
 
 
 # Bounds on `structure` of the small dataset. Over 30 seeds (docs/quality-tests.md) each one lies 4 to 7.5 standard

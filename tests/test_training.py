@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +113,8 @@ def test_pair_tags_labels_and_metadata(trained, pair):
     assert set(meta["candidate_recall"]) == {"lightfm", "popular", "cooc", "combined"}
     assert meta["candidate_recall"]["combined"] >= max(meta["candidate_recall"][s] for s in ("lightfm", "popular",
                                                                                             "cooc"))
+    # the tiny catalogue is below the index threshold: LightFM's top-n scores every item
+    assert meta["item_index"] == {"kind": "exact", "items": 300, "ann_min_items": 50_000}
     assert {"catboost", "bentoml", "rectools-lightfm", "numpy"} <= set(meta["libraries"])
     import bentoml
     import catboost
@@ -136,7 +137,7 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
         assert files
         assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}], files
     cand_dir = Path(candidates.path_of("candidates"))
-    assert sorted(p.name for p in cand_dir.iterdir()) == sorted(f"{f.name}.npy" for f in fields(CandidateModel))
+    assert sorted(p.name for p in cand_dir.iterdir()) == sorted(f"{name}.npy" for name in CandidateModel.array_fields())
     ranker_dir = Path(ranker.path_of("/"))
     assert (ranker_dir / "ranker.cbm").is_file() and (ranker_dir / "item_ids.npy").is_file()
     assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == ["items.parquet", "manifest.json",
@@ -261,8 +262,8 @@ def test_stage_a_never_sees_the_holdout_window(tiny):
     assert len(model.seen_indices) == len(split.history)
     assert np.array_equal(model.user_ids, np.unique(split.history["user_id"]))
     # identical candidate model, array by array (LightFM single-threaded, same seed)
-    for f in fields(CandidateModel):
-        assert np.array_equal(getattr(model, f.name), getattr(model_t, f.name)), f.name
+    for name in CandidateModel.array_fields():
+        assert np.array_equal(getattr(model, name), getattr(model_t, name)), name
     pd.testing.assert_frame_equal(tables.users, tables_t.users)
     pd.testing.assert_frame_equal(tables.items, tables_t.items)
     # identical reranker

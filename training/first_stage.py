@@ -7,8 +7,10 @@ import logging
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from recsys.columns import Columns
+from recsys.core.ann import build_index
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.data.schema import split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 COOC_NEIGHBOURS = 30
 SEGMENT_ITEMS = 200
 MIN_SEGMENT_USERS = 20
+DENSE_COOC_ITEMS = 50_000
 
 
 def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> sp.csr_matrix:
@@ -53,23 +56,41 @@ def _item_features(items: pd.DataFrame) -> sp.csr_matrix:
     return _one_hot_features(items[Columns.Item].to_numpy(), columns)
 
 
-def _cooccurrence(matrix: sp.csr_matrix, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k neighbours of each item by cosine similarity of their audiences, in blocks to bound memory."""
+def _cooccurrence(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours of each item by cosine similarity of their audiences, in blocks to bound memory. Rows with
+    fewer than k neighbours are padded with item 0 at similarity 0 (a zero adds nothing to a co-occurrence score).
+
+    Up to DENSE_COOC_ITEMS items a block is a dense items x catalogue matrix; past that only the pairs that share a
+    user are kept (a million-item catalogue's dense block would be 4 GB, and almost all zeros)."""
     n_items = matrix.shape[1]
     k = min(k, max(n_items - 1, 1))
+    dense = n_items <= DENSE_COOC_ITEMS
     by_item = matrix.T.tocsr()
     norms = np.sqrt(np.asarray(by_item.sum(axis=1)).ravel()).astype(np.float32)
     norms[norms == 0] = 1.0
     indices = np.zeros((n_items, k), dtype=np.int32)
     scores = np.zeros((n_items, k), dtype=np.float32)
-    for lo in range(0, n_items, block):
+    block = 1024 if dense else 16_384
+    for lo in tqdm(range(0, n_items, block), desc="co-occurrence", unit="block", leave=False,
+                   disable=n_items < 100_000):
         hi = min(lo + block, n_items)
-        sims = np.asarray((by_item[lo:hi] @ matrix).todense(), dtype=np.float32)
-        sims /= norms[lo:hi, None] * norms[None, :]
-        sims[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        indices[lo:hi] = top
-        scores[lo:hi] = np.take_along_axis(sims, top, axis=1)
+        sims = (by_item[lo:hi] @ matrix).tocoo()
+        keep = sims.col != sims.row + lo
+        rows, cols = sims.row[keep], sims.col[keep]
+        values = (sims.data[keep] / (norms[lo + rows] * norms[cols])).astype(np.float32)
+        if dense:
+            full = np.zeros((hi - lo, n_items), dtype=np.float32)
+            full[rows, cols] = values
+            top = np.argpartition(-full, k - 1, axis=1)[:, :k]
+            indices[lo:hi] = top
+            scores[lo:hi] = np.take_along_axis(full, top, axis=1)
+        else:
+            order = np.lexsort((-values, rows))
+            rows, cols, values = rows[order], cols[order], values[order]
+            rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+            first = rank < k
+            indices[lo + rows[first], rank[first]] = cols[first]
+            scores[lo + rows[first], rank[first]] = values[first]
     return indices, scores
 
 
@@ -147,14 +168,23 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     item_bias, item_emb = model.get_item_representations(item_features)
     del user_bias  # a per-user constant does not change that user's ranking
 
+    item_vectors = np.hstack([item_emb, item_bias[:, None]]).astype(np.float32)
+    user_vectors = np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32)
+    index = None
+    if len(item_ids) >= cands.ann_min_items:  # too many items to score them all per request (recsys/core/ann.py)
+        sample = np.random.default_rng(seed).choice(len(user_ids), min(cands.ann_recall_users, len(user_ids)),
+                                                    replace=False)
+        index = build_index(item_vectors, user_vectors[sample], cands.ann_nprobe, cands.ann_target_recall, seed,
+                            lfm.threads)
+
     recent = (as_of - known[Columns.Datetime]).dt.days.to_numpy() <= cands.popularity_days
     segment_keys, segment_popular = _segments(known, users, item_pos, recent, len(item_ids))
     cooc_indices, cooc_scores = _cooccurrence(matrix, COOC_NEIGHBOURS)
     candidates = CandidateModel(
         user_ids=user_ids,
         item_ids=item_ids,
-        user_vectors=np.hstack([user_emb, np.ones((len(user_ids), 1))]).astype(np.float32),
-        item_vectors=np.hstack([item_emb, item_bias[:, None]]).astype(np.float32),
+        user_vectors=user_vectors,
+        item_vectors=item_vectors,
         seen_indptr=np.concatenate([[0], np.cumsum(np.bincount(user_pos, minlength=len(user_ids)))]).astype(np.int64),
         seen_indices=item_pos.astype(np.int32),
         popular=_popular(item_pos, recent, len(item_ids)),
@@ -163,5 +193,6 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         cooc_indices=cooc_indices,
         cooc_scores=cooc_scores,
         **_profiles(users, user_ids),
+        index=index,
     )
     return candidates, epochs

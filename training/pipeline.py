@@ -30,7 +30,7 @@ from recsys.data.schema import Dataset
 from recsys.features.build import FeatureTables, build_feature_tables
 from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
-from recsys.settings import Settings
+from recsys.settings import CandidateSettings, Settings
 from recsys.training import spread
 from recsys.training.epochs import EpochSearch
 from recsys.training.evaluate import choose_ease_lambda, evaluate
@@ -40,7 +40,7 @@ from recsys.training.second_stage import RankerFit, fit_ranker
 from recsys.training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
-LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "numpy", "pandas", "pyarrow", "scipy"]
+LIBRARIES = ["bentoml", "rectools-lightfm", "catboost", "faiss-cpu", "numpy", "pandas", "pyarrow", "scipy"]
 
 
 @dataclass
@@ -72,6 +72,15 @@ class SeedRun:
     fit: RankerFit
     evaluation: dict[str, Any]
     epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
+
+
+def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[str, Any]:
+    """How the LightFM top-n is found: every item scored below the size threshold; above it the index, with the
+    recall@100 against exact search it was tuned to, measured on a sample of users."""
+    if model.index is None:
+        return {"kind": "exact", "items": len(model.item_ids), "ann_min_items": cands.ann_min_items}
+    return {**model.index.describe(), "recall_users": min(cands.ann_recall_users, len(model.user_ids)),
+            "target_recall": cands.ann_target_recall}
 
 
 @dataclass
@@ -176,6 +185,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     refit = _with_epochs(settings, offline.epochs)
     with timings.step(f"C. refit LightFM ({refit.lightfm.epochs} epochs) + features on all data (serving)"):
         tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed)
+    item_index = item_index_report(model_c, settings.candidates)
 
     with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
         # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots
@@ -202,6 +212,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
             "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),
                                "claims": spread.claims(evaluations, settings.eval.k)},
             "candidate_recall": evaluation["candidate_recall"],
+            "item_index": item_index,
             "tuning": tuning,
             "libraries": {lib: package_version(lib) for lib in LIBRARIES},
             "training_seconds": round(time.time() - started, 1),

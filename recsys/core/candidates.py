@@ -5,7 +5,12 @@ candidates and the served candidates, so what is evaluated is exactly what is se
 user and item representations (biases folded into the vectors), each user's watch history (time-ordered),
 recent popularity (global and per demographic segment), an item-to-item co-occurrence table and the
 demographics of the users table's users who have no history yet (so they get their own segment's list without
-sending their profile). Everything is stored as ``.npy`` files; loading never unpickles anything.
+sending their profile). Everything is stored as ``.npy`` files, plus, for a large catalogue, the LightFM stage's
+nearest-neighbour index (:mod:`recsys.core.ann`); loading never unpickles anything.
+
+Candidates are built from each user's few hundred (user, item) pairs, never from users x catalogue matrices, so a
+request costs the same for a catalogue of a million items as for one of a thousand once the LightFM top-n comes
+from the index.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 import numpy as np
-import scipy.sparse as sp
 
+from recsys.core.ann import INDEX_FILE, ItemIndex
 from recsys.lookup import find_sorted
 
 SOURCES = ("lightfm", "popular", "cooc")  # the first-level candidate sources, each flagged in a feature from_<source>
@@ -132,26 +137,35 @@ class CandidateModel:
     # Every age and sex label of the users table, sorted: what `user_features` may name.
     label_age: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
     label_sex: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
+    # The LightFM top-n's nearest-neighbour index; None: exact search over every item (small catalogues).
+    index: ItemIndex | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self._item_order = np.argsort(self.item_ids)
         self._segments = {str(k): i for i, k in enumerate(self.segment_keys)}
-        n = len(self.item_ids)
-        rows = np.repeat(np.arange(n), self.cooc_indices.shape[1])
-        self._cooc = sp.csr_matrix((self.cooc_scores.ravel(), (rows, self.cooc_indices.ravel())), shape=(n, n))
 
     # ---- persistence -------------------------------------------------------------------------------------
+    @classmethod
+    def array_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "index"]
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for f in fields(self):
-            np.save(directory / f"{f.name}.npy", getattr(self, f.name), allow_pickle=False)
+        for name in self.array_fields():
+            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        if self.index is not None:
+            self.index.save(directory / INDEX_FILE)
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = False) -> CandidateModel:
-        paths = {f.name: Path(directory) / f"{f.name}.npy" for f in fields(cls)}
+    def load(cls, directory: Path, mmap: bool = False, threads: int = 1) -> CandidateModel:
+        """The model in ``directory``; ``mmap`` maps the arrays and the index instead of reading them (the start-up
+        check). ``threads``: faiss' threads per search (one batch at a time in serving)."""
+        paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
+        index_file = Path(directory) / INDEX_FILE
         return cls(**{name: load_array(path, mmap) for name, path in paths.items()
-                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()) or path.exists()})
+                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()) or path.exists()},
+                   index=ItemIndex.load(index_file, mmap, threads) if index_file.exists() else None)
 
     @staticmethod
     def demographic_labels(directory: Path) -> dict[str, frozenset[str]]:
@@ -195,64 +209,93 @@ class CandidateModel:
                 return self.segment_popular[i], "kids_segment"
         return self.popular, "global"
 
-    # ---- generation --------------------------------------------------------------------------------------
-    def _seen_mask(self, rows: np.ndarray) -> np.ndarray:
-        starts, ends = self.seen_indptr[rows], self.seen_indptr[rows + 1]
+    # ---- generation ---------------------------------------------------------------------------------------
+    def _history_pairs(self, rows: np.ndarray, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(batch position, item index) of each watched item of the users ``rows``; only the ``last`` few if given."""
+        ends = self.seen_indptr[rows + 1]
+        starts = self.seen_indptr[rows] if last is None else np.maximum(self.seen_indptr[rows], ends - last)
         lengths = ends - starts
         owner = np.repeat(np.arange(len(rows)), lengths)
-        flat = self.seen_indices[np.repeat(starts, lengths) + _ranges(lengths)]
-        mask = np.zeros((len(rows), len(self.item_ids)), dtype=bool)
-        mask[owner, flat] = True
-        return mask
-
-    def _recent_matrix(self, rows: np.ndarray) -> sp.csr_matrix:
-        ends = self.seen_indptr[rows + 1]
-        starts = np.maximum(self.seen_indptr[rows], ends - RECENT_ITEMS)
-        lengths = ends - starts
-        flat = self.seen_indices[np.repeat(starts, lengths) + _ranges(lengths)]
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        return sp.csr_matrix((np.ones(len(flat), np.float32), flat, indptr), shape=(len(rows), len(self.item_ids)))
+        return owner, self.seen_indices[np.repeat(starts, lengths) + _ranges(lengths)].astype(np.int64)
 
     def lightfm_scores(self, rows: np.ndarray) -> np.ndarray:
         return self.user_vectors[rows] @ self.item_vectors.T
 
+    def lightfm_top(self, rows: np.ndarray, k: int, seen_keys: np.ndarray) -> np.ndarray:
+        """Each user's ``k`` best items by LightFM score that are not in ``seen_keys`` (sorted ``position * n +
+        item`` keys), best first, padded with -1: from every item's score below the index threshold, from the
+        index above it, which is asked for ``k`` plus the longest history of the batch so that ``k`` unseen items
+        remain after the seen ones are dropped."""
+        b, n = len(rows), len(self.item_ids)
+        if self.index is None:
+            scores = self.lightfm_scores(rows)
+            scores[seen_keys // n, seen_keys % n] = -np.inf
+            top = top_k(scores, min(k, n))
+            return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+        longest = int(np.bincount(seen_keys // n, minlength=b).max(initial=0))
+        found = self.index.search(self.user_vectors[rows], k + longest)
+        keys = np.arange(b)[:, None] * n + found
+        usable = (found >= 0) & ~np.isin(keys, seen_keys)
+        scores = np.where(usable, np.einsum("bd,bkd->bk", self.user_vectors[rows],
+                                            self.item_vectors[np.where(found >= 0, found, 0)]), -np.inf)
+        top = top_k(scores, min(k, found.shape[1]))
+        return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), np.take_along_axis(found, top, axis=1), -1)
+
+    def _cooc_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted ``position * n + item`` keys of the items co-watched with each user's last few titles, and their
+        summed co-occurrence scores (only positive ones)."""
+        n = len(self.item_ids)
+        owner, recent = self._history_pairs(rows, RECENT_ITEMS)
+        keys = (owner[:, None] * n + self.cooc_indices[recent]).ravel()
+        weights = self.cooc_scores[recent].ravel()
+        keys, where = np.unique(keys, return_inverse=True)
+        scores = np.bincount(where, weights=weights, minlength=len(keys)).astype(np.float32)
+        return keys[scores > 0], scores[scores > 0]
+
     def generate(self, rows: np.ndarray, n_lightfm: int, n_popular: int, n_cooc: int,
                  exclude_seen: bool = True) -> CandidateBatch:
-        """Union of three sources for known users ``rows``, with one vectorised pass per source."""
+        """Union of three sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
+        Rows come out ordered by user, then item index."""
         rows = np.asarray(rows, dtype=np.int64)
         b, n = len(rows), len(self.item_ids)
-        scores = self.lightfm_scores(rows)
-        blocked = self._seen_mask(rows) if exclude_seen else np.zeros((b, n), dtype=bool)
-        ranked = np.where(blocked, -np.inf, scores)
+        seen_owner, seen_items = self._history_pairs(rows) if exclude_seen else (np.zeros(0, np.int64),) * 2
+        seen_keys = np.unique(seen_owner * n + seen_items)
+        position = np.arange(b)[:, None]
 
-        lfm_rank = np.full((b, n), n_lightfm, dtype=np.float32)
-        top = top_k(ranked, min(n_lightfm, n))
-        batch_rows = np.arange(b)[:, None]
-        lfm_rank[batch_rows, top] = np.arange(top.shape[1], dtype=np.float32)
-        from_lightfm = np.zeros((b, n), dtype=bool)
-        from_lightfm[batch_rows, top] = True
-        from_lightfm &= ~blocked
+        lfm_top = self.lightfm_top(rows, n_lightfm, seen_keys)
+        lfm_keys = (position * n + lfm_top)[lfm_top >= 0]
+        lfm_ranks = np.broadcast_to(np.arange(lfm_top.shape[1], dtype=np.float32), lfm_top.shape)[lfm_top >= 0]
 
-        from_popular = np.zeros((b, n), dtype=bool)
+        pop_keys = np.zeros(0, np.int64)
         if n_popular:
-            pool = self.popular[: n_popular + int(blocked.sum(axis=1).max(initial=0))]
-            free = ~blocked[:, pool]
-            take = free & (np.cumsum(free, axis=1) <= n_popular)
-            r, c = np.nonzero(take)
-            from_popular[r, pool[c]] = True
+            longest = int(np.bincount(seen_owner, minlength=b).max(initial=0))
+            pool = position * n + self.popular[: n_popular + longest].astype(np.int64)
+            free = ~np.isin(pool, seen_keys)
+            pop_keys = pool[free & (np.cumsum(free, axis=1) <= n_popular)]
 
-        cooc = np.asarray((self._recent_matrix(rows) @ self._cooc).todense(), dtype=np.float32)
-        from_cooc = np.zeros((b, n), dtype=bool)
-        if n_cooc:
-            cooc_ranked = np.where(blocked | (cooc <= 0), -np.inf, cooc)
-            top = top_k(cooc_ranked, min(n_cooc, n))
-            from_cooc[batch_rows, top] = np.isfinite(np.take_along_axis(cooc_ranked, top, axis=1))
+        cooc_keys, cooc_scores = self._cooc_pairs(rows)
+        usable = ~np.isin(cooc_keys, seen_keys)
+        cooc_keys, cooc_scores = cooc_keys[usable], cooc_scores[usable]
+        order = np.lexsort((cooc_keys, -cooc_scores, cooc_keys // n))  # per user: best score first
+        owner = cooc_keys[order] // n
+        rank = np.arange(len(order)) - np.searchsorted(owner, owner)
+        picked_cooc = cooc_keys[order[rank < n_cooc]]
 
-        owner, items = np.nonzero(from_lightfm | from_popular | from_cooc)
-        features = np.column_stack([
-            scores[owner, items], lfm_rank[owner, items], cooc[owner, items],
-            from_lightfm[owner, items], from_popular[owner, items], from_cooc[owner, items],
-        ]).astype(np.float32)
+        keys, where = np.unique(np.concatenate([lfm_keys, pop_keys, picked_cooc]), return_inverse=True)
+        lfm_at, pop_at = where[: len(lfm_keys)], where[len(lfm_keys): len(lfm_keys) + len(pop_keys)]
+        owner, items = keys // n, keys % n
+        lfm_rank = np.full(len(keys), n_lightfm, dtype=np.float32)
+        lfm_rank[lfm_at] = lfm_ranks
+        cooc = np.zeros(len(keys), dtype=np.float32)
+        found = np.searchsorted(cooc_keys, keys).clip(max=max(len(cooc_keys) - 1, 0))
+        if len(cooc_keys):
+            cooc = np.where(cooc_keys[found] == keys, cooc_scores[found], 0.0).astype(np.float32)
+        flags = np.zeros((len(keys), 3), dtype=np.float32)
+        flags[lfm_at, 0] = 1.0
+        flags[pop_at, 1] = 1.0
+        flags[where[len(lfm_keys) + len(pop_keys):], 2] = 1.0
+        scores = np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
+        features = np.column_stack([scores, lfm_rank, cooc, flags]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
 
 

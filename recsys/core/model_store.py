@@ -190,9 +190,10 @@ def _reading(model: bentoml.Model) -> Iterator[None]:
         raise ModelStoreError(f"model {model.tag} is damaged: {exc}; {_retrain_hint()}") from exc
 
 
-def load_candidates(model: bentoml.Model) -> CandidateModel:
+def load_candidates(model: bentoml.Model, threads: int = 1) -> CandidateModel:
+    """``threads``: the item index's search threads (serving runs one batch at a time per process)."""
     with _reading(model):
-        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)))
+        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), threads=threads)
 
 
 def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:

@@ -10,7 +10,9 @@ It is generated from a hidden model of taste so that recommenders have something
 * ``watched_pct`` grows with how much the user likes the item (taste match, latent match, quality).
 
 Choices are sampled without replacement with the Gumbel-top-k trick over user-chunk x catalogue score
-matrices, so the default size takes seconds and Kion's size (1M users, 15k items) a few minutes.
+matrices, so the default size takes seconds and Kion's size (1M users, 15k items) a few minutes. Catalogues too
+large for that (``pool``: the ``catalogue`` size's million items) score a pool per user instead: ``pool`` titles
+drawn half by popularity and half uniformly, so the long tail is watched too, but rarely.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class SyntheticConfig:
     mean_interactions: float
     days: int = 163
     n_factors: int = 8
+    pool: int = 0  # titles scored per user; 0: the whole catalogue
 
 
 SIZES: dict[str, SyntheticConfig] = {
@@ -77,6 +80,8 @@ SIZES: dict[str, SyntheticConfig] = {
     "medium": SyntheticConfig(n_users=20_000, n_items=2_000, mean_interactions=11.0),
     "default": SyntheticConfig(n_users=40_000, n_items=3_000, mean_interactions=11.0),
     "kion": SyntheticConfig(n_users=1_000_000, n_items=15_000, mean_interactions=5.5),
+    # a million-title catalogue (the LightFM stage's nearest-neighbour index), small enough to train in minutes
+    "catalogue": SyntheticConfig(n_users=50_000, n_items=1_000_000, mean_interactions=12.0, pool=2_000),
 }
 
 
@@ -196,10 +201,23 @@ def _idle_users(taken: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     })
 
 
+def _pool(n_users: int, size: int, items: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Per user, ``size`` distinct-or-masked item indices: half drawn by popularity, half uniformly (sorted, with
+    repeats marked -1)."""
+    weights = np.exp(items["log_pop"].astype(np.float64))
+    n = len(weights)
+    drawn = np.hstack([rng.choice(n, (n_users, size // 2), p=weights / weights.sum()),
+                       rng.integers(0, n, (n_users, size - size // 2))])
+    drawn.sort(axis=1)
+    drawn[:, 1:][drawn[:, 1:] == drawn[:, :-1]] = -1
+    return drawn
+
+
 def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: dict[str, np.ndarray],
                          rng: np.random.Generator) -> pd.DataFrame:
     n_users = len(users["start"])
-    chunk = max(64, 3_000_000 // cfg.n_items)
+    width = cfg.pool or cfg.n_items
+    chunk = max(64, 3_000_000 // width)
     base = 1.0 * items["log_pop"] + 0.5 * items["quality"]
     avail = items["available_day"].astype(np.float32)
     parts = []
@@ -208,34 +226,44 @@ def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], ite
         hi = min(lo + chunk, n_users)
         start = users["start"][lo:hi, None].astype(np.float32)
         end = users["end"][lo:hi, None].astype(np.float32)
-        affinity = users["taste"][lo:hi] @ items["genre"].T
-        latent = users["factors"][lo:hi] @ items["factors"].T
+        if cfg.pool:  # each user's own columns: gather the items' attributes per (user, pool slot)
+            cols = _pool(hi - lo, cfg.pool, items, rng)
+            missing = cols < 0
+            cols = np.where(missing, 0, cols)
+            affinity = np.einsum("ug,upg->up", users["taste"][lo:hi], items["genre"][cols])
+            latent = np.einsum("uf,upf->up", users["factors"][lo:hi], items["factors"][cols])
+        else:  # one set of columns, the whole catalogue
+            cols = np.arange(cfg.n_items)[None, :]
+            missing = np.zeros((1, cfg.n_items), dtype=bool)
+            affinity = users["taste"][lo:hi] @ items["genre"].T
+            latent = users["factors"][lo:hi] @ items["factors"].T
         kids = users["kids"][lo:hi, None]
-        first_seen = np.maximum(start, avail[None, :])
+        first_seen = np.maximum(start, avail[cols])
         overlap = np.clip(end - first_seen + 1.0, 0.0, None) / (end - start + 1.0)
-        novelty = np.where(items["is_new"][None, :], 1.2 * np.exp(-(first_seen - avail[None, :]) / 21.0), 0.0)
-        score = (base[None, :] + 1.6 * affinity + 2.5 * latent + novelty
-                 + np.where(items[Columns.ForKids][None, :], np.where(kids, 1.8, -2.5), 0.0)
-                 + np.where(items["adult"][None, :] & kids, -1.2, 0.0))
+        novelty = np.where(items["is_new"][cols], 1.2 * np.exp(-(first_seen - avail[cols]) / 21.0), 0.0)
+        score = (base[cols] + 1.6 * affinity + 2.5 * latent + novelty
+                 + np.where(items[Columns.ForKids][cols], np.where(kids, 1.8, -2.5), 0.0)
+                 + np.where(items["adult"][cols] & kids, -1.2, 0.0))
         with np.errstate(divide="ignore"):
-            score = score + np.log(overlap)
+            score = score + np.log(overlap) + np.where(missing, -np.inf, 0.0)
         gumbel = -np.log(np.maximum(rng.standard_exponential(score.shape, dtype=np.float32), 1e-30))
         keys = score + gumbel  # Gumbel-top-k: sampling without replacement in one vectorised pass
-        n_events = users["n_events"][lo:hi]
+        n_events = np.minimum(users["n_events"][lo:hi], width // 3)
         k = int(n_events.max())
         top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
         top = np.take_along_axis(top, order, axis=1)
-        rows, cols = np.nonzero(np.arange(k)[None, :] < n_events[:, None])
-        item_idx = top[rows, cols]
-        valid = np.isfinite(score[rows, item_idx])
-        rows, item_idx = rows[valid], item_idx[valid]
-        t0 = first_seen[rows, item_idx]
+        rows, slots = np.nonzero(np.arange(k)[None, :] < n_events[:, None])
+        slot = top[rows, slots]
+        valid = np.isfinite(score[rows, slot])
+        rows, slot = rows[valid], slot[valid]
+        item_idx = cols[rows if cfg.pool else 0, slot]
+        t0 = first_seen[rows, slot]
         t1 = end[rows, 0]
         # New titles are watched soon after release; the rest anywhere in the user's active window.
         frac = np.where(items["is_new"][item_idx], rng.beta(1.0, 2.5, len(rows)), rng.random(len(rows)))
         day = np.floor(t0 + frac * (t1 - t0 + 1.0)).clip(max=cfg.days - 1)
-        liking = 0.9 * affinity[rows, item_idx] + 2.0 * latent[rows, item_idx] + 0.6 * items["quality"][item_idx]
+        liking = 0.9 * affinity[rows, slot] + 2.0 * latent[rows, slot] + 0.6 * items["quality"][item_idx]
         pct = 100.0 / (1.0 + np.exp(-(1.1 * liking + rng.normal(-1.2, 1.2, len(rows)))))
         parts.append(pd.DataFrame({"user_row": rows + lo, "item_row": item_idx, "day": day.astype(int),
                                    Columns.WatchedPct: np.round(pct).astype(np.float32)}))

@@ -259,9 +259,16 @@ CONFIGS = [
     ("fused, worker per core, before", {**FUSED, **BEFORE}, LEVELS),
     ("fused, worker per core", FUSED, LEVELS),
 ]
+CONFIG_KEYS = {"split-before": "split, before", "split": "split", "fused-before": "fused, worker per core, before",
+               "fused": "fused, worker per core"}  # `recsys bench --config KEY`
 
 
-def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True) -> dict[str, Any]:
+def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True, connections: int = CONNECTIONS,
+                  configs: list[str] | None = None) -> dict[str, Any]:
+    """Every level of every config (``configs``: some of CONFIG_KEYS) at ``connections`` keep-alive connections."""
+    if unknown := set(configs or ()) - set(CONFIG_KEYS):
+        raise ValueError(f"unknown benchmark configuration {sorted(unknown)}; choose among {sorted(CONFIG_KEYS)}")
+    chosen = {CONFIG_KEYS[key] for key in configs} if configs else set(CONFIG_KEYS.values())
     settings = get_settings()
     threadpool_limits(settings.serving.blas_threads)  # as in the candidates service
     version = model_store.resolve_version(settings.serving.model_version)
@@ -272,13 +279,15 @@ def run_benchmark(out_dir: Path, seconds: float = 10.0, scaling: bool = True) ->
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()},
                     "started": datetime.now().isoformat(timespec="seconds"), "seconds_per_level": seconds,
-                    "http": []}
+                    "lightfm_top_n": model.index.describe() if model.index is not None else "exact", "http": []}
     with PlainAsgiServer() as server:
-        report["http"].append(_measure(server, "/", None, CONNECTIONS, seconds, "plain ASGI (uvicorn)"))
+        report["http"].append(_measure(server, "/", None, connections, seconds, "plain ASGI (uvicorn)"))
     for config, env, levels in CONFIGS:
+        if config not in chosen:
+            continue
         with Server(env={**os.environ, **env}) as server:
             for path, rate in levels:
-                report["http"].append(_measure(server, path, body if path == "/recommend" else None, CONNECTIONS,
+                report["http"].append(_measure(server, path, body if path == "/recommend" else None, connections,
                                                seconds, config, rate))
     report["in_process"] = in_process(model, bundle, np.random.default_rng(0).choice(model.user_ids, 32))
     if scaling:
@@ -296,7 +305,8 @@ def _pauses_cell(pauses: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Benchmark {report['started']}", "",
-             f"Model {report['model_version']} ({report['users']} users, {report['items']} items); "
+             f"Model {report['model_version']} ({report['users']} users, {report['items']} items; LightFM top-n: "
+             f"{report.get('lightfm_top_n', 'exact')}); "
              f"{report['machine']['cpus']} CPUs, Python {report['machine']['python']}; "
              f"{report['seconds_per_level']:.0f} s per level; client and server share the machine.", "",
              "| config | endpoint | connections | offered req/s | req/s | mean ms | p50 ms | p95 ms | p99 ms | max ms "

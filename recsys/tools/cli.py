@@ -229,11 +229,13 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     out = args.out or default_out_dir(get_settings().reports_dir, args.command)
     try:
-        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=getattr(args, "url", None))
+        s = run_loadtest(args.users, args.spawn_rate, args.duration, out, url=getattr(args, "url", None),
+                         workers=args.workers)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    print(f"{s['requests']} requests in {s['duration']} with {s['users']} users: {s['rps']:.1f} req/s, "
+    by = f" ({s['workers']} Locust workers)" if s["workers"] else ""
+    print(f"{s['requests']} requests in {s['duration']} with {s['users']} users{by}: {s['rps']:.1f} req/s, "
           f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, {s['failures']} failures")
     grown = []
     for name, m in s.get("memory", {}).items():
@@ -256,8 +258,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     out = args.out or get_settings().reports_dir / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling)
-    except LoadGeneratorMissing as exc:
+        run_benchmark(out, seconds=args.seconds, scaling=not args.no_scaling, connections=args.connections,
+                      configs=args.config)
+    except (LoadGeneratorMissing, ValueError) as exc:
         log.error("%s", exc)
         return 2
     print((out / "benchmark.md").read_text())
@@ -282,6 +285,8 @@ def _add_load_args(p: argparse.ArgumentParser, duration: str) -> None:
     p.add_argument("--spawn-rate", type=float, default=8.0)
     p.add_argument("--duration", default=duration, help="run time, e.g. 30s, 2m")
     p.add_argument("--out", type=Path, help=f"report folder (default: var/reports/{p.prog.split()[-1]}-<time>)")
+    p.add_argument("--workers", type=int, default=0, help="run Locust distributed: a master and this many worker "
+                                                         "processes on loopback (default: one process)")
     p.set_defaults(func=cmd_loadtest)
 
 
@@ -338,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "before/after the tail-latency fixes, GC pauses, compute")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each measured load level")
     p.add_argument("--no-scaling", action="store_true", help="skip the catalogue scaling part")
+    p.add_argument("--connections", type=int, default=32, help="hey's keep-alive connections per level")
+    p.add_argument("--config", action="append", help="only this configuration: split, fused, split-before or "
+                                                     "fused-before (repeatable; default: all four)")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -30,7 +30,8 @@ class Server:
     metrics = True  # serves Prometheus /metrics
 
     def __init__(self, env: dict[str, str] | None = None, target: str = "service:Recommender",
-                 ready_timeout: float = 90, port: int | None = None, log: Path | None = None):
+                 ready_timeout: float = 90, port: int | None = None, log: Path | None = None,
+                 ready_path: str = "/readyz"):
         self.env = env or dict(os.environ)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,6 +40,7 @@ class Server:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.command = [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         self.ready_timeout = ready_timeout
+        self.ready_path = ready_path  # /livez: started, whether or not its dependencies answer
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
@@ -49,7 +51,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=2) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
