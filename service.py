@@ -53,7 +53,7 @@ from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unava
 from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.serving.headers import SafeHeadersMiddleware
 from recsys.serving.openapi import PublicSpecMiddleware, api_info
-from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
+from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
 from recsys.serving.traffic import TrafficMiddleware
@@ -104,7 +104,7 @@ class Candidates:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer]
+    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
         answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
         return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
 
@@ -125,9 +125,8 @@ class Ranker:
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
 
     @bentoml.api(**BATCHING)
-    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked]
-        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids,
-                               cast(list[RankRequest], wire.unpack(requests)))
+    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
+        answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], wire.unpack(requests)))
         return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
 
     @bentoml.api
@@ -218,18 +217,18 @@ class Recommender:
                                               SETTINGS.serving.dependency_timeout_s)
         except (OSError, aiohttp.ClientError, asyncio.TimeoutError, BentoMLException):
             return False
-        return all(version == VERSION for version in versions)
+        return tuple(versions) == (VERSION, VERSION)
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                                  "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
                                 for r in requests]
-        candidates = cast(list[CandidateAnswer], wire.unpack(
-            await _call("candidates", self.candidates.to_async.generate(queries))))
-        warm = {j: c for j, c in enumerate(candidates) if is_warm(c)}
-        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank(wire.pack(cast(
-            list[dict[str, Any]], [rank_request(requests[j].user_id, requests[j].top_k, c) for j, c in warm.items()]))))
-        )) if warm else []
+        packed = await _call("candidates", self.candidates.to_async.generate(queries))
+        candidates = cast(list[CandidateAnswer], wire.unpack(packed))
+        warm = [j for j, c in enumerate(candidates) if is_warm(c)]
+        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank([
+            {**packed[j], "user_id": requests[j].user_id, "top_k": requests[j].top_k} for j in warm  # as they came
+        ])))) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
         answers = []
         for j, (request, cand) in enumerate(zip(requests, candidates, strict=True)):

@@ -96,7 +96,7 @@ class ItemIndex:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as exc:  # faiss' message is a C++ assertion; say which file
             raise ValueError(f"cannot read {Path(path).name} ({str(exc).splitlines()[-1][:200]})") from exc
-        return cls(cast(faiss.IndexIVFFlat, index))  # read_index gives the saved type: an IndexIVFFlat
+        return cls(cast("faiss.IndexIVFFlat", index))  # what build_index writes
 
     def describe(self) -> dict[str, Any]:
         measured = {} if self.recall is None else {f"recall_at_{RECALL_K}": round(self.recall, 4)}

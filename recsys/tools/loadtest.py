@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +66,7 @@ def memory_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _run_locust(command: list[str], log_file: Path, server: Server | None, every: float,
-                workers: list[list[str]] | None = None) -> list[dict[str, Any]]:
+                workers: Sequence[list[str]] = ()) -> list[dict[str, Any]]:
     """Run Locust to the end, with its ``workers`` (each logs to ``worker-<n>.log`` beside ``log_file``); meanwhile
     sample the RSS of the server's processes every `every` seconds."""
     samples: list[dict[str, Any]] = []
@@ -74,9 +75,9 @@ def _run_locust(command: list[str], log_file: Path, server: Server | None, every
     try:
         with log_file.open("w") as out:
             process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-            for n, worker_command in enumerate(workers or [], 1):
+            for n, argv in enumerate(workers, 1):
                 with (log_file.parent / f"worker-{n}.log").open("w") as worker_out:
-                    started.append(subprocess.Popen(worker_command, cwd=PROJECT_ROOT, stdout=worker_out,
+                    started.append(subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=worker_out,
                                                     stderr=subprocess.STDOUT))
             while process.poll() is None:
                 if server:
