@@ -25,7 +25,6 @@ from typing import Any, cast
 
 import aiohttp
 import bentoml
-import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
@@ -236,9 +235,7 @@ class Recommender:
                 answers.append(Answer(request.user_id, by_request[j]["item_ids"], by_request[j]["scores"], WARM,
                                       by_request[j]["retrieved_by"]))
             else:
-                item_ids = cand["item_ids"][: request.top_k]
-                scores = 1.0 - np.arange(len(item_ids)) / max(len(cand["item_ids"]), 1)
-                answers.append(Answer(request.user_id, item_ids, scores, cand["source"]))
+                answers.append(Answer(request.user_id, cand["item_ids"][: request.top_k], None, cand["source"]))
         return answers
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)

@@ -15,12 +15,13 @@ from recsys.serving.schemas import BatchResponse, RecommendResponse
 
 def _documented(answer: Answer, version: str) -> RecommendResponse:
     """The same answer through the pydantic models, built the way the service built it before."""
+    scores = answer.scores if answer.scores is not None else [None] * len(answer.item_ids)
     flags = answer.retrieved_by if answer.retrieved_by is not None else np.zeros((len(answer.item_ids), len(SOURCES)))
     return RecommendResponse(
         user_id=answer.user_id,
-        recommendations=[{"item_id": int(i), "score": round(float(s), 6), "source": answer.source,
-                          "retrieved_by": [name for name, on in zip(SOURCES, f, strict=True) if on]}
-                         for i, s, f in zip(answer.item_ids, answer.scores, flags, strict=True)],
+        recommendations=[{"item_id": int(i), "score": None if s is None else round(float(s), 6),
+                          "source": answer.source, "retrieved_by": [name for name, on in zip(SOURCES, f, strict=True) if on]}
+                         for i, s, f in zip(answer.item_ids, scores, flags, strict=True)],
         cold_start=answer.source != WARM, model_version=version)
 
 
@@ -30,8 +31,8 @@ def _answers() -> list[Answer]:
     scores[:4] = [0.0, 1e-7, -2.5, 123456.789]
     return [
         Answer(7, rng.integers(0, 2**40, 100), scores, WARM, rng.random((100, len(SOURCES))) > 0.5),
-        Answer(2**63 - 1, np.arange(5), 1.0 - np.arange(5) / 30, "kids_segment"),
-        Answer(0, np.array([], dtype=np.int64), np.array([]), "global"),
+        Answer(2**63 - 1, np.arange(5), None, "kids_segment"),
+        Answer(0, np.array([], dtype=np.int64), None, "global"),
     ]
 
 

@@ -68,6 +68,7 @@ def test_unknown_user_gets_popularity_for_their_segment(server, models):
     items, source = candidates.segment_items("age_25_34", "F", 1)
     assert body["recommendations"][0]["source"] == source != "global"
     assert [r["item_id"] for r in body["recommendations"]] == candidates.item_ids[items[:5]].tolist()
+    assert [r["score"] for r in body["recommendations"]] == [None] * 5  # a popularity list in rank order: no model score
     status, body = post(f"{server.url}/recommend", {"user_id": 10**15 + 1, "top_k": 3})
     assert [r["source"] for r in body["recommendations"]] == ["global"] * 3
     assert [r["item_id"] for r in body["recommendations"]] == candidates.item_ids[candidates.popular[:3]].tolist()

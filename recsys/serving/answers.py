@@ -29,7 +29,7 @@ class Answer:
 
     user_id: int
     item_ids: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None  # CatBoost's, for reranked answers; a cold start's popularity list has none
     source: str  # WARM (reranked) or the popularity list used for a cold start
     retrieved_by: np.ndarray | None = None  # (items, len(SOURCES)) flags, for reranked answers
 
@@ -43,8 +43,9 @@ def answer_json(answer: Answer, model_version: str) -> str:
     source = json.dumps(answer.source)
     lists = ([_SOURCE_LISTS[m] for m in (answer.retrieved_by @ _BITS).tolist()] if answer.retrieved_by is not None
              else [_SOURCE_LISTS[0]] * len(answer.item_ids))
-    scores = np.round(answer.scores.astype(np.float64), 6).tolist()  # as round(float(s), 6), 3x faster
-    items = ",".join([f'{{"item_id":{i},"score":{s!r},"source":{source},"retrieved_by":{by}}}'
+    scores = ([repr(s) for s in np.round(answer.scores.astype(np.float64), 6).tolist()]  # as round(float(s), 6)
+              if answer.scores is not None else ["null"] * len(answer.item_ids))
+    items = ",".join([f'{{"item_id":{i},"score":{s},"source":{source},"retrieved_by":{by}}}'
                       for i, s, by in zip(answer.item_ids.tolist(), scores, lists, strict=True)])
     return (f'{{"user_id":{answer.user_id},"recommendations":[{items}],"status":"success","msg":null,'
             f'"cold_start":{json.dumps(answer.cold_start)},"model_version":{json.dumps(model_version)}}}')

@@ -81,7 +81,8 @@ class BatchRequest(ApiModel):
 
 class Recommendation(ApiModel):
     item_id: int
-    score: float
+    score: float | None = Field(description="CatBoost's score for a reranked item: higher ranks first, comparable "
+                                "within one answer only; null in a cold-start answer, a popularity list in rank order")
     source: str = Field(description="reranked | segment | kids_segment | global")
     retrieved_by: list[str] = Field(default_factory=list, description="for reranked items, the candidate sources "
                                     "that proposed the item: lightfm, popular, cooc (co-occurrence)")

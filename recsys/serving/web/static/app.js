@@ -192,7 +192,7 @@ async function showRecommendations(userId, answer) {
   const byId = new Map((details.body.items ?? []).map((item) => [item.item_id, item]));
   fill($("#recommendations tbody"), recs.map((r, i) => el("tr", { "data-item-id": r.item_id },
     el("td", {}, i + 1), ...itemCells(byId.get(r.item_id) ?? { item_id: r.item_id }),
-    el("td", {}, r.score.toFixed(3)), el("td", {}, r.retrieved_by.length ? r.retrieved_by.join(" + ") : r.source))));
+    el("td", {}, r.score === null ? "–" : r.score.toFixed(3)), el("td", {}, r.retrieved_by.length ? r.retrieved_by.join(" + ") : r.source))));
   const perUser = candidatesPerUser ? ` (about ${candidatesPerUser} per user offline)` : "";
   $("#recommendations-note").textContent = answer.cold_start ? ""
     : `LightFM, recent popularity and co-occurrence propose the candidates${perUser}; CatBoost ranks them.`;
