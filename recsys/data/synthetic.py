@@ -18,8 +18,10 @@ drawn half by popularity and half uniformly, so the long tail is watched too, bu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -339,6 +341,11 @@ def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], ite
         parts.append(pd.DataFrame({"user_row": user_idx, "item_row": item_idx, "day": day.astype(int),
                                    Columns.WatchedPct: np.round(pct).astype(np.float32)}))
     return pd.concat(parts, ignore_index=True)
+
+
+def generator_version() -> str:
+    """A hash of this module's source: the training cache's copy of a generated dataset is keyed on it."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def generate(size: str = "default", seed: int = 42) -> Dataset:
