@@ -105,8 +105,9 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
 
     if cache is None:
         return fit()
-    key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(),
-                    settings.lightfm.model_dump(), settings.candidates.model_dump(), settings.eval.k, seed,
+    # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
+    key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
+                    settings.candidates.model_dump(exclude={"n_popular", "n_cooc"}), settings.eval.k, seed,
                     validation is not None, warm.key if warm is not None else None)
     stage = cache.cached("first-stage", key, fit, FirstStage.save,
                          lambda directory: FirstStage.load(directory, settings, seed, key))
