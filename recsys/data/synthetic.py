@@ -253,14 +253,14 @@ def _chunk_weights(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: di
                  + np.take_along_axis(base[kids], cols, axis=1)
                  + _window_terms(start, end, avail[cols], items["is_new"][cols]))
         score[missing] = -np.inf
-    else:  # one set of columns, the whole catalogue
-        cols = np.arange(cfg.n_items)[None, :]
-        taste = np.hstack([1.6 * users["taste"][lo:hi], 2.5 * users["factors"][lo:hi]])
-        score = taste @ np.ascontiguousarray(np.hstack([items["genre"], items["factors"]]).T)
-        score += base[kids]
-        new = np.flatnonzero(items["is_new"])
-        score[:, new] += _window_terms(start, end, avail[None, new], np.ones((1, len(new)), bool))
-    return cols, np.exp(score, dtype=np.float32)
+    else:  # one set of columns, the whole catalogue: the item terms ride along in the product (one-hot kids), and
+        # the titles released during the log come last, so their availability terms go to one slice of columns
+        cols = np.argsort(items["is_new"], kind="stable")[None, :]
+        taste = np.hstack([1.6 * users["taste"][lo:hi], 2.5 * users["factors"][lo:hi], np.eye(2, dtype=np.float32)[kids]])
+        score = taste @ np.ascontiguousarray(np.hstack([items["genre"], items["factors"], base.T])[cols[0]].T)
+        new = cols[0, cfg.n_items - int(items["is_new"].sum()):]
+        score[:, cfg.n_items - len(new):] += _window_terms(start, end, avail[None, new], np.ones((1, len(new)), bool))
+    return cols, np.exp(score, out=score)
 
 
 def _draw_without_replacement(weights: np.ndarray, n: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
