@@ -65,8 +65,8 @@ class LightFMSettings(BaseModel):
     eval_every: int = Field(2, ge=1, description="early stopping: epochs per step")
     patience: int = Field(3, ge=1, description="early stopping: steps without a better validation score before stopping")
     early_stopping_users: int = Field(5_000, ge=10, description="early stopping: most validation users scored per step")
-    max_interaction_epochs: int = Field(60_000_000, ge=1, description="bounds the epoch count on large data: a fit "
-                                        "of N interactions trains at most this / N epochs (Kion's size: about 14 "
+    max_interaction_epochs: int = Field(40_000_000, ge=1, description="bounds the epoch count on large data: a fit "
+                                        "of N interactions trains at most this / N epochs (Kion's size: 9 "
                                         "epochs, each half a minute on 2 cores)")
     warm_epochs: int = Field(4, ge=0, description="the later fits (evaluation: history + labels; serving: all data) "
                                                   "go on from the previous fit's state for this many epochs; 0: "
