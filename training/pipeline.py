@@ -262,7 +262,8 @@ SAVE_USER_S = 2e-5    # per user of the served model
 def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int) -> dict[str, float]:
     """Each remaining step's expected cost (keys as `fit_and_evaluate` and `train` give them to their steps)."""
     lfm, n = settings.lightfm, len(dataset.interactions)
-    first = epoch_cap(lfm, int(0.8 * n)) if lfm.early_stopping else lfm.epochs
+    # early stopping: a typical stop (best step, then `patience` more) within the cap
+    first = min(epoch_cap(lfm, int(0.8 * n)), lfm.eval_every * (lfm.patience + 4)) if lfm.early_stopping else lfm.epochs
     later = lfm.warm_epochs or first
     rows = settings.ranker.max_train_users * 0.4 * (settings.ranker.negatives_per_user + 1)
     items = min(len(dataset.items), settings.eval.ease_max_items)
