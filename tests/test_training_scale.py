@@ -158,3 +158,12 @@ def test_draws_are_distinct_weighted_and_never_zero_weight():
     share = np.bincount(single, minlength=5)[:5] / len(single)
     np.testing.assert_allclose(share, np.array([8, 4, 2, 1, 1]) / 16, atol=0.02)
 
+
+
+def test_candidate_recall_of_a_source_that_gave_nothing_is_zero():
+    """With ``n_popular`` 0 the popular source is empty: the evaluation reports 0 for it instead of failing."""
+    from recsys.training.metrics import candidate_recall
+
+    truth = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    assert candidate_recall(np.zeros(0, np.int64), np.zeros(0, np.int64), truth) == 0.0
+    assert candidate_recall(np.array([0, 1]), np.array([0, 2]), truth) == pytest.approx(1 / 3)
