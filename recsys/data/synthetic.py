@@ -274,7 +274,8 @@ def _draw_without_replacement(weights: np.ndarray, n: np.ndarray, rng: np.random
     the weights and a short search per draw, instead of a random number per (row, column) pair."""
     width = weights.shape[1]
     starts = np.arange(0, width, DRAW_BLOCK)
-    out_rows, out_cols = [], []
+    out_rows: list[np.ndarray] = []
+    out_cols: list[np.ndarray] = []
     have = np.zeros(len(n), dtype=np.int64)
     short = np.flatnonzero(n > 0)
     while len(short):
