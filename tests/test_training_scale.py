@@ -167,3 +167,20 @@ def test_candidate_recall_of_a_source_that_gave_nothing_is_zero():
     truth = sp.csr_matrix(np.eye(3, dtype=np.float32))
     assert candidate_recall(np.zeros(0, np.int64), np.zeros(0, np.int64), truth) == 0.0
     assert candidate_recall(np.array([0, 1]), np.array([0, 2]), truth) == pytest.approx(1 / 3)
+
+
+def test_reranker_target_discounts_hits_on_popular_titles(tiny, tmp_path):
+    """A hit on a title many watched counts less than one on a rarely watched title (0: every hit counts 1)."""
+    from recsys.training.pipeline import _fit_first_stage
+    from recsys.training.second_stage import _debiased_gain
+    from recsys.training.split import split_interactions
+
+    settings = _settings(tmp_path)
+    split = split_interactions(tiny.interactions, settings.split, tiny.name)
+    candidates = _fit_first_stage(tiny, split.history, split.label_as_of, settings, 7).model
+    views = np.bincount(candidates.seen_indices, minlength=len(candidates.item_ids))
+    popular, rare = int(np.argmax(views)), int(np.argmin(views))
+    gain = _debiased_gain(candidates, np.array([popular, rare]), 0.5)
+    assert gain[0] < gain[1]
+    assert gain[1] / gain[0] == pytest.approx(np.sqrt((views[popular] + 1) / (views[rare] + 1)), rel=1e-5)
+    np.testing.assert_array_equal(_debiased_gain(candidates, np.array([popular, rare]), 0.0), 1.0)

@@ -70,7 +70,6 @@ class FirstStage:
     epochs: EpochSearch | None
     state: LightFMState
 
-
     def save(self, directory: Path) -> None:
         self.model.save(directory / "candidates")
         self.tables.users.to_parquet(directory / "users.parquet", index=False)
@@ -177,7 +176,6 @@ class OfflineRun:
     @property
     def epochs(self) -> EpochSearch | None:
         return self.runs[0].epochs
-
 
 
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
