@@ -1,5 +1,6 @@
-"""No OpenTelemetry spans per request unless tracing is configured (recsys/serving/tracing.py), and the request id
-BentoML derived from them is still there."""
+"""BentoML's per-request work that serves nothing here is not done: no OpenTelemetry spans unless tracing is
+configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), and API methods
+bound once per service instance (recsys/serving/api_methods.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import subprocess
 import urllib.request
 
+import bentoml
+
+from recsys.serving import api_methods
 from tests.helpers import BIN, ROOT, warm_user
 
 # A BentoML service built as `bentoml serve` builds one (its configuration injected), with the patch applied: the
@@ -57,3 +61,19 @@ def test_each_answer_carries_its_own_request_id(server, models):
         with urllib.request.urlopen(request, timeout=30) as response:
             ids.add(response.headers["X-BentoML-Request-ID"])
     assert None not in ids and len(ids) == 5
+
+
+def test_an_api_method_is_bound_once_per_instance_and_still_calls_its_function():
+    @bentoml.service(name="twice")
+    class Twice:
+        @bentoml.api
+        def double(self, text: str) -> str:
+            return text * 2
+
+    api_methods.apply()
+    api_methods.apply()  # idempotent: service.py applies it in every process that imports it
+    instance = Twice.inner()
+    first, second = instance.double, instance.double
+    assert first is second and first.local is second.local  # BentoML builds a new wrapper on every read
+    assert first("ab") == first.local("ab") == "abab"
+    assert Twice.inner().double is not first  # per instance
