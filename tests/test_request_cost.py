@@ -1,12 +1,13 @@
 """BentoML's per-request work that serves nothing here is not done: no OpenTelemetry spans unless tracing is
-configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), and API methods
-bound once per service instance (recsys/serving/api_methods.py)."""
+configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), API methods
+bound once per service instance and their answers' media type worked out once (recsys/serving/api_methods.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import urllib.request
+from typing import Any
 
 import bentoml
 
@@ -77,3 +78,19 @@ def test_an_api_method_is_bound_once_per_instance_and_still_calls_its_function()
     assert first is second and first.local is second.local  # BentoML builds a new wrapper on every read
     assert first("ab") == first.local("ab") == "abab"
     assert Twice.inner().double is not first  # per instance
+
+
+def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
+    @bentoml.service(name="stage")
+    class Stage:
+        @bentoml.api
+        def answer(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # as the model services declare
+            return queries
+
+    api_methods.apply()
+    output = Stage.apis["answer"].output_spec
+    schemas = []
+    schema = output.model_json_schema
+    monkeypatch.setattr(output, "model_json_schema", lambda *a, **k: schemas.append(1) or schema(*a, **k))
+    assert [output.mime_type() for _ in range(3)] == ["application/json"] * 3
+    assert len(schemas) == 1  # BentoML builds a TypeAdapter and a JSON schema for every answer
