@@ -11,7 +11,8 @@ of a buffer).
 A model service cannot tell from its own settings which of these it serves (the stage containers in deploy/ set
 no topology, and one batch may hold requests of several callers), so each request item says it: an entry that
 takes raw arrays (``split``, ``fused``) marks its items with :data:`RAW`; an item without the mark, which is what
-a `remote` entry, an older entry and any plain JSON client send, is answered JSON-safe.
+a `remote` entry, an older entry and any plain JSON client send, is answered JSON-safe. (A JSON caller that
+marks its items anyway gets BentoML's 500: numpy arrays have no JSON form.)
 """
 
 from __future__ import annotations
