@@ -193,7 +193,7 @@ def _reading(model: bentoml.Model) -> Iterator[None]:
 def load_candidates(model: bentoml.Model, threads: int = 1) -> CandidateModel:
     """``threads``: the item index's search threads (serving runs one batch at a time per process)."""
     with _reading(model):
-        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), threads=threads)
+        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), mmap=True, threads=threads)
 
 
 def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:
@@ -206,7 +206,7 @@ def load_ranker(model: bentoml.Model) -> RankerBundle:
     with _reading(model):
         features = load_feature_store(Path(model.path_of(FEATURES_DIR)),
                                       expected_version=_text(model.info.metadata.get("feature_store_version")))
-        item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)))
+        item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)), mmap=True)
         reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), FeatureAssembler(features.users, features.items, item_ids))
     return RankerBundle(reranker, features)
 
@@ -216,7 +216,7 @@ def check_files(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
     checked, data not read), the Parquet files' footers and fingerprints are read, and the CatBoost model, which
     is small, is loaded and its features compared with the metadata."""
     with _reading(candidates):
-        CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True)
+        CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True, map_index=True)
     with _reading(ranker):
         check_feature_store(Path(ranker.path_of(FEATURES_DIR)), _text(ranker.info.metadata.get("feature_store_version")))
         load_array(Path(ranker.path_of(ITEM_IDS_FILE)), mmap=True)
