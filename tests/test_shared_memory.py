@@ -22,6 +22,7 @@ from recsys.core.candidates import CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import HISTORY_FILE, USERS_FILE, load_showcase
 from recsys.features.store import TABLES, OnlineFeatureTable
+from recsys.tools.footprint import processes
 from tests.helpers import expected, load_pair, post, warm_user
 
 PER_USER_CANDIDATES = ("user_ids", "user_vectors", "seen_indptr", "seen_indices", "profile_user_ids")
@@ -92,3 +93,13 @@ def test_answers_are_those_of_the_pair_read_into_memory(server, trained_home, ve
         assert [r["item_id"] for r in body["recommendations"]] == items
         assert [r["score"] for r in body["recommendations"]] == pytest.approx(scores, abs=1e-5)
     assert np.array_equal(read.user_vectors, load_pair(trained_home, version)[0].user_vectors)
+
+
+def test_footprint_reads_rss_and_pss_of_each_service_process(server):
+    """`recsys footprint`'s reading: RSS splits into shared and private pages, PSS into anonymous and file-backed,
+    and no process's PSS exceeds its RSS."""
+    measured = processes(server)
+    assert {name.split("/")[0] for name in measured} == {"candidates", "ranker", "recommender"}
+    for m in measured.values():
+        assert 0 < m["pss"] <= m["rss"] and m["shared"] + m["private"] == pytest.approx(m["rss"], abs=0.3)
+        assert m["anon"] + m["file"] == pytest.approx(m["pss"], abs=m["pss"] * 0.05)

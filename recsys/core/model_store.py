@@ -1,8 +1,10 @@
 """The two trained models in the BentoML model store, and the checks that they belong together.
 
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
-``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for and the web page's
-showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.core.showcase`). Both carry the
+``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for, with its online arrays
+as ``.npy``, and the web page's showcase: catalogue, recent histories as Arrow IPC, report headline and plots, see
+:mod:`recsys.core.showcase`). Serving memory-maps every per-user file (vectors, histories, features, showcase), so
+the processes and workers on one host share a single copy in the page cache. Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
 ``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
 interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
