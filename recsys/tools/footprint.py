@@ -37,12 +37,18 @@ BATCH = 100  # users per /recommend/batch call (serving.max_batch_users' default
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """RSS, PSS (anonymous and file-backed), shared and private memory of one process, in MB."""
+    """RSS, PSS (anonymous and file-backed), shared and private memory of one process, in MB, and ``mapped``: the
+    size of the model store's files it maps (what its file-backed pages grow to once every user was asked for;
+    shared by every process that maps them)."""
     totals = dict.fromkeys(FIELDS.values(), 0.0)
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         key, _, rest = line.partition(":")
         if key in FIELDS:
             totals[FIELDS[key]] += int(rest.split()[0]) / 1024  # kB
+    models = str(Path(model_store.store_home()).resolve() / "models")
+    files = {line.split(maxsplit=5)[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+             if models in line}
+    totals["mapped"] = sum(Path(f).stat().st_size for f in files if Path(f).exists()) / 2**20
     return {k: round(v, 1) for k, v in totals.items()}
 
 
@@ -100,16 +106,16 @@ def run_footprint(out_dir: Path, configs: list[str], users: int) -> list[dict[st
 def markdown(results: list[dict[str, Any]]) -> str:
     """One row per process: ready time, then its memory when ready and after the requests (MB)."""
     lines = ["| config | ready s | load | process | RSS | PSS | anon | file | shared | private | RSS after | PSS after "
-             "| anon after | file after |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| anon after | file after | model files mapped |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for name, m in r["at_ready"].items():
             a = r["after_requests"].get(name, {})
             lines.append(f"| {r['config']} | {r['ready_s']} | {r['load_average']:.1f} | {name} | {m['rss']:.0f} | "
                          f"{m['pss']:.0f} | {m['anon']:.0f} | {m['file']:.0f} | {m['shared']:.0f} | {m['private']:.0f} | "
-                         + " | ".join(f"{a.get(k, 0):.0f}" for k in ("rss", "pss", "anon", "file")) + " |")
+                         + " | ".join(f"{a.get(k, 0):.0f}" for k in ("rss", "pss", "anon", "file", "mapped")) + " |")
         total = {k: sum(m[k] for m in r["after_requests"].values()) for k in ("pss", "anon")}
         lines.append(f"| {r['config']} | | | **all, after** | | | | | | | | **{total['pss']:.0f}** | "
-                     f"**{total['anon']:.0f}** | |")
+                     f"**{total['anon']:.0f}** | | |")
     return "\n".join(lines) + "\n"
 
 
