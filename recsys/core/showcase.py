@@ -48,7 +48,9 @@ class ShowcaseError(RuntimeError):
     """The model carries no (readable) showcase: it was trained before the web page existed, or is damaged."""
 
 
-def _write(frame: pd.DataFrame, path: Path) -> None:
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """One of the showcase's tables (named by ``path``) as an uncompressed Arrow IPC file of one record batch, so
+    serving maps each column as one array."""
     table = pa.Table.from_pandas(frame, schema=SCHEMAS[path.name], preserve_index=False).combine_chunks()
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
@@ -59,13 +61,13 @@ def write_showcase(directory: Path, dataset: Dataset, history_items: int, summar
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     inter = dataset.interactions
-    _write(dataset.items.sort_values(Columns.Item)[list(SCHEMAS[ITEMS_FILE].names)], directory / ITEMS_FILE)
+    write_table(dataset.items.sort_values(Columns.Item)[list(SCHEMAS[ITEMS_FILE].names)], directory / ITEMS_FILE)
     recent = (inter.sort_values([Columns.User, Columns.Datetime], ascending=[True, False], kind="stable")
               .groupby(Columns.User).head(history_items))
-    _write(recent[list(SCHEMAS[HISTORY_FILE].names)], directory / HISTORY_FILE)
+    write_table(recent[list(SCHEMAS[HISTORY_FILE].names)], directory / HISTORY_FILE)
     watched = inter.groupby(Columns.User).size().rename("watched").reset_index()
     watched[HISTORY_END] = np.cumsum(recent.groupby(Columns.User).size().to_numpy())  # both sorted by user
-    _write(watched.merge(dataset.users[[Columns.User, *DEMOGRAPHICS]], on=Columns.User, how="left"), directory / USERS_FILE)
+    write_table(watched.merge(dataset.users[[Columns.User, *DEMOGRAPHICS]], on=Columns.User, how="left"), directory / USERS_FILE)
     demographics = {c: sorted(v for v in dataset.users[c].unique().tolist() if v != UNKNOWN) for c in DEMOGRAPHICS}
     (directory / SUMMARY_FILE).write_text(json.dumps(
         {**summary, "history_items": history_items, "demographics": demographics}, indent=2, default=str))
