@@ -107,7 +107,7 @@ def test_the_index_is_saved_with_the_model_and_memory_mapped_back(tmp_path):
     model = _model(3_000, users, [np.array([1, 2])] * 5, index)
     model.save(tmp_path)
     assert (tmp_path / INDEX_FILE).is_file()
-    loaded = CandidateModel.load(tmp_path, mmap=True)
+    loaded = CandidateModel.load(tmp_path, mmap=True, map_index=True)
     assert loaded.index is not None and loaded.index.describe() == index.describe()
     assert np.array_equal(loaded.index.search(users, 50), index.search(users, 50))
     assert CandidateModel.load(tmp_path).generate(np.arange(5), 30, 5, 0).items.tolist() == \
@@ -115,7 +115,7 @@ def test_the_index_is_saved_with_the_model_and_memory_mapped_back(tmp_path):
     # a damaged index is a one-line error that names the file
     (tmp_path / INDEX_FILE).write_bytes((tmp_path / INDEX_FILE).read_bytes()[:5_000])
     with pytest.raises(ValueError, match=f"cannot read {INDEX_FILE}"):
-        CandidateModel.load(tmp_path, mmap=True)
+        CandidateModel.load(tmp_path, mmap=True, map_index=True)
 
 
 def test_sparse_cooccurrence_gives_the_dense_neighbours(monkeypatch):

@@ -83,14 +83,14 @@ def test_generate_with_one_source_only():
 
 def small_assembler() -> FeatureAssembler:
     """Users 1 and 2, items 10, 20, 30 (stored sorted by id; the candidate model orders its items 30, 10, 20)."""
-    users = OnlineFeatureTable(
+    users = OnlineFeatureTable.of_categories(
         ids=np.array([1, 2], np.int64),
         numeric=np.array([[0.75, 0.25, 2000, 4], [0, 1, 1990, 1], [NAN] * 4], np.float32),
         numeric_names=["u_genre_drama", "u_genre_comedy", "u_mean_release_year", "u_watches"],
         categorical=np.array([["age_18_24"], ["age_25_34"], ["unknown"]], object),
         categorical_names=["age"],
     )
-    items = OnlineFeatureTable(
+    items = OnlineFeatureTable.of_categories(
         ids=np.array([10, 20, 30], np.int64),
         numeric=np.array([[1, 0, 2010, 5], [0.5, 0.5, 1980, 3], [0, 1, 2000, 1], [NAN] * 4], np.float32),
         numeric_names=["i_genre_drama", "i_genre_comedy", "release_year", "i_pop"],

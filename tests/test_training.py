@@ -19,6 +19,7 @@ import pytest
 
 from recsys.core.candidates import LABEL_FIELDS, PROFILE_FIELDS, CandidateModel
 from recsys.data.synthetic import generate
+from recsys.features.store import OnlineFeatureTable
 from recsys.settings import Settings
 
 RUN_SIZE = "tiny"
@@ -140,10 +141,11 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
     assert sorted(p.name for p in cand_dir.iterdir()) == sorted(f"{name}.npy" for name in CandidateModel.array_fields())
     ranker_dir = Path(ranker.path_of("/"))
     assert (ranker_dir / "ranker.cbm").is_file() and (ranker_dir / "item_ids.npy").is_file()
-    assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == ["items.parquet", "manifest.json",
-                                                                          "users.parquet"]
+    online = [f"{table}.{array}.npy" for table in ("items", "users") for array in OnlineFeatureTable.ARRAYS]
+    assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == sorted(
+        ["items.parquet", "manifest.json", "online.json", "users.parquet", *online])
     assert sorted(p.name for p in (ranker_dir / "showcase").iterdir()) == [
-        "history.parquet", "importance.png", "items.parquet", "metrics.png", "summary.json", "users.parquet"]
+        "history.arrow", "importance.png", "items.arrow", "metrics.png", "summary.json", "users.arrow"]
     # every .npy loads without pickle
     for path in list(cand_dir.glob("*.npy")) + [ranker_dir / "item_ids.npy"]:
         np.load(path, allow_pickle=False)

@@ -268,6 +268,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_footprint(args: argparse.Namespace) -> int:
+    from recsys.tools.footprint import CONFIGS, default_out_dir, markdown, run_footprint
+
+    out = args.out or default_out_dir(get_settings().reports_dir)
+    print(markdown(run_footprint(out, args.config or list(CONFIGS), args.users)))
+    print(f"report: {out}/footprint.json")
+    return 0
+
+
 def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
     group = p.add_argument_group("tuning and spread")
     group.add_argument("--budget", type=_duration, default=DEFAULT_BUDGET,
@@ -348,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "fused-before (repeatable; default: all four)")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("footprint", help="start-up time to /readyz and memory (RSS, PSS, shared/private) of every "
+                                         "service process, split and fused, at start-up and after requests")
+    p.add_argument("--config", action="append", choices=["split", "fused", "fused-2"],
+                   help="only this configuration (repeatable; default: all three; fused-2: two entry workers)")
+    p.add_argument("--users", type=int, default=2_000, help="distinct served users asked for before the second reading")
+    p.add_argument("--out", type=Path, help="report folder (default: var/reports/footprint-<time>)")
+    p.set_defaults(func=cmd_footprint)
     return parser
 
 
