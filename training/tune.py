@@ -102,6 +102,7 @@ SPACE = (
     Param("candidates", "n_lightfm", 20, 300, log=True),
     Param("candidates", "n_popular", 0, 100),
     Param("candidates", "n_cooc", 0, 100),
+    Param("candidates", "n_ease", 0, 200),
     Param("ranker", "loss", choices=("YetiRank", "PairLogit", "Logloss")),
     Param("ranker", "depth", 3, 10),
     Param("ranker", "iterations", 100, 1000, log=True),
@@ -154,6 +155,10 @@ class _Objective:
                 raise optuna.TrialPruned(f"LightFM ndcg@{self.k} {ndcg:.4f} in the bottom {PRUNE_PERCENTILE:g}%")
 
         run = fit_and_evaluate(self.dataset, settings, seeds=[self.seed], after_first_stage=prune_on, baselines=False)
+        if self.settings.eval.ease_lambda is None and run.ease_lambda is not None:
+            # EASE's weight depends on the data only (history and label window), not on the trial: found once
+            self.settings = self.settings.model_copy(update={
+                "eval": self.settings.eval.model_copy(update={"ease_lambda": run.ease_lambda})})
         metrics = run.evaluation["metrics"]
         ndcg, coverage = metrics["two_stage"][f"ndcg@{self.k}"], metrics["two_stage"][f"coverage@{self.k}"]
         floor = COVERAGE_FLOOR * metrics["lightfm"][f"coverage@{self.k}"]
