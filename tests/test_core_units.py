@@ -16,6 +16,8 @@ from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, Candidate
 from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
 from recsys.features.store import OnlineFeatureTable
 from recsys.lookup import find_sorted
+from recsys.serving.handlers import candidate_answers
+from recsys.settings import CandidateSettings
 
 NAN = np.nan
 
@@ -101,6 +103,15 @@ def test_ease_never_proposes_a_seen_item_and_scores_seen_ones_when_they_are_kept
     filtered = model.generate(np.array([1]), Mix(1, 0, 0, 4))
     assert_array_equal(filtered.items, [0, 3])
     assert_array_equal(filtered.column("ease_rank"), [1, 0])
+
+
+def test_candidate_answers_generate_the_trained_mix_not_the_settings():
+    """User 2 of a model trained with one LightFM candidate and nothing else gets that one candidate (item 3), though
+    the settings ask for 2 + 1 + 1."""
+    model = replace(small_model(), mix=np.array([1, 0, 0, 0], np.int64))
+    settings = CandidateSettings(n_lightfm=2, n_popular=1, n_cooc=1, n_ease=0)
+    (answer,) = candidate_answers(model, [{"user_id": 2}], settings, max_top_k=10)
+    assert_array_equal(answer["items"], [3])
 
 
 def test_served_mix_is_the_trained_one():

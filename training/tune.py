@@ -4,7 +4,8 @@ What a trial scores. The holdout window stays untouched: the search runs on the 
 same way (`fit_and_evaluate` on that data), so each trial trains LightFM on the inner history (epochs by early
 stopping on the inner label window), the reranker on the inner label window, refits LightFM on both and is scored on
 the last window before the holdout, the validation window. Every fit is single-threaded and seeded with the run's
-seed, so a trial's result depends on its parameters only: the same seed gives the same trials.
+seed, so a trial's result depends on its parameters only: the same seed gives the same trials. EASE's L2 weight
+(of the EASE in the candidate model) depends on the data alone: the first trial chooses it, the others reuse it.
 
 The objective is the two-stage model's ndcg@k on the validation window, with a guard-rail on catalogue coverage:
 a trial whose coverage@k falls below ``COVERAGE_FLOOR`` times LightFM alone's coverage@k on the same window has its
