@@ -89,7 +89,7 @@ def test_seen_items_are_skipped_and_the_top_n_is_still_full():
     with_index, exact = _model(n, users, seen, index), _model(n, users, seen, None)
     for model in (with_index, exact):
         batch = model.generate(np.array([0, 1]), Mix(100, 0, 0))
-        lfm = batch.items[(batch.owner == 0) & (batch.features[:, 3] > 0)]
+        lfm = batch.items[(batch.owner == 0) & batch.from_source("lightfm")]
         assert len(lfm) == 100 and not set(lfm) & set(seen[0])
         assert set(lfm) == set(exact_order[150:250])
     a = with_index.generate(np.array([0, 1]), Mix(100, 0, 0))
