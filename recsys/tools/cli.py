@@ -276,8 +276,8 @@ def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
                        help=f"most trials of the search (default {DEFAULT_TRIALS})")
     group.add_argument("--out", type=Path, help="parameters file to write (default: var/tuning/<dataset>-<time>.json)")
     group.add_argument("--jobs", type=_positive,
-                       help="trials run at once, each on one core (default 2); which trials run depends on it, not on "
-                            "the machine")
+                       help="trials run at once, each on one core, in deterministic batches (default 1); which trials "
+                            "run depends on it, not on the machine")
     group.add_argument("--seeds", type=_positive, default=seeds,
                        help=f"model seeds the offline evaluation is repeated with; the report gives mean ± sd "
                             f"(default {seeds})")
