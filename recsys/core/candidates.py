@@ -292,12 +292,13 @@ class CandidateModel:
         n_lightfm, n_popular, n_cooc, n_ease = mix
         rows = np.asarray(rows, dtype=np.int64)
         b, n = len(rows), len(self.item_ids)
-        history = self._history_pairs(rows) if exclude_seen or self.has_ease else (np.zeros(0, np.int64),) * 2
-        seen_owner, seen_items = history if exclude_seen else (np.zeros(0, np.int64),) * 2
+        empty = np.zeros(0, np.int64)
+        history_owner, history_items = self._history_pairs(rows) if exclude_seen or self.has_ease else (empty, empty)
+        seen_owner, seen_items = (history_owner, history_items) if exclude_seen else (empty, empty)
         seen_keys = np.unique(seen_owner * n + seen_items)
         position = np.arange(b)[:, None]
 
-        ease_all = self.ease_scores(*history, b) if self.has_ease else None
+        ease_all = self.ease_scores(history_owner, history_items, b) if self.has_ease else None
         ease_keys, ease_ranks = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if ease_all is not None and n_ease:
             masked = ease_all.copy()
