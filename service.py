@@ -45,7 +45,7 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import connections, flask_compat, gc_watch, request_timer, shutdown, wire
+from recsys.serving import api_methods, connections, flask_compat, gc_watch, request_timer, shutdown, tracing, wire
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
@@ -62,6 +62,8 @@ logging.getLogger("recsys").setLevel(SETTINGS.log_level)  # BentoML's root logge
 # before BentoML prepares its Prometheus folder, which it does before any hook runs (recsys/serving/server_process.py)
 use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
+tracing.apply()  # likewise: no spans unless tracing is configured
+api_methods.apply()  # API methods bound once per service instance, not per request
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
@@ -105,7 +107,7 @@ class Candidates:
     @bentoml.api(**BATCHING)
     def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
         answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
-        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
+        return wire.pack(queries, cast(list[dict[str, Any]], answers), model_version=VERSION)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -126,7 +128,7 @@ class Ranker:
     @bentoml.api(**BATCHING)
     def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
         answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], wire.unpack(requests)))
-        return wire.pack(cast(list[dict[str, Any]], answers), model_version=VERSION)
+        return wire.pack(requests, cast(list[dict[str, Any]], answers), model_version=VERSION)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -154,6 +156,7 @@ def _other_pair(stage: str, version: str) -> str:
 
 
 JSON = "application/json"
+RAW_ARRAYS = SETTINGS.serving.topology != "remote"  # a `remote` stage answers over JSON: arrays encoded (wire.py)
 Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
@@ -220,13 +223,14 @@ class Recommender:
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[Answer]:
         queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
-                                 "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None}
-                                for r in requests]
+                                 "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None,
+                                 "raw_arrays": RAW_ARRAYS} for r in requests]
         packed = await _call("candidates", self.candidates.to_async.generate(queries))
         candidates = cast(list[CandidateAnswer], wire.unpack(packed))
         warm = [j for j, c in enumerate(candidates) if is_warm(c)]
         ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank([
-            {**packed[j], "user_id": requests[j].user_id, "top_k": requests[j].top_k} for j in warm  # as they came
+            {**packed[j], "user_id": requests[j].user_id, "top_k": requests[j].top_k, wire.RAW: RAW_ARRAYS}
+            for j in warm  # the candidates as they came
         ])))) if warm else []
         by_request = dict(zip(warm, ranked, strict=True))
         answers = []

@@ -10,8 +10,11 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
+from recsys.serving import wire
+from recsys.settings import get_settings
 from recsys.tools.process import free_port
 from tests.helpers import Server, post, project_env, train, warm_user
 
@@ -117,3 +120,18 @@ def test_a_model_service_on_its_own_checks_the_pair_and_refuses_in_one_line(trai
         _stage(tmp_path, target, free_port()).__enter__()
     assert "recsys: cannot serve: recsys_candidates:" in str(refused.value) and "do not belong together" in \
         str(refused.value) and "Traceback" not in str(refused.value), str(refused.value)[-2000:]
+
+
+def test_a_stage_answers_a_plain_json_request_with_json_safe_arrays(models, trained_home):
+    """What a `remote` entry, an entry from before the raw-arrays mark, or any JSON client sends: no `raw_arrays`
+    mark, and the arrays come back base64-encoded, the same numbers the model gives in process."""
+    user = warm_user(models)
+    query = {"user_id": user, "exclude_seen": True, "user_features": None}
+    with _stage(trained_home, "Candidates", free_port()) as stage:
+        status, answers = post(f"{stage.url}/generate", {"queries": [query]})
+    assert status == 200 and answers[0]["items"][wire.ARRAY] == "<i8", answers
+    (answer,) = wire.unpack(answers)
+    candidates, _ = models
+    rows, _ = candidates.user_rows(np.array([user]))
+    n = get_settings().candidates
+    assert np.array_equal(answer["items"], candidates.generate(rows, n.n_lightfm, n.n_popular, n.n_cooc, True).items)

@@ -1,14 +1,15 @@
 """What travels between the entry and the two model services: one typed entry per user, numpy arrays inside.
 
 They are TypedDicts, so at run time they stay the plain dicts of arrays that BentoML pickles between the services
-(the wire is unchanged), while mypy checks every key the entry and the model services write and read. The
+(or encodes for JSON, recsys/serving/wire.py), while mypy checks every key the entry and the model services write
+and read. The
 services' ``@bentoml.api`` methods declare ``list[dict[str, Any]]``, the transport: BentoML derives an API schema
 from those annotations, and it has none for numpy arrays inside a TypedDict.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 from typing_extensions import TypeIs
@@ -24,6 +25,7 @@ class Query(TypedDict):
     user_id: int
     exclude_seen: bool
     user_features: Profile | None
+    raw_arrays: NotRequired[bool]  # wire.RAW: answer with numpy arrays, not their JSON-safe encoding
 
 
 class Candidates(TypedDict):
@@ -49,6 +51,7 @@ class RankRequest(Candidates):
 
     user_id: int
     top_k: int
+    raw_arrays: NotRequired[bool]  # as in Query
 
 
 class Ranked(TypedDict):
@@ -65,5 +68,6 @@ def is_warm(answer: CandidateAnswer) -> TypeIs[Candidates]:
 
 
 def rank_request(user_id: int, top_k: int, candidates: Candidates) -> RankRequest:
-    """What the entry sends the ranker for a known user: the candidates as they came, the user and ``top_k``."""
-    return {**candidates, "user_id": user_id, "top_k": top_k}
+    """What an in-process caller sends the ranker for a known user: the candidates as they came, the user and
+    ``top_k``, and raw arrays back."""
+    return {**candidates, "user_id": user_id, "top_k": top_k, "raw_arrays": True}

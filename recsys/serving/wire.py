@@ -1,31 +1,43 @@
-"""What travels between the entry and the two model services: their answers' numpy arrays, as JSON-safe values.
+"""What travels between the entry and the two model services: their answers' numpy arrays, raw or JSON-safe.
 
-Inside one `bentoml serve` a hop is pickled over a Unix socket. A model service on another host or in another
-container is a `bentoml serve` of its own (topology `remote`), and BentoML's main servers take JSON only: they
-refuse pickled bodies from the network, since unpickling a request would run the sender's code. So arrays
-travel as ``{"__ndarray__": dtype, "shape": [...], "b64": raw bytes in base64}``: a few kB per user, encoded and
-decoded without a Python loop over their values, and the same in every topology. Only numeric dtypes are
-accepted back (an object array cannot come out of a buffer).
+Inside one `bentoml serve` (topology `split`) a hop is pickled over a Unix socket, and with `fused` it is a call
+in the same process: numpy arrays pass as they are. A model service on another host or in another container is a
+`bentoml serve` of its own (topology `remote`), and BentoML's main servers take JSON only: they refuse pickled
+bodies from the network, since unpickling a request would run the sender's code. There arrays must travel as
+``{"__ndarray__": dtype, "shape": [...], "b64": raw bytes in base64}``: a few kB per user, encoded and decoded
+without a Python loop over their values. Only numeric dtypes are accepted back (an object array cannot come out
+of a buffer).
+
+A model service cannot tell from its own settings which of these it serves (the stage containers in deploy/ set
+no topology, and one batch may hold requests of several callers), so each request item says it: an entry that
+takes raw arrays (``split``, ``fused``) marks its items with :data:`RAW`; an item without the mark, which is what
+a `remote` entry, an older entry and any plain JSON client send, is answered JSON-safe. (A JSON caller that
+marks its items anyway gets BentoML's 500: numpy arrays have no JSON form.)
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 ARRAY = "__ndarray__"
+RAW = "raw_arrays"  # a request item's key: True when its caller takes numpy arrays back (pickle or in process)
 NUMERIC_KINDS = "biuf"
 
 
-def pack(answers: list[dict[str, Any]], **extra: object) -> list[dict[str, Any]]:
-    """Each answer with its arrays encoded, and ``extra`` fields added (the model version)."""
-    return [{**{key: _encode(value) for key, value in answer.items()}, **extra} for answer in answers]
+def pack(requests: Sequence[Mapping[str, Any]], answers: Sequence[Mapping[str, Any]],
+         **extra: object) -> list[dict[str, Any]]:
+    """Each answer as its request asked (arrays raw when it carries :data:`RAW`, else encoded), with ``extra``
+    fields added (the model version)."""
+    return [{**(answer if request.get(RAW) else {key: _encode(value) for key, value in answer.items()}), **extra}
+            for request, answer in zip(requests, answers, strict=True)]
 
 
 def unpack(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The inverse of :func:`pack`; fields that are not encoded arrays pass unchanged."""
+    """The inverse of :func:`pack`; fields that are not encoded arrays (raw arrays too) pass unchanged."""
     return [{key: decode(value) for key, value in answer.items()} for answer in answers]
 
 

@@ -1,0 +1,96 @@
+"""BentoML's per-request work that serves nothing here is not done: no OpenTelemetry spans unless tracing is
+configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), API methods
+bound once per service instance and their answers' media type worked out once (recsys/serving/api_methods.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from typing import Any
+
+import bentoml
+
+from recsys.serving import api_methods
+from tests.helpers import BIN, ROOT, warm_user
+
+# A BentoML service built as `bentoml serve` builds one (its configuration injected), with the patch applied: the
+# middleware stack its HTTP app gets. In a process of its own, since both change process-wide state.
+STACK = """
+import json, sys
+import bentoml
+from _bentoml_impl.server.app import ServiceAppFactory
+from recsys.serving import tracing
+
+@bentoml.service(name="tiny", **json.loads(sys.argv[1]))
+class Tiny:
+    @bentoml.api
+    def echo(self, text: str) -> str:
+        return text
+
+Tiny.inject_config()
+tracing.apply()
+print(json.dumps([m.cls.__name__ for m in ServiceAppFactory(Tiny).middlewares]))
+"""
+
+
+def _stack(config: dict) -> list[str]:
+    out = subprocess.run([str(BIN / "python"), "-c", STACK, json.dumps(config)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_without_tracing_no_span_middleware_runs_and_the_request_id_is_still_set():
+    stack = _stack({})
+    assert "OpenTelemetryMiddleware" not in stack
+    # in its place: before the access log, whose lines carry the request id
+    assert stack.index("RequestIdMiddleware") < stack.index("AccessLogMiddleware")
+
+
+def test_with_tracing_configured_the_spans_stay():
+    stack = _stack({"tracing": {"exporter_type": "in_memory"}})  # BentoML's exporter for tests
+    assert "OpenTelemetryMiddleware" in stack and "RequestIdMiddleware" not in stack
+
+
+def test_each_answer_carries_its_own_request_id(server, models):
+    ids = set()
+    for i in range(5):
+        request = urllib.request.Request(f"{server.url}/recommend", method="POST",
+                                         data=json.dumps({"user_id": warm_user(models, i)}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            ids.add(response.headers["X-BentoML-Request-ID"])
+    assert None not in ids and len(ids) == 5
+
+
+def test_an_api_method_is_bound_once_per_instance_and_still_calls_its_function():
+    @bentoml.service(name="twice")
+    class Twice:
+        @bentoml.api
+        def double(self, text: str) -> str:
+            return text * 2
+
+    api_methods.apply()
+    api_methods.apply()  # idempotent: service.py applies it in every process that imports it
+    instance = Twice.inner()
+    first, second = instance.double, instance.double
+    assert first is second and first.local is second.local  # BentoML builds a new wrapper on every read
+    assert first("ab") == first.local("ab") == "abab"
+    assert Twice.inner().double is not first  # per instance
+
+
+def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
+    @bentoml.service(name="stage")
+    class Stage:
+        @bentoml.api
+        def answer(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # as the model services declare
+            return queries
+
+    api_methods.apply()
+    output = Stage.apis["answer"].output_spec
+    schemas = []
+    schema = output.model_json_schema
+    monkeypatch.setattr(output, "model_json_schema", lambda *a, **k: schemas.append(1) or schema(*a, **k))
+    assert [output.mime_type() for _ in range(3)] == ["application/json"] * 3
+    assert len(schemas) == 1  # BentoML builds a TypeAdapter and a JSON schema for every answer
