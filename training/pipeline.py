@@ -34,7 +34,7 @@ from recsys.settings import CandidateSettings, Settings
 from recsys.training import spread
 from recsys.training.epochs import EpochSearch
 from recsys.training.evaluate import choose_ease_lambda, evaluate
-from recsys.training.first_stage import fit_candidate_model
+from recsys.training.first_stage import ease_fits, fit_candidate_model, with_ease
 from recsys.training.report import showcase_summary, write_plots, write_report
 from recsys.training.second_stage import RankerFit, fit_ranker
 from recsys.training.split import Split, split_interactions
@@ -57,11 +57,12 @@ def _assembler(tables: FeatureTables, model: CandidateModel) -> FeatureAssembler
 
 
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
-                     validation: pd.DataFrame | None = None) -> tuple[FeatureTables, CandidateModel, EpochSearch | None]:
+                     validation: pd.DataFrame | None = None,
+                     ease_l2: float | None = None) -> tuple[FeatureTables, CandidateModel, EpochSearch | None]:
     tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
     model, epochs = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
                                         settings.candidates, seed=seed, validation=validation, k=settings.eval.k)
-    return tables, model, epochs
+    return tables, with_ease(model, ease_l2, settings.candidates), epochs
 
 
 @dataclass
@@ -87,7 +88,7 @@ def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[s
 class OfflineRun:
     split: Split
     runs: list[SeedRun]          # the first one's reranker and epoch count are the ones served
-    ease_lambda: float | None    # EASE's L2 weight (None: EASE left out)
+    ease_lambda: float | None    # EASE's L2 weight, baseline and candidate source (None: EASE left out of both)
     ease_scores: dict[float, float]  # ndcg@k on the label window of every weight tried (empty: the weight was set)
 
     @property
@@ -114,7 +115,11 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     the last one of that), and the quality tests and `scripts/quality_variance.py` run it alone, so they measure
     exactly what a training run reports. ``after_first_stage`` sees how stage A's LightFM scored on the label
     window (the tuner's pruner may stop there, before the reranker); without ``baselines``
-    EASE is left out (the tuner only compares the two-stage model with LightFM alone).
+    the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone).
+
+    EASE's L2 weight (``eval.ease_lambda``, or the best on the label window) is that of the baseline and of the
+    candidate model's own EASE (a candidate source and reranker feature up to ``candidates.ease_max_items`` items):
+    one EASE, compared with and built upon.
     """
     timings = Timings() if timings is None else timings
     seeds = [settings.data.seed] if seeds is None else seeds
@@ -124,7 +129,7 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         log.info("  %-13s %s", name, window)
 
     runs: list[SeedRun] = []
-    ease_lambda = settings.eval.ease_lambda if baselines else None
+    ease_lambda = settings.eval.ease_lambda
     ease_scores: dict[float, float] = {}
     for i, seed in enumerate(seeds):
         tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
@@ -133,23 +138,24 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
                                                          validation=split.labels)
         if after_first_stage is not None:
             after_first_stage(epochs)
+        if ease_lambda is None and (baselines or ease_fits(model_a, settings.candidates)):
+            with timings.step("A. EASE's L2 weight on the label window"):  # the same for every seed
+                ease_lambda, ease_scores = choose_ease_lambda(model_a, split.labels, settings.eval, seed)
+        model_a = with_ease(model_a, ease_lambda, settings.candidates)
         with timings.step(f"A. CatBoost reranker on the label window{tag}"):
             fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
                              settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
-        if baselines and ease_lambda is None:
-            with timings.step("A. EASE's L2 weight on the label window"):
-                ease_lambda, ease_scores = choose_ease_lambda(model_a, split.labels, settings.eval, seed)
 
         refit = _with_epochs(settings, epochs)
         with timings.step(f"B. LightFM ({refit.lightfm.epochs} epochs) + features on history + labels "
                           f"(evaluation){tag}"):
             tables_b, model_b, _ = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, refit,
-                                                    seed)
+                                                    seed, ease_l2=ease_lambda)
         with timings.step(f"B. offline evaluation on the holdout window{tag}"):
             evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
                                   settings.candidates, settings.eval, seed=settings.data.seed,  # same users
-                                  threads=settings.ranker.threads, ease_lambda=ease_lambda)
+                                  threads=settings.ranker.threads, ease_lambda=ease_lambda if baselines else None)
         runs.append(SeedRun(seed, fit, evaluation, epochs))
     return OfflineRun(split, runs, ease_lambda, ease_scores)
 
@@ -184,7 +190,8 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     refit = _with_epochs(settings, offline.epochs)
     with timings.step(f"C. refit LightFM ({refit.lightfm.epochs} epochs) + features on all data (serving)"):
-        tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed)
+        tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed,
+                                                ease_l2=offline.ease_lambda)
     item_index = item_index_report(model_c, settings.candidates)
 
     with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
@@ -206,7 +213,8 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                        "ranker": settings.ranker.model_dump()},
             "lightfm_epochs": {"served": refit.lightfm.epochs,
                                "early_stopping": offline.epochs.as_dict() if offline.epochs else None},
-            "ease": {"l2": offline.ease_lambda, "tuned_on_label_window": {f"{k:.4g}": v
+            "ease": {"l2": offline.ease_lambda, "in_candidate_model": model_c.has_ease,
+                     "tuned_on_label_window": {f"{k:.4g}": v
                                                                           for k, v in offline.ease_scores.items()}},
             "offline_metrics": evaluation["metrics"],
             "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from bentoml.exceptions import NotFound
 
-from recsys.core.candidates import CandidateModel, load_array
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateModel, load_array
 from recsys.core.reranker import FeatureAssembler, Reranker, load_catboost
 from recsys.features.store import FeatureStoreError, OnlineFeatureStore, check_feature_store, load_feature_store
 
@@ -225,6 +225,9 @@ def check_files(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
         model = load_catboost(Path(ranker.path_of(RANKER_FILE)))
         if list(model.feature_names_) != ranker.info.metadata.get("ranker_features"):
             raise ValueError(f"{RANKER_FILE} does not use the features listed in the model's metadata")
+        if list(model.feature_names_[: len(CANDIDATE_FEATURES)]) != CANDIDATE_FEATURES:
+            raise ValueError(f"{RANKER_FILE} was trained on the candidate features {model.feature_names_[:6]}... of an "
+                             f"older version, not {CANDIDATE_FEATURES}")
 
 
 def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:

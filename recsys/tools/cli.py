@@ -142,9 +142,9 @@ def _positive(text: str) -> int:
 def _run_tune(settings: Settings, dataset: Dataset, args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     """Search, write the parameters file, and return the settings with them applied and the search's record."""
     from recsys.training.params import apply_params, write_params
-    from recsys.training.tune import tune
+    from recsys.training.tune import JOBS, tune
 
-    result = tune(dataset, settings, args.budget, args.trials)
+    result = tune(dataset, settings, args.budget, args.trials, args.jobs or JOBS)
     out = args.out or settings.home / "tuning" / f"{dataset.name}-{pd.Timestamp.now():%Y%m%d-%H%M%S}.json"
     write_params(out, result.params, result.tuning)
     log.info("parameters and search history written to %s (`recsys train --params %s` trains with them)", out, out)
@@ -284,6 +284,9 @@ def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
     group.add_argument("--trials", type=_positive, default=DEFAULT_TRIALS,
                        help=f"most trials of the search (default {DEFAULT_TRIALS})")
     group.add_argument("--out", type=Path, help="parameters file to write (default: var/tuning/<dataset>-<time>.json)")
+    group.add_argument("--jobs", type=_positive,
+                       help="trials run at once, each on one core, in deterministic batches (default 1); which trials "
+                            "run depends on it, not on the machine")
     group.add_argument("--seeds", type=_positive, default=seeds,
                        help=f"model seeds the offline evaluation is repeated with; the report gives mean ± sd "
                             f"(default {seeds})")
