@@ -16,18 +16,55 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-5s %(message)s", datefmt="%H:%M:%S")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 class Timings(dict[str, float]):
-    """Seconds per named step, in the order the steps ran; printed as the run's summary."""
+    """Seconds per named step, in the order the steps ran; printed as the run's summary.
+
+    With a plan (:meth:`plan`: each remaining step's expected cost, in any unit), every step's log line also says
+    how much of the whole run is left: the remaining steps' cost at the pace of the planned steps done so far, so
+    a slower machine (or a busy one) stretches the estimate as it goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expected: dict[str, float] = {}
+        self._done: dict[str, float] = {}  # planned step -> its seconds
+
+    def plan(self, expected: dict[str, float]) -> None:
+        """Expected cost of each planned step by key (the ``key`` its :meth:`step` is given)."""
+        self._expected = dict(expected)
+
+    def eta(self) -> float | None:
+        """Seconds left for the planned steps not done yet; None before the first one is done."""
+        done_cost = sum(self._expected[k] for k in self._done)
+        if not self._done or done_cost <= 0:
+            return None
+        pace = sum(self._done.values()) / done_cost
+        return pace * sum(cost for k, cost in self._expected.items() if k not in self._done)
+
+    def _progress(self) -> str:
+        if not self._expected:
+            return ""
+        left = self.eta()
+        where = f"step {len(self._done) + 1} of {len(self._expected)}"
+        return f" [{where}, about {_duration(left)} of the run left]" if left is not None else f" [{where}]"
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, name: str, key: str | None = None) -> Iterator[None]:
         raise_if_stopped()
-        log.info("▶ %s ...", name)
+        log.info("▶ %s ...%s", name, self._progress() if key in self._expected else "")
         start = time.perf_counter()
         yield
         raise_if_stopped()
         self[name] = time.perf_counter() - start
-        log.info("✔ %s (%.1fs)", name, self[name])
+        if key in self._expected:
+            self._done[key] = self[name]
+            left = self.eta()
+            log.info("✔ %s (%.1fs; about %s of the run left)", name, self[name], _duration(left or 0.0))
+        else:
+            log.info("✔ %s (%.1fs)", name, self[name])
 
     def table(self) -> str:
         width = max((len(k) for k in self), default=4)

@@ -65,6 +65,12 @@ class LightFMSettings(BaseModel):
     eval_every: int = Field(2, ge=1, description="early stopping: epochs per step")
     patience: int = Field(3, ge=1, description="early stopping: steps without a better validation score before stopping")
     early_stopping_users: int = Field(5_000, ge=10, description="early stopping: most validation users scored per step")
+    max_interaction_epochs: int = Field(40_000_000, ge=1, description="bounds the epoch count on large data: a fit "
+                                        "of N interactions trains at most this / N epochs (Kion's size: 9 "
+                                        "epochs, each half a minute on 2 cores)")
+    warm_epochs: int = Field(4, ge=0, description="the later fits (evaluation: history + labels; serving: all data) "
+                                                  "go on from the previous fit's state for this many epochs; 0: "
+                                                  "each fits from scratch for the epoch count found")
     learning_rate: float = Field(0.1, gt=0)
     item_alpha: float = Field(0.0, ge=0)
     user_alpha: float = Field(0.0, ge=0)
@@ -109,6 +115,11 @@ class RankerSettings(BaseModel):
     validation_share: float = Field(0.2, gt=0, lt=1, description="share of label users for early stopping")
     max_train_users: int = Field(20_000, ge=10, description="cap on users used to train the reranker")
     negatives_per_user: int = Field(40, ge=1, description="negatives kept per user (all positives are kept)")
+    popularity_debias: float = Field(0.4, ge=0, le=1, description="a hit on a title with v views in the history "
+                                                                 "counts 1 / (v + 1) ** this in the reranker's "
+                                                                 "target (0: every hit counts the same; 0.4 keeps the "
+                                                                 "reranker from collapsing onto the most popular "
+                                                                 "titles at Kion's size)")
     threads: int = Field(2, ge=1)
 
 
@@ -118,6 +129,9 @@ class EvalSettings(BaseModel):
                                                               "the label window (so EASE is compared well tuned)")
     ease_tuning_users: int = Field(3_000, ge=10, description="most label-window users scored per EASE weight tried")
     ease_max_items: int = Field(20_000, ge=10, description="EASE inverts an items x items matrix: cap on its size")
+    ease_tuning_items: int = Field(4_000, ge=10, description="the search for EASE's L2 weight runs on at most this "
+                                                              "many of the most popular titles (one inverse per "
+                                                              "weight tried, cubic in the titles)")
     max_users: int = Field(20_000, ge=10, description="cap on holdout users scored offline")
 
 
@@ -191,6 +205,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     home: Path = Field(PROJECT_ROOT / "var", description="where generated datasets, features and reports go")
+    cache: bool = Field(True, description="keep finished training stages (the built-in dataset, the first-level "
+                                          "fits) in cache_dir, keyed by what they were computed from, so a stopped "
+                                          "`recsys train` started again does not redo them")
     log_level: LogLevel = "INFO"
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()
@@ -213,6 +230,10 @@ class Settings(BaseSettings):
     @property
     def features_dir(self) -> Path:
         return self.home / "features"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
 
     @property
     def reports_dir(self) -> Path:

@@ -242,8 +242,9 @@ def _stage_a(dataset, split, settings):
     from recsys.training.pipeline import _assembler, _fit_first_stage
     from recsys.training.second_stage import fit_ranker
 
-    tables, model, _ = _fit_first_stage(dataset, split.history, split.label_as_of, settings, settings.data.seed,
-                                        validation=split.labels)
+    stage = _fit_first_stage(dataset, split.history, split.label_as_of, settings, settings.data.seed,
+                             validation=split.labels)
+    tables, model = stage.tables, stage.model
     fit = fit_ranker(model, _assembler(tables, model), split.labels, settings.candidates, settings.ranker,
                      seed=settings.data.seed)
     return tables, model, fit

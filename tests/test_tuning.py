@@ -213,7 +213,8 @@ def test_train_with_the_parameters_file_puts_them_and_the_search_in_both_models_
         assert [t.get("value") for t in meta["tuning"]["trials"]] == [t["value"] for t in content["tuning"]["trials"]]
         assert meta["tuning"]["params_file"] == str(tuned["file"])
         assert meta["offline_spread"]["seeds"] == [42, 43, 44]
-        assert meta["lightfm_epochs"]["served"] == meta["lightfm_epochs"]["early_stopping"]["best_epoch"]
+        epochs = meta["lightfm_epochs"]  # the count found, then B and C each go on from the fit before
+        assert epochs["served"] == epochs["early_stopping"]["best_epoch"] + 2 * epochs["warm_epochs"]
     report_dir = home / "var" / "reports" / version
     report = json.loads((report_dir / "report.json").read_text())
     assert report["tuning"]["best_params"] == content["tuning"]["best_params"]

@@ -15,6 +15,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,10 @@ class EpochSearch:
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "best_epoch": self.best_epoch, "stopped_at": self.stopped_at,
                 "scores": {str(e): s for e, s in self.scores.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochSearch:
+        return cls(data["metric"], data["best_epoch"], {int(e): s for e, s in data["scores"].items()})
 
 
 class ValidationScorer:
@@ -122,14 +127,68 @@ def fit_with_early_stopping(model: LightFM, fit: Callable[[int], None], score: C
     return best_model, search
 
 
+@dataclass
+class LightFMState:
+    """A fitted LightFM and the names of its feature rows (``id:<id>`` and ``<column>:<value>``), so that a later
+    fit on more data (more users) can start from it: see :func:`warm_started`."""
+
+    model: LightFM
+    user_features: np.ndarray
+    item_features: np.ndarray
+    key: str = ""  # what the training cache knows this fit by ("": not cached)
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{side}_{name}": getattr(self.model, f"{side}_{name}") for side in ("user", "item") for name in _STATE}
+        np.savez(path, user_features=self.user_features, item_features=self.item_features, **arrays)
+
+    @classmethod
+    def load(cls, path: Path, lfm: LightFMSettings, seed: int, key: str) -> LightFMState:
+        with np.load(path, allow_pickle=False) as data:
+            model = _new_model(lfm, seed)
+            for side in ("user", "item"):
+                for name in _STATE:
+                    setattr(model, f"{side}_{name}", data[f"{side}_{name}"])
+            return cls(model, data["user_features"], data["item_features"], key)
+
+
+# What LightFM learns per feature row: the embeddings and biases and their adagrad accumulators.
+_STATE = ("embeddings", "embedding_gradients", "embedding_momentum", "biases", "bias_gradients", "bias_momentum")
+
+
+def _new_model(lfm: LightFMSettings, seed: int) -> LightFM:
+    return LightFM(no_components=lfm.no_components, loss=lfm.loss, learning_rate=lfm.learning_rate,
+                   item_alpha=lfm.item_alpha, user_alpha=lfm.user_alpha, max_sampled=lfm.max_sampled,
+                   random_state=seed)
+
+
+def warm_started(previous: LightFMState, user_features: np.ndarray, item_features: np.ndarray,
+                 lfm: LightFMSettings, seed: int) -> LightFM:
+    """A model whose feature rows (by name) start where ``previous`` left them, learning rates included; rows
+    ``previous`` did not have (users new in the later data) start fresh, as in a first fit."""
+    model = _new_model(lfm, seed)
+    model._initialize(lfm.no_components, len(item_features), len(user_features))
+    for side, old, new in (("user", previous.user_features, user_features),
+                           ("item", previous.item_features, item_features)):
+        pos = pd.Index(old).get_indexer(new)
+        hit = pos >= 0
+        for name in _STATE:
+            getattr(model, f"{side}_{name}")[hit] = getattr(previous.model, f"{side}_{name}")[pos[hit]]
+    return model
+
+
+def epoch_cap(lfm: LightFMSettings, interactions: int) -> int:
+    """The most epochs a fit of ``interactions`` may train: ``lfm.epochs``, bounded by ``lfm.max_interaction_epochs``
+    on large data (at least one early-stopping step)."""
+    return max(min(lfm.epochs, lfm.max_interaction_epochs // max(interactions, 1)), lfm.eval_every, 1)
+
+
 def fit_lightfm(interactions: sp.coo_matrix, user_features: sp.csr_matrix | None,
                 item_features: sp.csr_matrix | None, lfm: LightFMSettings, seed: int,
-                scorer: ValidationScorer | None = None) -> tuple[LightFM, EpochSearch | None]:
-    """LightFM fitted for ``lfm.epochs`` epochs, or, with a ``scorer`` and ``lfm.early_stopping``, for the epoch
-    count (at most ``lfm.epochs``) that scored best on the scorer's window."""
-    model = LightFM(no_components=lfm.no_components, loss=lfm.loss, learning_rate=lfm.learning_rate,
-                    item_alpha=lfm.item_alpha, user_alpha=lfm.user_alpha, max_sampled=lfm.max_sampled,
-                    random_state=seed)
+                scorer: ValidationScorer | None = None, start: LightFM | None = None) -> tuple[LightFM, EpochSearch | None]:
+    """LightFM fitted for ``lfm.epochs`` epochs (from ``start``'s state if given), or, with a ``scorer`` and
+    ``lfm.early_stopping``, for the epoch count (at most :func:`epoch_cap`) that scored best on the scorer's
+    window."""
+    model = _new_model(lfm, seed) if start is None else start
 
     def fit(epochs: int) -> None:
         model.fit_partial(interactions, user_features=user_features, item_features=item_features, epochs=epochs,
@@ -141,7 +200,8 @@ def fit_lightfm(interactions: sp.coo_matrix, user_features: sp.csr_matrix | None
                       disable=not log.isEnabledFor(logging.INFO)):
             fit(1)
         return model, None
-    log.info("LightFM %s: up to %d epochs (%d users x %d items), stopping on %d validation users",
-             lfm.loss, lfm.epochs, *interactions.shape, scorer.users)
+    cap = epoch_cap(lfm, interactions.nnz)
+    log.info("LightFM %s: up to %d epochs (%d users x %d items, %d interactions), stopping on %d validation users",
+             lfm.loss, cap, *interactions.shape, interactions.nnz, scorer.users)
     metric = f"{STOP_METRIC}@{scorer.n}"
-    return fit_with_early_stopping(model, fit, scorer, metric, lfm.epochs, lfm.eval_every, lfm.patience)
+    return fit_with_early_stopping(model, fit, scorer, metric, cap, lfm.eval_every, lfm.patience)

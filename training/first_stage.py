@@ -17,7 +17,7 @@ from recsys.data.schema import split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
 from recsys.training.baselines import ease_weights, seen_matrix
-from recsys.training.epochs import EpochSearch, ValidationScorer, fit_lightfm
+from recsys.training.epochs import EpochSearch, LightFMState, ValidationScorer, fit_lightfm, warm_started
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ MIN_SEGMENT_USERS = 20
 DENSE_COOC_ITEMS = 50_000
 
 
-def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> sp.csr_matrix:
-    """Identity plus one-hot attribute features, rows normalised to sum 1 (LightFM's convention)."""
+def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Identity plus one-hot attribute features, rows normalised to sum 1 (LightFM's convention), and the
+    features' names (``id:<id>``, ``<column>:<value>``)."""
     n = len(ids)
     vocab: dict[str, int] = {}
     rows, cols = list(range(n)), list(range(n))
@@ -39,17 +40,22 @@ def _one_hot_features(ids: np.ndarray, columns: dict[str, list[list[str]]]) -> s
                 rows.append(r)
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n + len(vocab)))
     norms = np.asarray(matrix.sum(axis=1)).ravel()
-    return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ matrix)
+    return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ matrix), np.concatenate([_id_names(ids),
+                                                                                            np.array(list(vocab), str)])
 
 
-def _user_features(user_ids: np.ndarray, users: pd.DataFrame) -> sp.csr_matrix:
+def _id_names(ids: np.ndarray) -> np.ndarray:
+    return np.char.add("id:", ids.astype(str))
+
+
+def _user_features(user_ids: np.ndarray, users: pd.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
     static = users.set_index(Columns.User).reindex(user_ids)
     demographics = (Columns.Age, Columns.Sex, Columns.Income, Columns.KidsFlg)
     columns = {c: [[str(v)] if pd.notna(v) else [] for v in static[c]] for c in demographics}
     return _one_hot_features(user_ids, columns)
 
 
-def _item_features(items: pd.DataFrame) -> sp.csr_matrix:
+def _item_features(items: pd.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
     columns = {
         "genre": split_genres(items[Columns.Genres]),
         "type": [[v] for v in items[Columns.ContentType]],
@@ -138,12 +144,14 @@ def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.nda
 
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
                         lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42,
-                        validation: pd.DataFrame | None = None,
-                        k: int = 10) -> tuple[CandidateModel, EpochSearch | None]:
-    """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source.
+                        validation: pd.DataFrame | None = None, k: int = 10,
+                        warm: LightFMState | None = None) -> tuple[CandidateModel, EpochSearch | None, LightFMState]:
+    """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source; also returns
+    the fitted LightFM, for a later fit to start from.
 
     With a ``validation`` window (and ``lfm.early_stopping``), the epoch count is the one that scored best on it
-    (see :mod:`training.epochs`), returned with the scores; without, LightFM trains ``lfm.epochs`` epochs.
+    (see :mod:`training.epochs`), returned with the scores; without, LightFM trains ``lfm.epochs`` epochs, from
+    ``warm``'s state if given (:func:`training.epochs.warm_started`).
     """
     known = known[known[Columns.Datetime] < as_of]
     extra_items = np.setdiff1d(known[Columns.Item].unique(), items[Columns.Item].to_numpy())
@@ -160,12 +168,16 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
     item_pos = pd.Index(item_ids).get_indexer(known[Columns.Item].to_numpy())
     matrix = sp.csr_matrix((np.ones(len(known), np.float32), (user_pos, item_pos)), shape=(len(user_ids), len(item_ids)))
 
-    user_features = _user_features(user_ids, users) if lfm.use_features else None
-    item_features = _item_features(items) if lfm.use_features else None
+    if lfm.use_features:
+        user_features, user_names = _user_features(user_ids, users)
+        item_features, item_names = _item_features(items)
+    else:  # LightFM's own identity features
+        user_features, user_names, item_features, item_names = None, _id_names(user_ids), None, _id_names(item_ids)
     scorer = None if validation is None else ValidationScorer.for_window(
         validation, user_ids, pd.Index(item_ids), matrix, user_features, item_features, cands.n_lightfm, k,
         lfm.early_stopping_users, seed)
-    model, epochs = fit_lightfm(matrix.tocoo(), user_features, item_features, lfm, seed, scorer)
+    start = None if warm is None else warm_started(warm, user_names, item_names, lfm, seed)
+    model, epochs = fit_lightfm(matrix.tocoo(), user_features, item_features, lfm, seed, scorer, start)
     user_bias, user_emb = model.get_user_representations(user_features)
     item_bias, item_emb = model.get_item_representations(item_features)
     del user_bias  # a per-user constant does not change that user's ranking
@@ -198,7 +210,7 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         mix=np.array(cands.mix, np.int64),
         index=index,
     )
-    return candidates, epochs
+    return candidates, epochs, LightFMState(model, user_names, item_names)
 
 
 def ease_fits(model: CandidateModel, cands: CandidateSettings) -> bool:

@@ -8,16 +8,18 @@ Three fits of the first level, each on exactly the data its purpose allows:
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.columns import Columns
@@ -25,6 +27,7 @@ from recsys.core import model_store
 from recsys.core.candidates import CandidateModel
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
+from recsys.data import synthetic
 from recsys.data.registry import load_dataset
 from recsys.data.schema import Dataset
 from recsys.features.build import FeatureTables, build_feature_tables
@@ -32,7 +35,9 @@ from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
 from recsys.settings import CandidateSettings, Settings
 from recsys.training import spread
-from recsys.training.epochs import EpochSearch
+from recsys.training.baselines import EASE_GRID
+from recsys.training.cache import StageCache, cache_key
+from recsys.training.epochs import EpochSearch, LightFMState, epoch_cap
 from recsys.training.evaluate import choose_ease_lambda, evaluate
 from recsys.training.first_stage import ease_fits, fit_candidate_model, with_ease
 from recsys.training.report import showcase_summary, write_plots, write_report
@@ -56,13 +61,88 @@ def _assembler(tables: FeatureTables, model: CandidateModel) -> FeatureAssembler
                             OnlineFeatureTable.from_frame(tables.items, Columns.Item), model.item_ids)
 
 
+@dataclass
+class FirstStage:
+    """One fit of the first level: the feature tables as of its cut-off, the candidate model, how its epoch count
+    was found (None: a fixed count) and the LightFM state a later fit on more data goes on from."""
+
+    tables: FeatureTables
+    model: CandidateModel
+    epochs: EpochSearch | None
+    state: LightFMState
+
+    def save(self, directory: Path) -> None:
+        self.model.save(directory / "candidates")
+        self.tables.users.to_parquet(directory / "users.parquet", index=False)
+        self.tables.items.to_parquet(directory / "items.parquet", index=False)
+        self.state.save(directory / "lightfm.npz")
+        (directory / "stage.json").write_text(json.dumps({
+            "genres": self.tables.genres, "as_of": str(self.tables.as_of),
+            "epochs": self.epochs.as_dict() if self.epochs else None}))
+
+    @classmethod
+    def load(cls, directory: Path, settings: Settings, seed: int, key: str) -> FirstStage:
+        info = json.loads((directory / "stage.json").read_text())
+        tables = FeatureTables(pd.read_parquet(directory / "users.parquet"), pd.read_parquet(directory / "items.parquet"),
+                               info["genres"], pd.Timestamp(info["as_of"]))
+        return cls(tables, CandidateModel.load(directory / "candidates"),
+                   EpochSearch.from_dict(info["epochs"]) if info["epochs"] else None,
+                   LightFMState.load(directory / "lightfm.npz", settings.lightfm, seed, key))
+
+
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
-                     validation: pd.DataFrame | None = None,
-                     ease_l2: float | None = None) -> tuple[FeatureTables, CandidateModel, EpochSearch | None]:
-    tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
-    model, epochs = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
-                                        settings.candidates, seed=seed, validation=validation, k=settings.eval.k)
-    return tables, with_ease(model, ease_l2, settings.candidates), epochs
+                     validation: pd.DataFrame | None = None, warm: LightFMState | None = None,
+                     cache: StageCache | None = None, fingerprint: str = "",
+                     ease_l2: float | None = None) -> FirstStage:
+    """Features and the first level as of ``as_of``; from ``cache`` when an earlier run fitted the same on the
+    data with this ``fingerprint``. EASE's weights (L2 weight ``ease_l2``) join the model after the cache: they
+    are a closed form of the model's own history, cheap up to ``candidates.ease_max_items``."""
+
+    def fit() -> FirstStage:
+        tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
+        model, epochs, state = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
+                                                   settings.candidates, seed=seed, validation=validation,
+                                                   k=settings.eval.k, warm=warm)
+        return FirstStage(tables, model, epochs, state)
+
+    if cache is None:
+        stage = fit()
+    else:
+        # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
+        key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
+                        settings.candidates.model_dump(exclude={"n_popular", "n_cooc", "n_ease"}),
+                        settings.eval.k, seed, validation is not None, warm.key if warm is not None else None)
+        stage = cache.cached("first-stage", key, fit, FirstStage.save,
+                             lambda directory: FirstStage.load(directory, settings, seed, key))
+        stage.state.key = key
+        # a cached fit keeps the mix of the run that made it: the reranker trains on (and serving generates) this one's
+        stage.model = replace(stage.model, mix=np.array(settings.candidates.mix, np.int64))
+    stage.model = with_ease(stage.model, ease_l2, settings.candidates)
+    return stage
+
+
+@dataclass
+class LaterFit:
+    """How a later fit (B on history + labels, C on everything) trains: ``settings`` with its epoch count, from
+    ``warm``'s state, or from scratch when ``warm`` is None."""
+
+    settings: Settings
+    warm: LightFMState | None
+
+    @property
+    def label(self) -> str:
+        epochs = self.settings.lightfm.epochs
+        return f"{epochs} epochs on from the previous fit" if self.warm is not None else f"{epochs} epochs"
+
+
+def _later_fit(settings: Settings, previous: LightFMState | None, epochs: EpochSearch | None) -> LaterFit:
+    """``lightfm.warm_epochs`` epochs on from ``previous``'s state (a fit on more data needs only a few more
+    passes: a fresh one took as long as the first); with 0, a fresh fit for the epoch count found on the
+    validation window. No early stopping either way: the later fit has no window left to stop on."""
+    if settings.lightfm.warm_epochs and previous is not None:
+        warm = settings.lightfm.model_copy(update={"epochs": settings.lightfm.warm_epochs})
+        return LaterFit(settings.model_copy(update={"lightfm": warm}), previous)
+    return LaterFit(_with_epochs(settings, epochs), None)
 
 
 @dataclass
@@ -73,6 +153,7 @@ class SeedRun:
     fit: RankerFit
     evaluation: dict[str, Any]
     epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
+    state: LightFMState | None  # stage B's LightFM, the serving fit goes on from (first seed only; then None)
 
 
 def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[str, Any]:
@@ -107,7 +188,7 @@ class OfflineRun:
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
                      seeds: list[int] | None = None,
                      after_first_stage: Callable[[EpochSearch | None], None] | None = None,
-                     baselines: bool = True) -> OfflineRun:
+                     baselines: bool = True, cache: StageCache | None = None) -> OfflineRun:
     """Stages A and B, once per model seed (default: the settings' one): the reranker and the offline metrics,
     without the serving refit or any saving.
 
@@ -115,7 +196,8 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     the last one of that), and the quality tests and `scripts/quality_variance.py` run it alone, so they measure
     exactly what a training run reports. ``after_first_stage`` sees how stage A's LightFM scored on the label
     window (the tuner's pruner may stop there, before the reranker); without ``baselines``
-    the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone).
+    the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone). With a
+    ``cache``, the first-level fits come from it when an earlier run made the same ones (`train` passes one).
 
     EASE's L2 weight (``eval.ease_lambda``, or the best on the label window) is that of the baseline and of the
     candidate model's own EASE (a candidate source and reranker feature up to ``candidates.ease_max_items`` items):
@@ -123,6 +205,7 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     """
     timings = Timings() if timings is None else timings
     seeds = [settings.data.seed] if seeds is None else seeds
+    fingerprint = dataset.fingerprint() if cache is not None else ""
     with timings.step("split into history / labels / holdout"):
         split = split_interactions(dataset.interactions, settings.split, dataset.name)
     for name, window in split.report().items():
@@ -133,31 +216,40 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     ease_scores: dict[float, float] = {}
     for i, seed in enumerate(seeds):
         tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
-        with timings.step(f"A. LightFM + features on history (reranker training data){tag}"):
-            tables_a, model_a, epochs = _fit_first_stage(dataset, split.history, split.label_as_of, settings, seed,
-                                                         validation=split.labels)
+        with timings.step(f"A. LightFM + features on history (reranker training data){tag}", f"A{i}"):
+            a = _fit_first_stage(dataset, split.history, split.label_as_of, settings, seed, validation=split.labels,
+                                 cache=cache, fingerprint=fingerprint)
         if after_first_stage is not None:
-            after_first_stage(epochs)
-        if ease_lambda is None and (baselines or ease_fits(model_a, settings.candidates)):
-            with timings.step("A. EASE's L2 weight on the label window"):  # the same for every seed
-                ease_lambda, ease_scores = choose_ease_lambda(model_a, split.labels, settings.eval, seed)
-        model_a = with_ease(model_a, ease_lambda, settings.candidates)
-        with timings.step(f"A. CatBoost reranker on the label window{tag}"):
-            fit = fit_ranker(model_a, _assembler(tables_a, model_a), split.labels, settings.candidates,
+            after_first_stage(a.epochs)
+        if ease_lambda is None and (baselines or ease_fits(a.model, settings.candidates)):
+            with timings.step("A. EASE's L2 weight on the label window", "ease"):  # the same for every seed
+                ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
+        a.model = with_ease(a.model, ease_lambda, settings.candidates)
+        with timings.step(f"A. CatBoost reranker on the label window{tag}", f"ranker{i}"):
+            fit = fit_ranker(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
                              settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
 
-        refit = _with_epochs(settings, epochs)
-        with timings.step(f"B. LightFM ({refit.lightfm.epochs} epochs) + features on history + labels "
-                          f"(evaluation){tag}"):
-            tables_b, model_b, _ = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, refit,
-                                                    seed, ease_l2=ease_lambda)
-        with timings.step(f"B. offline evaluation on the holdout window{tag}"):
-            evaluation = evaluate(model_b, Reranker(fit.model, _assembler(tables_b, model_b)), split.holdout,
+        later = _later_fit(settings, a.state, a.epochs)
+        epochs = a.epochs
+        del a  # stage A's tables and model are done with: free them before B's
+        with timings.step(f"B. LightFM ({later.label}) + features on history + labels (evaluation){tag}", f"B{i}"):
+            b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, later.settings, seed,
+                                 warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=ease_lambda)
+        del later
+        with timings.step(f"B. offline evaluation on the holdout window{tag}", f"eval{i}"):
+            evaluation = evaluate(b.model, Reranker(fit.model, _assembler(b.tables, b.model)), split.holdout,
                                   settings.candidates, settings.eval, seed=settings.data.seed,  # same users
                                   threads=settings.ranker.threads, ease_lambda=ease_lambda if baselines else None)
-        runs.append(SeedRun(seed, fit, evaluation, epochs))
+        runs.append(SeedRun(seed, fit, evaluation, epochs, None if runs else b.state))
+        del b
     return OfflineRun(split, runs, ease_lambda, ease_scores)
+
+
+def _served_epochs(settings: Settings, epochs: EpochSearch | None) -> int:
+    """Epochs the served LightFM trained in all: fit A's count and the two warm steps, or the count found."""
+    found = epochs.best_epoch if epochs is not None else settings.lightfm.epochs
+    return found + 2 * settings.lightfm.warm_epochs if settings.lightfm.warm_epochs else found
 
 
 def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
@@ -168,6 +260,42 @@ def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
     return settings.model_copy(update={"lightfm": settings.lightfm.model_copy(update={"epochs": epochs.best_epoch})})
 
 
+# Seconds per unit of work on the 2-core machine, measured at a fifth of Kion's size: only for the log's estimate of
+# the time left (which then follows the run's own pace), so rough is fine.
+LIGHTFM_S = 1.2e-5    # per interaction and epoch, the features and validation steps included
+RANKER_ROW_S = 5e-4   # per reranker training row
+INVERSE_S = 3e-11     # per title cubed, one EASE inverse
+EVAL_USER_S = 3e-3    # per evaluated user (candidates, four models, metrics)
+SAVE_USER_S = 2e-5    # per user of the served model
+
+
+def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int) -> dict[str, float]:
+    """Each remaining step's expected cost (keys as `fit_and_evaluate` and `train` give them to their steps)."""
+    lfm, n = settings.lightfm, len(dataset.interactions)
+    # early stopping: a typical stop (best step, then `patience` more) within the cap
+    first = min(epoch_cap(lfm, int(0.8 * n)), lfm.eval_every * (lfm.patience + 4)) if lfm.early_stopping else lfm.epochs
+    later = lfm.warm_epochs or first
+    rows = settings.ranker.max_train_users * 0.4 * (settings.ranker.negatives_per_user + 1)
+    items = min(len(dataset.items), settings.eval.ease_max_items)
+    tuning = min(items, settings.eval.ease_tuning_items)
+    users = min(settings.eval.max_users, dataset.interactions[Columns.User].nunique() // 10)
+    plan: dict[str, float] = {}
+    for i in range(seeds):
+        plan |= {f"A{i}": LIGHTFM_S * first * n, f"ranker{i}": RANKER_ROW_S * rows}
+        if i == 0 and settings.eval.ease_lambda is None:
+            plan["ease"] = INVERSE_S * len(EASE_GRID) * tuning ** 3
+        plan |= {f"B{i}": LIGHTFM_S * later * n, f"eval{i}": EVAL_USER_S * users + INVERSE_S * items ** 3}
+    return plan | {"C": LIGHTFM_S * later * n, "save": SAVE_USER_S * len(dataset.users)}
+
+
+def _load_dataset(settings: Settings, cache: StageCache) -> Dataset:
+    """The dataset; the built-in one from the cache when an earlier run generated it with the same generator."""
+    if settings.data.dataset != "synthetic":
+        return load_dataset(settings.data)
+    key = cache_key(settings.data.size, settings.data.seed, synthetic.generator_version())
+    return cache.cached("dataset", key, lambda: load_dataset(settings.data), Dataset.save, Dataset.load)
+
+
 def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
           tuning: dict[str, Any] | None = None) -> TrainResult:
     """Train, evaluate with ``seeds`` model seeds (mean ± spread in the report; the first seed's models are served)
@@ -175,26 +303,32 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     goes into both models' metadata and the report."""
     timings = Timings()
     started = time.time()
+    cache = StageCache(settings.cache_dir if settings.cache else None)
     if dataset is None:
         with timings.step(f"load dataset '{settings.data.dataset}'"):
-            dataset = load_dataset(settings.data)
+            dataset = _load_dataset(settings, cache)
     fingerprint = dataset.fingerprint()
     # microseconds: runs started together on the same data must not share a version (nor a report folder)
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}-{fingerprint[:6]}"
     log.info("run %s on %s", run_id, dataset.summary())
-    offline = fit_and_evaluate(dataset, settings, timings,
-                               seeds=[settings.data.seed + i for i in range(seeds)])
+    timings.plan(_expected_seconds(dataset, settings, seeds))
+    offline = fit_and_evaluate(dataset, settings, timings, seeds=[settings.data.seed + i for i in range(seeds)],
+                               cache=cache)
     split, fit, evaluation = offline.split, offline.fit, offline.evaluation
     evaluations = [run.evaluation for run in offline.runs]
 
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
-    refit = _with_epochs(settings, offline.epochs)
-    with timings.step(f"C. refit LightFM ({refit.lightfm.epochs} epochs) + features on all data (serving)"):
-        tables_c, model_c, _ = _fit_first_stage(dataset, dataset.interactions, serve_as_of, refit, settings.data.seed,
-                                                ease_l2=offline.ease_lambda)
+    later = _later_fit(settings, offline.runs[0].state, offline.epochs)
+    offline.runs[0].state = None  # C holds the only reference now: freed with it
+    with timings.step(f"C. refit LightFM ({later.label}) + features on all data (serving)", "C"):
+        c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, later.settings, settings.data.seed,
+                             warm=later.warm, ease_l2=offline.ease_lambda)
+    del later
+    tables_c, model_c = c.tables, c.model
+    served_epochs = _served_epochs(settings, offline.epochs)
     item_index = item_index_report(model_c, settings.candidates)
 
-    with timings.step("save both models to the BentoML model store"), tempfile.TemporaryDirectory() as tmp:
+    with timings.step("save both models to the BentoML model store", "save"), tempfile.TemporaryDirectory() as tmp:
         # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots
         feature_dir = Path(tmp) / model_store.FEATURES_DIR
         manifest = write_feature_store(tables_c, feature_dir, fingerprint)
@@ -211,7 +345,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
             "split": split.report(),
             "params": {"lightfm": settings.lightfm.model_dump(), "candidates": settings.candidates.model_dump(),
                        "ranker": settings.ranker.model_dump()},
-            "lightfm_epochs": {"served": refit.lightfm.epochs,
+            "lightfm_epochs": {"served": served_epochs, "warm_epochs": settings.lightfm.warm_epochs,
                                "early_stopping": offline.epochs.as_dict() if offline.epochs else None},
             "ease": {"l2": offline.ease_lambda, "in_candidate_model": model_c.has_ease,
                      "tuned_on_label_window": {f"{k:.4g}": v

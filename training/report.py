@@ -67,8 +67,11 @@ def epochs_note(report: dict[str, Any]) -> str:
     if not search:
         return f"LightFM trained a fixed {epochs.get('served', '?')} epochs (early stopping off)."
     steps = ", ".join(f"{e}: {v[search['metric']]:.4f}" for e, v in search["scores"].items())
+    warm = epochs.get("warm_epochs")
+    later = (f"the evaluation and serving fits each go on from the fit before for {warm} more ({epochs['served']} "
+             f"in all for the served model)" if warm else "the evaluation and serving refits train that many")
     return (f"LightFM epochs: {search['best_epoch']}, the best {search['metric']} on the label window (stopped at "
-            f"{search['stopped_at']}; per step {steps}); the evaluation and serving refits train that many.")
+            f"{search['stopped_at']}; per step {steps}); {later}.")
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

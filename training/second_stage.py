@@ -70,6 +70,18 @@ def _subsample(batch: CandidateBatch, labels: np.ndarray, settings: RankerSettin
     return np.nonzero(keep)[0]
 
 
+def _debiased_gain(model: CandidateModel, items: np.ndarray, strength: float) -> np.ndarray:
+    """How much a hit on each of ``items`` is worth to the reranker: 1 / (views + 1) ** ``strength`` (views in the
+    history), scaled to average 1 over the catalogue's views. With 0 every hit counts 1; above 0 a hit on a long-tail
+    title counts more than one on a title everybody watches, so the ranking learnt does not reduce to popularity
+    (inverse propensity: a popular title is more often watched because it is shown and known, not only liked)."""
+    if strength == 0:
+        return np.ones(len(items), np.float32)
+    views = np.bincount(model.seen_indices, minlength=len(model.item_ids)).astype(np.float64) + 1.0
+    gain = views ** -strength
+    return (gain[items] / np.average(gain, weights=views)).astype(np.float32)
+
+
 def _take(data: FeaturesData, rows: np.ndarray) -> FeaturesData:
     return FeaturesData(num_feature_data=data.num_feature_data[rows], cat_feature_data=data.cat_feature_data[rows],
                         num_feature_names=data.num_feature_names, cat_feature_names=data.cat_feature_names)
@@ -98,12 +110,12 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
             "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
         )
     batch = batch.take(rows)
-    labels = labels[rows]
+    labels = labels[rows] * _debiased_gain(model, batch.items, settings.popularity_debias)
     is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
     data = assembler.assemble(users, batch)
     log.info("reranker data: %d rows (%d positive) for %d users; %d train / %d validation users",
-             len(rows), int(labels.sum()), len(np.unique(batch.owner)),
+             len(rows), int((labels > 0).sum()), len(np.unique(batch.owner)),
              len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])))
 
     def pool(part: np.ndarray) -> Pool:

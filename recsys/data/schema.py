@@ -7,8 +7,10 @@ serving) only ever sees this shape, so a new source needs a loader and nothing e
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ INTERACTION_COLUMNS = list(Columns.Interactions)
 USER_COLUMNS = list(Columns.Users)
 ITEM_COLUMNS = list(Columns.Items)
 GENRE_SEPARATOR = ", "
+TABLES = ("interactions", "users", "items")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,18 @@ class Dataset:
             h.update(",".join(frame.columns).encode())
             h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def save(self, directory: Path) -> None:
+        """The three tables as Parquet files and the rest as JSON (the training cache's copy of a dataset)."""
+        for name in TABLES:
+            getattr(self, name).to_parquet(directory / f"{name}.parquet", index=False)
+        (directory / "dataset.json").write_text(json.dumps({"name": self.name, "meta": self.meta}))
+
+    @classmethod
+    def load(cls, directory: Path) -> Dataset:
+        info = json.loads((directory / "dataset.json").read_text())
+        tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+        return cls(name=info["name"], meta=info["meta"], **tables)
 
     def summary(self) -> dict[str, Any]:
         inter = self.interactions

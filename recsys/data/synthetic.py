@@ -9,16 +9,19 @@ It is generated from a hidden model of taste so that recommenders have something
 * users are active in bursts (a start day and a window), so a global time split sees realistic churn;
 * ``watched_pct`` grows with how much the user likes the item (taste match, latent match, quality).
 
-Choices are sampled without replacement with the Gumbel-top-k trick over user-chunk x catalogue score
-matrices, so the default size takes seconds and Kion's size (1M users, 15k items) a few minutes. Catalogues too
+Choices are sampled without replacement in proportion to exp(score) over user-chunk x catalogue weight
+matrices (one matrix product, then a search per draw: no random number per user x title pair), so the default size
+takes seconds and Kion's size (1M users, 15k items) a few minutes. Catalogues too
 large for that (``pool``: the ``catalogue`` size's million items) score a pool per user instead: ``pool`` titles
 drawn half by popularity and half uniformly, so the long tail is watched too, but rarely.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,6 +63,7 @@ WORDS_B = ["River", "Night", "Summer", "Kingdom", "Road", "Garden", "City", "Isl
            "Station", "Heart", "Voyage", "Forest", "Shadow", "Letter", "Mountain", "Harbor", "Dream"]
 FIRST = ["Anna", "Ivan", "Maria", "John", "Elena", "Pierre", "Yuki", "Sofia", "Marco", "Olga", "David", "Lena"]
 LAST = ["Petrov", "Smith", "Ivanova", "Dubois", "Tanaka", "Rossi", "Garcia", "Kim", "Muller", "Novak", "Brown"]
+DRAW_BLOCK = 64  # columns per block when drawing from a row of weights
 IDLE_SHARE = 20  # users.csv also lists one user in 20 more who never watched anything
 
 
@@ -213,61 +217,136 @@ def _pool(n_users: int, size: int, items: dict[str, np.ndarray], rng: np.random.
     return drawn
 
 
+def _window_terms(start: np.ndarray, end: np.ndarray, avail: np.ndarray, is_new: np.ndarray) -> np.ndarray:
+    """Log-odds from when a title is available against when the user is active: log of the share of the user's
+    window the title is out in (-inf: never), plus a novelty boost for new titles that fades after release."""
+    first_seen = np.maximum(start, avail)
+    overlap = np.clip(end - first_seen + 1.0, 0.0, None) / (end - start + 1.0)
+    novelty = np.where(is_new, 1.2 * np.exp(-(first_seen - avail) / 21.0), 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(overlap) + novelty).astype(np.float32)
+
+
+def _item_base(items: dict[str, np.ndarray]) -> np.ndarray:
+    """The items' own log-odds, row 0 for households without kids and row 1 for households with kids."""
+    base = 1.0 * items["log_pop"] + 0.5 * items["quality"]
+    kids = np.where(items[Columns.ForKids], 1.8, 0.0) + np.where(items["adult"], -1.2, 0.0)
+    others = np.where(items[Columns.ForKids], -2.5, 0.0)
+    return np.stack([base + others, base + kids]).astype(np.float32)
+
+
+def _chunk_weights(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: dict[str, np.ndarray],
+                   base: np.ndarray, lo: int, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The columns (item indices) users ``lo:hi`` choose among and each choice's weight exp(score): one matrix
+    product for taste and latent match over the whole catalogue, the availability terms only where they are not
+    zero (titles released during the log); a pool per user for catalogues too large for that."""
+    start = users["start"][lo:hi, None].astype(np.float32)
+    end = users["end"][lo:hi, None].astype(np.float32)
+    kids = users["kids"][lo:hi].astype(np.intp)
+    avail = items["available_day"].astype(np.float32)
+    if cfg.pool:  # each user's own columns: gather the items' attributes per (user, pool slot)
+        cols = _pool(hi - lo, cfg.pool, items, rng)
+        missing = cols < 0
+        cols = np.where(missing, 0, cols)
+        score = (np.einsum("ug,upg->up", 1.6 * users["taste"][lo:hi], items["genre"][cols])
+                 + np.einsum("uf,upf->up", 2.5 * users["factors"][lo:hi], items["factors"][cols])
+                 + np.take_along_axis(base[kids], cols, axis=1)
+                 + _window_terms(start, end, avail[cols], items["is_new"][cols]))
+        score[missing] = -np.inf
+    else:  # one set of columns, the whole catalogue: the item terms ride along in the product (one-hot kids), and
+        # the titles released during the log come last, so their availability terms go to one slice of columns
+        cols = np.argsort(items["is_new"], kind="stable")[None, :]
+        taste = np.hstack([1.6 * users["taste"][lo:hi], 2.5 * users["factors"][lo:hi], np.eye(2, dtype=np.float32)[kids]])
+        score = taste @ np.ascontiguousarray(np.hstack([items["genre"], items["factors"], base.T])[cols[0]].T)
+        new = cols[0, cfg.n_items - int(items["is_new"].sum()):]
+        score[:, cfg.n_items - len(new):] += _window_terms(start, end, avail[None, new], np.ones((1, len(new)), bool))
+    return cols, np.exp(score, out=score)
+
+
+def _draw_without_replacement(weights: np.ndarray, n: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """Per row, ``n`` distinct columns drawn one after another with probability proportional to ``weights`` among
+    those not drawn yet (at most as many as have a weight): (rows, columns), rows ascending.
+
+    Drawing with replacement and dropping repeats gives exactly that sequence; a row still short after a round
+    draws again with its drawn columns' weights set to zero, so every round gets at least one new column each.
+    A draw picks a block of columns by the blocks' total weights, then a column within the block: one pass over
+    the weights and a short search per draw, instead of a random number per (row, column) pair."""
+    width = weights.shape[1]
+    starts = np.arange(0, width, DRAW_BLOCK)
+    out_rows: list[np.ndarray] = []
+    out_cols: list[np.ndarray] = []
+    have = np.zeros(len(n), dtype=np.int64)
+    short = np.flatnonzero(n > 0)
+    while len(short):
+        sub = weights if len(short) == len(n) else weights[short]
+        if out_rows:  # rows drawn before: their columns cannot come again
+            rows, cols = np.concatenate(out_rows), np.concatenate(out_cols)
+            taken = np.isin(rows, short)
+            sub[np.searchsorted(short, rows[taken]), cols[taken]] = 0.0
+        blocks = np.cumsum(np.add.reduceat(sub, starts, axis=1), axis=1, dtype=np.float64)
+        left = blocks[:, -1] > 0  # a row with no weight left has drawn all it can
+        if not left.all():
+            short, sub, blocks = short[left], sub[left], blocks[left]
+        flat = (blocks / blocks[:, -1:] + np.arange(len(short))[:, None]).ravel()  # row r's cdf lies in (r, r + 1]
+        need = n[short] - have[short]
+        local = np.repeat(np.arange(len(short)), 2 * need + 4)
+        block = np.searchsorted(flat, local + rng.random(len(local)), side="right") - local * len(starts)
+        block = np.minimum(block, len(starts) - 1)
+        within = np.minimum(starts[block, None] + np.arange(DRAW_BLOCK), width - 1)
+        cdf = np.cumsum(np.where(within < starts[block, None] + np.arange(DRAW_BLOCK),  # past the last column: 0
+                                 0.0, sub[local[:, None], within]), axis=1)
+        col = starts[block] + (cdf < rng.random(len(local))[:, None] * cdf[:, -1:]).sum(axis=1)
+        _, first = np.unique(local * width + col, return_index=True)
+        first.sort()  # the first time each (row, column) came up, in draw order
+        local, col = local[first], col[first]
+        rank = np.arange(len(local)) - np.searchsorted(local, local)
+        keep = rank < need[local]
+        rows = short[local[keep]]
+        out_rows.append(rows)
+        out_cols.append(col[keep])
+        have += np.bincount(rows, minlength=len(n))
+        short = short[have[short] < n[short]]
+    if not out_rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, cols = np.concatenate(out_rows), np.concatenate(out_cols)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], cols[order]
+
+
 def _sample_interactions(cfg: SyntheticConfig, users: dict[str, np.ndarray], items: dict[str, np.ndarray],
                          rng: np.random.Generator) -> pd.DataFrame:
     n_users = len(users["start"])
     width = cfg.pool or cfg.n_items
-    chunk = max(64, 3_000_000 // width)
-    base = 1.0 * items["log_pop"] + 0.5 * items["quality"]
+    chunk = max(64, 4_000_000 // width)
+    base = _item_base(items)
     avail = items["available_day"].astype(np.float32)
     parts = []
     for lo in tqdm(range(0, n_users, chunk), desc="synthetic interactions", unit="chunk", leave=False,
                    disable=n_users < 50_000):
         hi = min(lo + chunk, n_users)
-        start = users["start"][lo:hi, None].astype(np.float32)
-        end = users["end"][lo:hi, None].astype(np.float32)
-        if cfg.pool:  # each user's own columns: gather the items' attributes per (user, pool slot)
-            cols = _pool(hi - lo, cfg.pool, items, rng)
-            missing = cols < 0
-            cols = np.where(missing, 0, cols)
-            affinity = np.einsum("ug,upg->up", users["taste"][lo:hi], items["genre"][cols])
-            latent = np.einsum("uf,upf->up", users["factors"][lo:hi], items["factors"][cols])
-        else:  # one set of columns, the whole catalogue
-            cols = np.arange(cfg.n_items)[None, :]
-            missing = np.zeros((1, cfg.n_items), dtype=bool)
-            affinity = users["taste"][lo:hi] @ items["genre"].T
-            latent = users["factors"][lo:hi] @ items["factors"].T
-        kids = users["kids"][lo:hi, None]
-        first_seen = np.maximum(start, avail[cols])
-        overlap = np.clip(end - first_seen + 1.0, 0.0, None) / (end - start + 1.0)
-        novelty = np.where(items["is_new"][cols], 1.2 * np.exp(-(first_seen - avail[cols]) / 21.0), 0.0)
-        score = (base[cols] + 1.6 * affinity + 2.5 * latent + novelty
-                 + np.where(items[Columns.ForKids][cols], np.where(kids, 1.8, -2.5), 0.0)
-                 + np.where(items["adult"][cols] & kids, -1.2, 0.0))
-        with np.errstate(divide="ignore"):
-            score = score + np.log(overlap) + np.where(missing, -np.inf, 0.0)
-        gumbel = -np.log(np.maximum(rng.standard_exponential(score.shape, dtype=np.float32), 1e-30))
-        keys = score + gumbel  # Gumbel-top-k: sampling without replacement in one vectorised pass
-        n_events = np.minimum(users["n_events"][lo:hi], width // 3)
-        k = int(n_events.max())
-        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        rows, slots = np.nonzero(np.arange(k)[None, :] < n_events[:, None])
-        slot = top[rows, slots]
-        valid = np.isfinite(score[rows, slot])
-        rows, slot = rows[valid], slot[valid]
+        cols, weights = _chunk_weights(cfg, users, items, base, lo, hi, rng)
+        rows, slot = _draw_without_replacement(weights, np.minimum(users["n_events"][lo:hi], width // 3), rng)
+        del weights
         item_idx = cols[rows if cfg.pool else 0, slot]
-        t0 = first_seen[rows, slot]
-        t1 = end[rows, 0]
+        user_idx = rows + lo
+        t0 = np.maximum(users["start"][user_idx], avail[item_idx])
+        t1 = users["end"][user_idx]
         # New titles are watched soon after release; the rest anywhere in the user's active window.
         frac = np.where(items["is_new"][item_idx], rng.beta(1.0, 2.5, len(rows)), rng.random(len(rows)))
         day = np.floor(t0 + frac * (t1 - t0 + 1.0)).clip(max=cfg.days - 1)
-        liking = 0.9 * affinity[rows, slot] + 2.0 * latent[rows, slot] + 0.6 * items["quality"][item_idx]
+        affinity = np.einsum("pg,pg->p", users["taste"][user_idx], items["genre"][item_idx])
+        latent = np.einsum("pf,pf->p", users["factors"][user_idx], items["factors"][item_idx])
+        liking = 0.9 * affinity + 2.0 * latent + 0.6 * items["quality"][item_idx]
         pct = 100.0 / (1.0 + np.exp(-(1.1 * liking + rng.normal(-1.2, 1.2, len(rows)))))
-        parts.append(pd.DataFrame({"user_row": rows + lo, "item_row": item_idx, "day": day.astype(int),
+        parts.append(pd.DataFrame({"user_row": user_idx, "item_row": item_idx, "day": day.astype(int),
                                    Columns.WatchedPct: np.round(pct).astype(np.float32)}))
     return pd.concat(parts, ignore_index=True)
+
+
+def generator_version() -> str:
+    """A hash of this module's source: the training cache's copy of a generated dataset is keyed on it."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def generate(size: str = "default", seed: int = 42) -> Dataset:

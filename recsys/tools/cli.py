@@ -169,6 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recsys.training.params import apply_params, read_params
 
     settings = settings_from_args(args)
+    if getattr(args, "no_cache", False):
+        settings = settings.model_copy(update={"cache": False})
     tuning, params_file, seeds = None, getattr(args, "params", None), getattr(args, "seeds", 1)  # `serve` has none
     if params_file:
         params, tuning = read_params(params_file)
@@ -323,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_args(p)
     p.add_argument("--params", type=Path, help="a parameters file written by `recsys tune`")
     p.add_argument("--tune", action="store_true", help="run `recsys tune` first and train with what it found")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache of finished stages "
+                                                           "(var/cache: the built-in dataset, the first-level fits)")
     _add_tune_args(p, seeds=1)
     p.set_defaults(func=cmd_train)
 
