@@ -1,15 +1,19 @@
-"""The feature store: Parquet files with an explicit schema and a fingerprint, and an in-memory online lookup.
+"""The feature store: Parquet files with an explicit schema and a fingerprint, and the online lookup's arrays.
 
 Offline, :func:`write_feature_store` writes ``users.parquet`` and ``items.parquet`` plus ``manifest.json``.
 Each Parquet file carries the store's fingerprint in its schema metadata, so a file swapped in from another
 build is caught at load time. Online, :class:`OnlineFeatureTable` holds one table as numpy arrays (sorted ids,
-a float32 matrix, an object matrix of categories) and answers batch lookups with one ``searchsorted``.
+a float32 matrix, categories as int32 codes into a small vocabulary) and answers batch lookups with one
+``searchsorted``. The store writes those arrays too, as uncompressed ``.npy`` files (``online.json`` names them),
+so serving memory-maps them: every worker and process on a host shares one copy of a million users' features in
+the page cache instead of each building its own from the Parquet files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,12 @@ from recsys.features.build import FeatureTables
 from recsys.lookup import find_sorted
 
 MANIFEST = "manifest.json"
+ONLINE = "online.json"
 TABLES = {"users": Columns.User, "items": Columns.Item}
 UNKNOWN_CATEGORY = "unknown"
 META_KEY = b"recsys.feature_store"
+
+log = logging.getLogger("recsys")
 
 
 class FeatureStoreError(RuntimeError):
@@ -79,6 +86,9 @@ def write_feature_store(tables: FeatureTables, directory: Path, source_fingerpri
         schema = arrow_schema(frame, id_column).with_metadata({META_KEY: version.encode()})
         pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), directory / f"{name}.parquet")
         manifest["tables"][name] = {"file": f"{name}.parquet", "rows": len(frame), "columns": list(frame.columns)}
+    online = {name: OnlineFeatureTable.from_frame(getattr(tables, name), id_column).save(directory, name)
+              for name, id_column in TABLES.items()}
+    (directory / ONLINE).write_text(json.dumps({"version": version, "tables": online}, indent=2))
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -106,13 +116,17 @@ class Lookup:
 
 @dataclass
 class OnlineFeatureTable:
-    """One feature table in memory; lookups are vectorised and never raise for unknown ids."""
+    """One feature table as arrays; lookups are vectorised and never raise for unknown ids. The last row of
+    ``numeric`` and ``codes`` holds the defaults for unknown ids: missing numbers (CatBoost's NaN), 'unknown'."""
 
-    ids: np.ndarray
-    numeric: np.ndarray
+    ids: np.ndarray         # int64 (n,), sorted
+    numeric: np.ndarray     # float32 (n + 1, F)
     numeric_names: list[str]
-    categorical: np.ndarray
+    codes: np.ndarray       # int32 (n + 1, C): each category's position in ``vocabulary``
+    vocabulary: np.ndarray  # object (V,): every category of the table, sorted
     categorical_names: list[str]
+
+    ARRAYS = ("ids", "numeric", "codes", "vocabulary")  # the files of :meth:`save`
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, id_column: str) -> OnlineFeatureTable:
@@ -120,10 +134,22 @@ class OnlineFeatureTable:
         schema = arrow_schema(frame, id_column)
         cat_names = [f.name for f in schema if f.type == pa.string()]
         num_names = [f.name for f in schema if f.type == pa.float32()]
-        # The extra last row holds the defaults for unknown ids: missing numbers (CatBoost's NaN), 'unknown'.
         numeric = np.vstack([frame[num_names].to_numpy(np.float32), np.full((1, len(num_names)), np.nan, np.float32)])
         categorical = np.vstack([frame[cat_names].to_numpy(object), np.full((1, len(cat_names)), UNKNOWN_CATEGORY, object)])
-        return cls(frame[id_column].to_numpy(np.int64), numeric, num_names, categorical, cat_names)
+        return cls.of_categories(frame[id_column].to_numpy(np.int64), numeric, num_names, categorical, cat_names)
+
+    @classmethod
+    def of_categories(cls, ids: np.ndarray, numeric: np.ndarray, numeric_names: list[str], categorical: np.ndarray,
+                      categorical_names: list[str]) -> OnlineFeatureTable:
+        """The table of an object matrix of categories (defaults row included), encoded as codes."""
+        codes, vocabulary = pd.factorize(categorical.ravel(), sort=True)
+        return cls(ids, numeric, numeric_names, codes.astype(np.int32).reshape(categorical.shape),
+                   np.asarray(vocabulary, dtype=object), categorical_names)
+
+    @property
+    def categorical(self) -> np.ndarray:
+        """object (n + 1, C): the categories themselves."""
+        return self.vocabulary[self.codes]
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each id (the defaults row for unknown ones) and whether it was known."""
@@ -132,7 +158,35 @@ class OnlineFeatureTable:
 
     def lookup(self, ids: np.ndarray) -> Lookup:
         rows, known = self.rows(ids)
-        return Lookup(self.numeric[rows], self.categorical[rows], known)
+        return Lookup(self.numeric[rows], self.vocabulary[self.codes[rows]], known)
+
+    def save(self, directory: Path, name: str) -> dict[str, Any]:
+        """Write the arrays as ``<name>.<array>.npy`` (no pickles: the vocabulary as fixed-width text); returns
+        what :meth:`open` needs to read them back."""
+        for array in self.ARRAYS:
+            value = self.vocabulary.astype(str) if array == "vocabulary" else getattr(self, array)
+            np.save(Path(directory) / f"{name}.{array}.npy", value, allow_pickle=False)
+        return {"rows": len(self.ids), "numeric": self.numeric_names, "categorical": self.categorical_names}
+
+    @classmethod
+    def open(cls, directory: Path, name: str, layout: dict[str, Any]) -> OnlineFeatureTable:
+        """The arrays :meth:`save` wrote, memory-mapped (the vocabulary, a few hundred labels, is read); their
+        shapes are checked against ``layout``, so a file from another build is caught here, not mid-request."""
+        arrays = {}
+        for array in cls.ARRAYS:
+            path = Path(directory) / f"{name}.{array}.npy"
+            try:
+                arrays[array] = np.load(path, mmap_mode=None if array == "vocabulary" else "r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise FeatureStoreError(f"{path} is missing or unreadable ({exc}); rebuild it with `recsys train`") from exc
+        rows, numeric, categorical = layout["rows"], layout["numeric"], layout["categorical"]
+        expected = {"ids": (rows,), "numeric": (rows + 1, len(numeric)), "codes": (rows + 1, len(categorical))}
+        if wrong := [a for a, shape in expected.items() if arrays[a].shape != shape]:
+            raise FeatureStoreError(f"feature store at {directory}: {name}.{wrong[0]}.npy has shape "
+                                    f"{arrays[wrong[0]].shape}, {ONLINE} says {expected[wrong[0]]}; rebuild it with "
+                                    "`recsys train`")
+        return cls(np.asarray(arrays["ids"]), np.asarray(arrays["numeric"]), numeric, np.asarray(arrays["codes"]),
+                   arrays["vocabulary"].astype(object), categorical)
 
 
 @dataclass
@@ -143,9 +197,11 @@ class OnlineFeatureStore:
 
 
 def check_feature_store(directory: Path, expected_version: str | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
-    """The manifest and each table's file, once the version and every file's footer and fingerprint are checked.
+    """The manifest and each table's file, once the version, every file's footer and fingerprint, and the online
+    arrays' shapes are checked.
 
-    Only the Parquet footers are read, so serving can check a store at start-up for the cost of a few small reads.
+    Only the Parquet footers and the arrays' headers are read, so serving can check a store at start-up for the
+    cost of a few small reads.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -170,6 +226,8 @@ def check_feature_store(directory: Path, expected_version: str | None = None) ->
                 "rebuild it with `recsys train`"
             )
         paths[name] = path
+    for name, layout in (_online_layout(directory, manifest) or {}).items():
+        OnlineFeatureTable.open(directory, name, layout)  # mapped: only headers and sizes are read
     return manifest, paths
 
 
@@ -177,14 +235,38 @@ def _unreadable(path: Path, exc: Exception) -> FeatureStoreError:
     return FeatureStoreError(f"{path} is not a readable Parquet file ({exc}); rebuild it with `recsys train`")
 
 
+def _online_layout(directory: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``online.json`` says about the online arrays; None for a store written before they were (read from its
+    Parquet files instead)."""
+    path = Path(directory) / ONLINE
+    if not path.exists():
+        return None
+    try:
+        online = json.loads(path.read_text())
+    except ValueError:
+        online = None
+    if not isinstance(online, dict) or online.get("version") != manifest["version"]:
+        raise FeatureStoreError(f"{path} is damaged or belongs to another feature store than {MANIFEST} "
+                                f"({manifest['version']}); rebuild it with `recsys train`")
+    return dict(online["tables"])
+
+
 def load_feature_store(directory: Path, expected_version: str | None = None) -> OnlineFeatureStore:
-    """Load both tables once (at start-up), checking every file belongs to the manifest's version."""
+    """Both tables, checked to belong to the manifest's version: memory-mapped from the online arrays (cheap, and
+    shared by every process that maps them), or, for a store written before those existed, read from Parquet."""
     manifest, paths = check_feature_store(directory, expected_version)
-    tables = {}
-    for name, id_column in TABLES.items():
-        try:
-            table = pq.read_table(paths[name])
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _unreadable(paths[name], exc) from exc
-        tables[name] = OnlineFeatureTable.from_frame(table.to_pandas(), id_column)
+    if (layout := _online_layout(directory, manifest)) is not None:
+        tables = {name: OnlineFeatureTable.open(directory, name, layout[name]) for name in TABLES}
+    else:
+        log.warning("feature store at %s predates its memory-mapped arrays: each process reads its own copy from "
+                    "Parquet; retrain (`recsys train`) to share one", directory)
+        tables = {name: OnlineFeatureTable.from_frame(_read_parquet(paths[name]), id_column)
+                  for name, id_column in TABLES.items()}
     return OnlineFeatureStore(users=tables["users"], items=tables["items"], manifest=manifest)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable(path, exc) from exc

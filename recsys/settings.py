@@ -83,6 +83,12 @@ class CandidateSettings(BaseModel):
     n_lightfm: int = Field(100, ge=1, description="candidates per user from LightFM")
     n_popular: int = Field(30, ge=0, description="extra candidates from recent popularity")
     n_cooc: int = Field(30, ge=0, description="extra candidates from item-to-item co-occurrence")
+    n_ease: int = Field(50, ge=0, description="extra candidates from EASE (catalogues up to ease_max_items)")
+    ease_max_items: int = Field(5_000, ge=0, description="catalogues up to this many items keep EASE's items x items "
+                                                          "float32 weights in the candidate model (100 MB at 5,000 "
+                                                          "items, 900 MB at 15,000: in every candidates process) as "
+                                                          "a candidate source and a reranker feature; larger ones "
+                                                          "leave EASE out of the two-stage model")
     popularity_days: int = Field(14, ge=1, description="window for 'recently popular'")
     ann_min_items: int = Field(50_000, ge=1, description="catalogues of at least this many items get an approximate "
                                                           "nearest-neighbour index for the LightFM top-n (built at "
@@ -93,6 +99,11 @@ class CandidateSettings(BaseModel):
                                                   "closer to exact)")
     ann_recall_users: int = Field(1_000, ge=1, description="users on whom training measures the index's recall@100 "
                                                            "(stored in the model's metadata)")
+
+    @property
+    def mix(self) -> tuple[int, int, int, int]:
+        """Candidates per source: the fields of :class:`recsys.core.candidates.Mix`."""
+        return self.n_lightfm, self.n_popular, self.n_cooc, self.n_ease
 
 
 class RankerSettings(BaseModel):

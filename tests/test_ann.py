@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.core.ann import INDEX_FILE, ItemIndex, build_index, default_lists, mips_to_l2, queries, recall_at_k
-from recsys.core.candidates import CandidateModel
+from recsys.core.candidates import CandidateModel, Mix
 from recsys.training import first_stage
 from tests.helpers import Server, expected, load_pair, post, project_env, train, warm_user
 
@@ -88,16 +88,16 @@ def test_seen_items_are_skipped_and_the_top_n_is_still_full():
     index = ItemIndex.build(_vectors(n, 1), nprobe=10_000, seed=3, threads=1)  # every list: exact
     with_index, exact = _model(n, users, seen, index), _model(n, users, seen, None)
     for model in (with_index, exact):
-        batch = model.generate(np.array([0, 1]), n_lightfm=100, n_popular=0, n_cooc=0)
-        lfm = batch.items[(batch.owner == 0) & (batch.features[:, 3] > 0)]
+        batch = model.generate(np.array([0, 1]), Mix(100, 0, 0))
+        lfm = batch.items[(batch.owner == 0) & batch.from_source("lightfm")]
         assert len(lfm) == 100 and not set(lfm) & set(seen[0])
         assert set(lfm) == set(exact_order[150:250])
-    a = with_index.generate(np.array([0, 1]), 100, 0, 0)
-    b = exact.generate(np.array([0, 1]), 100, 0, 0)
+    a = with_index.generate(np.array([0, 1]), Mix(100, 0, 0))
+    b = exact.generate(np.array([0, 1]), Mix(100, 0, 0))
     assert np.array_equal(a.items, b.items) and np.array_equal(a.owner, b.owner)
     np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)
     # and without the seen filter, the user's best titles are back
-    top = with_index.generate(np.array([0]), 100, 0, 0, exclude_seen=False)
+    top = with_index.generate(np.array([0]), Mix(100, 0, 0), exclude_seen=False)
     assert set(top.items) == set(exact_order[:100])
 
 
@@ -107,15 +107,15 @@ def test_the_index_is_saved_with_the_model_and_memory_mapped_back(tmp_path):
     model = _model(3_000, users, [np.array([1, 2])] * 5, index)
     model.save(tmp_path)
     assert (tmp_path / INDEX_FILE).is_file()
-    loaded = CandidateModel.load(tmp_path, mmap=True)
+    loaded = CandidateModel.load(tmp_path, mmap=True, map_index=True)
     assert loaded.index is not None and loaded.index.describe() == index.describe()
     assert np.array_equal(loaded.index.search(users, 50), index.search(users, 50))
-    assert CandidateModel.load(tmp_path).generate(np.arange(5), 30, 5, 0).items.tolist() == \
-        model.generate(np.arange(5), 30, 5, 0).items.tolist()
+    assert CandidateModel.load(tmp_path).generate(np.arange(5), Mix(30, 5, 0)).items.tolist() == \
+        model.generate(np.arange(5), Mix(30, 5, 0)).items.tolist()
     # a damaged index is a one-line error that names the file
     (tmp_path / INDEX_FILE).write_bytes((tmp_path / INDEX_FILE).read_bytes()[:5_000])
     with pytest.raises(ValueError, match=f"cannot read {INDEX_FILE}"):
-        CandidateModel.load(tmp_path, mmap=True)
+        CandidateModel.load(tmp_path, mmap=True, map_index=True)
 
 
 def test_sparse_cooccurrence_gives_the_dense_neighbours(monkeypatch):

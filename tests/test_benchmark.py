@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from recsys.tools.benchmark import _measure, markdown
 
 
@@ -11,7 +13,11 @@ def test_a_load_level_counts_requests_latency_cpu_and_collector_pauses_per_proce
     result = _measure(server, "/recommend", body, clients=4, seconds=1.5, config="split")
     # how many requests fit in 1.5 s depends on the machine; that they were answered without errors does not
     assert result["errors"] == 0 and result["requests"] > 0
-    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+    # hey prints a percentile only once it has the requests for it (i * 100 / n reaches 99 only from n = 100 on),
+    # so on a slow or busy machine a 1.5 s level may have no p99: NaN, never a wrong number
+    shown = [result[f"p{p}_ms"] for p in (50, 95, 99) if not math.isnan(result[f"p{p}_ms"])]
+    assert result["requests"] < 100 or len(shown) == 3
+    assert 0 < shown[0] and shown == sorted(shown) and shown[-1] <= result["max_ms"]
     # Little's law: flat out, every connection is busy all the time (a client whose figures break it is lying)
     assert 0 < result["busy_connections"] <= 4.5
     cpu = result["cpu_ms_per_request"]

@@ -7,13 +7,17 @@ that moved.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.testing import assert_array_equal
 
-from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel, Mix
 from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
 from recsys.features.store import OnlineFeatureTable
 from recsys.lookup import find_sorted
+from recsys.serving.handlers import candidate_answers
+from recsys.settings import CandidateSettings
 
 NAN = np.nan
 
@@ -42,7 +46,8 @@ def small_model() -> CandidateModel:
 
 
 def test_candidate_features_are_named_in_the_order_generate_writes_them():
-    assert CANDIDATE_FEATURES == ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular", "from_cooc"]
+    assert CANDIDATE_FEATURES == ["lfm_score", "lfm_rank", "cooc_score", "ease_score", "ease_rank", "from_lightfm",
+                                  "from_popular", "from_cooc", "from_ease"]
 
 
 def test_generate_unites_the_three_sources_without_seen_items():
@@ -52,45 +57,97 @@ def test_generate_unites_the_three_sources_without_seen_items():
     last title 0 co-occurs with 1 (0.5). User 2 (items 1, 2 seen): LightFM gives 3 (rank 0) then 0 (rank 1); the
     most popular unseen is 0; the last titles co-occur with 0 (0.5, via 1) and 3 (2.0, via 2): 3 is the best.
     Items that LightFM did not propose carry rank n_lightfm; the co-occurrence score is kept for every candidate.
+    The model has no EASE: its score is 0 and its rank n_ease (0) everywhere, and it proposes nothing.
     """
-    batch = small_model().generate(np.array([0, 1]), n_lightfm=2, n_popular=1, n_cooc=1)
+    batch = small_model().generate(np.array([0, 1]), Mix(2, 1, 1))
     assert_array_equal(batch.owner, [0, 0, 1, 1])
     assert_array_equal(batch.items, [1, 2, 0, 3])
     assert batch.features.dtype == np.float32
     assert_array_equal(batch.features, [
-        # lfm_score, lfm_rank, cooc_score, from_lightfm, from_popular, from_cooc
-        [2.5, 0, 0.5, 1, 1, 1],
-        [1.0, 1, 0.0, 1, 0, 0],
-        [-3.0, 1, 0.5, 1, 1, 0],
-        [0.0, 0, 2.0, 1, 0, 1],
+        # lfm_score, lfm_rank, cooc_score, ease_score, ease_rank, from_lightfm, from_popular, from_cooc, from_ease
+        [2.5, 0, 0.5, 0, 0, 1, 1, 1, 0],
+        [1.0, 1, 0.0, 0, 0, 1, 0, 0, 0],
+        [-3.0, 1, 0.5, 0, 0, 1, 1, 0, 0],
+        [0.0, 0, 2.0, 0, 0, 1, 0, 1, 0],
     ])
+
+
+def with_ease(model: CandidateModel) -> CandidateModel:
+    """EASE weights (row: watched item, column: scored item): 0 -> 2 (1), 0 -> 3 (2), 1 -> 0 (0.5), 2 -> 0 (0.25),
+    2 -> 3 (1). User 1 (watched 0) scores [0, 0, 1, 2]; user 2 (watched 1, 2) scores [0.75, 0, 0, 1]."""
+    weights = np.array([[0, 0, 1, 2], [0.5, 0, 0, 0], [0.25, 0, 0, 1], [0, 0, 0, 0]], np.float32)
+    return replace(model, ease_weights=weights)
+
+
+def test_generate_adds_ease_candidates_and_scores_every_candidate_with_ease():
+    """n_lightfm=2, n_popular=1, n_cooc=1, n_ease=1: as above, plus EASE's best unseen item of each user (3 for
+    both); every candidate carries its EASE score, the ones EASE did not propose rank n_ease (1)."""
+    batch = with_ease(small_model()).generate(np.array([0, 1]), Mix(2, 1, 1, 1))
+    assert_array_equal(batch.owner, [0, 0, 0, 1, 1])
+    assert_array_equal(batch.items, [1, 2, 3, 0, 3])
+    assert_array_equal(batch.features, [
+        [2.5, 0, 0.5, 0, 1, 1, 1, 1, 0],
+        [1.0, 1, 0.0, 1, 1, 1, 0, 0, 0],
+        [0.0, 2, 0.0, 2, 0, 0, 0, 0, 1],   # EASE's alone: LightFM's rank is n_lightfm
+        [-3.0, 1, 0.5, 0.75, 1, 1, 1, 0, 0],
+        [0.0, 0, 2.0, 1, 0, 1, 0, 1, 1],
+    ])
+
+
+def test_ease_never_proposes_a_seen_item_and_scores_seen_ones_when_they_are_kept():
+    """User 2 watched 1 and 2; EASE's top 4 without the filter is 3, 0 then the seen ones; with it, only 3 and 0."""
+    model = with_ease(small_model())
+    kept = model.generate(np.array([1]), Mix(1, 0, 0, 4), exclude_seen=False)
+    assert_array_equal(kept.items, [0, 1, 2, 3])
+    assert_array_equal(kept.column("ease_score"), [0.75, 0, 0, 1])
+    filtered = model.generate(np.array([1]), Mix(1, 0, 0, 4))
+    assert_array_equal(filtered.items, [0, 3])
+    assert_array_equal(filtered.column("ease_rank"), [1, 0])
+
+
+def test_candidate_answers_generate_the_trained_mix_not_the_settings():
+    """User 2 of a model trained with one LightFM candidate and nothing else gets that one candidate (item 3), though
+    the settings ask for 2 + 1 + 1."""
+    model = replace(small_model(), mix=np.array([1, 0, 0, 0], np.int64))
+    settings = CandidateSettings(n_lightfm=2, n_popular=1, n_cooc=1, n_ease=0)
+    (answer,) = candidate_answers(model, [{"user_id": 2}], settings, max_top_k=10)
+    assert_array_equal(answer["items"], [3])
+
+
+def test_served_mix_is_the_trained_one():
+    """The reranker learnt on one mix: serving generates that one, whatever the settings say; a model saved without
+    a mix (before it was kept) falls back to the settings'."""
+    settings_mix = Mix(100, 30, 30, 50)
+    assert small_model().served_mix(settings_mix) == settings_mix
+    trained = replace(small_model(), mix=np.array([20, 0, 5, 7], np.int64))
+    assert trained.served_mix(settings_mix) == Mix(20, 0, 5, 7)
 
 
 def test_generate_keeps_seen_items_when_asked():
     """User 1 without the seen filter: LightFM's best are 0 then 1; popularity and co-occurrence both give 1."""
-    batch = small_model().generate(np.array([0]), n_lightfm=2, n_popular=1, n_cooc=1, exclude_seen=False)
+    batch = small_model().generate(np.array([0]), Mix(2, 1, 1), exclude_seen=False)
     assert_array_equal(batch.owner, [0, 0])
     assert_array_equal(batch.items, [0, 1])
-    assert_array_equal(batch.features, [[3.0, 0, 0.0, 1, 0, 0], [2.5, 1, 0.5, 1, 1, 1]])
+    assert_array_equal(batch.features, [[3.0, 0, 0.0, 0, 0, 1, 0, 0, 0], [2.5, 1, 0.5, 0, 0, 1, 1, 1, 0]])
 
 
 def test_generate_with_one_source_only():
     """No popularity and no co-occurrence candidates: only LightFM's top item of user 2 (item 3)."""
-    batch = small_model().generate(np.array([1]), n_lightfm=1, n_popular=0, n_cooc=0)
+    batch = small_model().generate(np.array([1]), Mix(1, 0, 0))
     assert_array_equal(batch.items, [3])
-    assert_array_equal(batch.features, [[0.0, 0, 2.0, 1, 0, 0]])
+    assert_array_equal(batch.features, [[0.0, 0, 2.0, 0, 0, 1, 0, 0, 0]])
 
 
 def small_assembler() -> FeatureAssembler:
     """Users 1 and 2, items 10, 20, 30 (stored sorted by id; the candidate model orders its items 30, 10, 20)."""
-    users = OnlineFeatureTable(
+    users = OnlineFeatureTable.of_categories(
         ids=np.array([1, 2], np.int64),
         numeric=np.array([[0.75, 0.25, 2000, 4], [0, 1, 1990, 1], [NAN] * 4], np.float32),
         numeric_names=["u_genre_drama", "u_genre_comedy", "u_mean_release_year", "u_watches"],
         categorical=np.array([["age_18_24"], ["age_25_34"], ["unknown"]], object),
         categorical_names=["age"],
     )
-    items = OnlineFeatureTable(
+    items = OnlineFeatureTable.of_categories(
         ids=np.array([10, 20, 30], np.int64),
         numeric=np.array([[1, 0, 2010, 5], [0.5, 0.5, 1980, 3], [0, 1, 2000, 1], [NAN] * 4], np.float32),
         numeric_names=["i_genre_drama", "i_genre_comedy", "release_year", "i_pop"],
@@ -112,13 +169,14 @@ def test_assemble_joins_user_item_and_cross_features_per_candidate():
     shares, the year gap the item's release year minus the user's mean: user 2 x item 30: [0, 1].[0, 1] = 1,
     2000 - 1990 = 10; user 1 x item 20: [.75, .25].[.5, .5] = .5, 1980 - 2000 = -20; user 1 x item 10: .75, 10.
     The unknown user gets the defaults row: NaN numbers, 'unknown' categories."""
-    candidate = np.arange(18, dtype=np.float32).reshape(3, 6)
+    width = len(CANDIDATE_FEATURES)
+    candidate = np.arange(3 * width, dtype=np.float32).reshape(3, width)
     batch = CandidateBatch(owner=np.array([0, 1, 1, 2]), items=np.array([0, 2, 1, 0]),
                            features=np.vstack([candidate, candidate[:1]]))
     data = small_assembler().assemble(np.array([2, 1, 99]), batch)
     numeric = data.num_feature_data
-    assert_array_equal(numeric[:, :6], batch.features)
-    assert_array_equal(numeric[:, 6:], [
+    assert_array_equal(numeric[:, :width], batch.features)
+    assert_array_equal(numeric[:, width:], [
         # u_mean_release_year, u_watches, release_year, i_pop, genre_affinity, year_gap
         [1990, 1, 2000, 1, 1.0, 10],
         [2000, 4, 1980, 3, 0.5, -20],
@@ -165,15 +223,16 @@ def test_model_lookups_by_id():
 
 
 def test_candidate_batch_columns_by_name_and_its_constructors():
-    batch = small_model().generate(np.array([0, 1]), n_lightfm=2, n_popular=1, n_cooc=1)
+    batch = small_model().generate(np.array([0, 1]), Mix(2, 1, 1))
     assert_array_equal(batch.column("lfm_rank"), [0, 1, 1, 0])
     assert_array_equal(batch.from_source("popular"), [True, False, True, False])
-    assert_array_equal(batch.source_flags(), [[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 1]])
+    assert_array_equal(batch.source_flags(), [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0]])
     second = batch.take(batch.owner == 1)
     assert_array_equal(second.items, [0, 3])
     assert_array_equal(second.owner, [1, 1])
     per_user = CandidateBatch.of_users([batch.items[:2], np.zeros(0, np.int64), batch.items[2:]],
-                                       [batch.features[:2], np.zeros((0, 6), np.float32), batch.features[2:]])
+                                       [batch.features[:2], np.zeros((0, len(CANDIDATE_FEATURES)), np.float32),
+                                        batch.features[2:]])
     assert_array_equal(per_user.owner, [0, 0, 2, 2])
     assert_array_equal(per_user.features, batch.features)
     joined = CandidateBatch.concat([batch, second], [2, 3])

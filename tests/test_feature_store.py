@@ -71,6 +71,9 @@ def test_store_refuses_mismatched_or_missing_files(store_dir, tmp_path, tables, 
     other = tmp_path / "other"
     write_feature_store(build_feature_tables(tiny.interactions.iloc[5:], tiny.users, tiny.items, tables.as_of),
                         other, "x")
+    (store_dir / "online.json").write_bytes((other / "online.json").read_bytes())  # the online arrays' index
+    with pytest.raises(FeatureStoreError, match="online.json is damaged or belongs to another feature store"):
+        load_feature_store(store_dir)
     (store_dir / "items.parquet").write_bytes((other / "items.parquet").read_bytes())
     with pytest.raises(FeatureStoreError, match="belongs to feature store version"):
         load_feature_store(store_dir)
@@ -108,3 +111,19 @@ def test_aggregates_match_a_direct_count(tiny, tables, cutoff):
     assert np.isclose(irow["i_pop"], np.log1p((past["item_id"] == item).sum()))
     week = past[past["last_watch_dt"] >= cutoff - pd.Timedelta(days=7)]
     assert np.isclose(irow["i_pop_7d"], np.log1p((week["item_id"] == item).sum()))
+
+
+def test_online_arrays_are_mapped_and_answer_like_the_parquet_tables(store_dir, tables):
+    """Serving maps the arrays the store wrote beside its Parquet files; a store written before them (no
+    online.json) still loads, from Parquet, with the same answers."""
+    mapped = load_feature_store(store_dir)
+    assert not mapped.users.numeric.flags.writeable and not mapped.users.codes.flags.writeable
+    for name in ("online.json", *(f"{t}.{a}.npy" for t in ("users", "items") for a in OnlineFeatureTable.ARRAYS)):
+        (store_dir / name).unlink()
+    read = load_feature_store(store_dir)
+    assert read.users.numeric.flags.writeable
+    ids = np.concatenate([tables.users["user_id"].to_numpy()[::7], [-1, 10**12]])
+    for got, want in ((mapped.users.lookup(ids), read.users.lookup(ids)),
+                      (mapped.items.lookup(ids), read.items.lookup(ids))):
+        np.testing.assert_array_equal(got.numeric, want.numeric)
+        assert got.categorical.tolist() == want.categorical.tolist() and got.known.tolist() == want.known.tolist()

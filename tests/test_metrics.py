@@ -95,6 +95,12 @@ def test_candidate_recall_by_hand():
     assert candidate_recall(np.array([0, 1]), np.array([7, 3]), truth) == pytest.approx((0.5 + 1.0) / 2)
 
 
+def test_candidate_recall_of_a_source_that_proposed_nothing_is_zero():
+    """A mix with no popularity or co-occurrence candidates (tune searches n_popular and n_cooc from 0): scipy
+    answers the empty look-up with a matrix, which crashed the search's evaluation."""
+    assert candidate_recall(np.zeros(0, np.int64), np.zeros(0, np.int64), truth_of([{1}, {3}])) == 0.0
+
+
 def test_candidate_recall_counts_users_without_candidates_as_zero():
     truth = truth_of([{1}, {2}, {3}])
     # only user 0 has candidates; users 1 and 2 (the last ones) must still count, as 0

@@ -13,6 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from recsys.core.candidates import Mix
 from recsys.serving import wire
 from recsys.settings import get_settings
 from recsys.tools.process import free_port
@@ -133,5 +134,5 @@ def test_a_stage_answers_a_plain_json_request_with_json_safe_arrays(models, trai
     (answer,) = wire.unpack(answers)
     candidates, _ = models
     rows, _ = candidates.user_rows(np.array([user]))
-    n = get_settings().candidates
-    assert np.array_equal(answer["items"], candidates.generate(rows, n.n_lightfm, n.n_popular, n.n_cooc, True).items)
+    mix = candidates.served_mix(Mix(*get_settings().candidates.mix))
+    assert np.array_equal(answer["items"], candidates.generate(rows, mix, True).items)

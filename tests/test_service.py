@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from recsys.core.candidates import SOURCES, Mix
 from recsys.data.synthetic import generate
 from recsys.settings import get_settings
 from tests.helpers import Server, expected, get, post, project_env, warm_user
@@ -33,22 +34,29 @@ def test_warm_user_gets_the_two_stage_ranking(server, models):
 
 
 def test_each_item_says_which_candidate_sources_proposed_it(server, models):
-    """Recomputed independently: LightFM's top-n unseen items by score, and the top-n unseen popular items."""
+    """Recomputed independently: LightFM's top-n unseen items by score, the top-n unseen popular items and EASE's
+    top-n unseen items (the weight rows of the user's history, summed), n as the pair was trained with."""
     candidates, _ = models
-    settings = get_settings().candidates
+    mix = candidates.served_mix(Mix(*get_settings().candidates.mix))
+    assert candidates.has_ease and mix.n_ease > 0
     for index in range(3):
         user = warm_user(models, index)
         body = post(f"{server.url}/recommend", {"user_id": user, "top_k": 20})[1]
         row = candidates.user_rows([user])[0][0]
         seen = set(candidates.history(row).tolist())
         by_score = [i for i in np.argsort(-candidates.lightfm_scores([row])[0], kind="stable") if i not in seen]
-        popular = [i for i in candidates.popular.tolist() if i not in seen][: settings.n_popular]
-        lightfm_ids = set(candidates.item_ids[by_score[: settings.n_lightfm]].tolist())
+        popular = [i for i in candidates.popular.tolist() if i not in seen][: mix.n_popular]
+        history = candidates.history(row)
+        ease = candidates.ease_scores(np.zeros(len(history), np.int64), history, 1)[0]  # the served arithmetic
+        by_ease = [i for i in np.argsort(-ease, kind="stable") if i not in seen]
+        lightfm_ids = set(candidates.item_ids[by_score[: mix.n_lightfm]].tolist())
         popular_ids = set(candidates.item_ids[popular].tolist())
+        ease_ids = set(candidates.item_ids[by_ease[: mix.n_ease]].tolist())
         for r in body["recommendations"]:
-            assert r["retrieved_by"] and set(r["retrieved_by"]) <= {"lightfm", "popular", "cooc"}, r
+            assert r["retrieved_by"] and set(r["retrieved_by"]) <= set(SOURCES), r
             assert ("lightfm" in r["retrieved_by"]) == (r["item_id"] in lightfm_ids), r
             assert ("popular" in r["retrieved_by"]) == (r["item_id"] in popular_ids), r
+            assert ("ease" in r["retrieved_by"]) == (r["item_id"] in ease_ids), r
     cold = post(f"{server.url}/recommend", {"user_id": 10**15, "top_k": 3})[1]
     assert all(r["retrieved_by"] == [] for r in cold["recommendations"])
 

@@ -73,7 +73,16 @@ def test_missing_or_damaged_showcase_is_a_clear_error(packed, tmp_path):
         load_showcase(tmp_path)
     for file in directory.iterdir():
         (tmp_path / file.name).write_bytes(file.read_bytes())
-    (tmp_path / ITEMS_FILE).write_bytes(b"not parquet")
-    with pytest.raises(ShowcaseError, match="items.parquet"):
+    (tmp_path / ITEMS_FILE).write_bytes(b"not arrow")
+    with pytest.raises(ShowcaseError, match="items.arrow"):
         load_showcase(tmp_path)
     assert (tmp_path / SUMMARY_FILE).is_file()
+
+
+def test_a_showcase_in_the_parquet_format_says_to_retrain(packed, tmp_path):
+    """Pairs trained before the showcase was memory-mapped kept it as Parquet: the page says so, serving goes on."""
+    _, directory, _ = packed
+    (tmp_path / SUMMARY_FILE).write_bytes((directory / SUMMARY_FILE).read_bytes())
+    (tmp_path / "items.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ShowcaseError, match="Parquet format of pairs trained before it was memory-mapped"):
+        load_showcase(tmp_path)

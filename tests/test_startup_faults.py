@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -69,6 +70,10 @@ DAMAGE: dict[str, tuple[Callable[[Path], None] | None, str]] = {
     "truncated-cbm": (lambda m: _truncate(_ranker(m) / "ranker.cbm"), "is damaged: cannot read ranker.cbm"),
     "truncated-npy": (lambda m: _truncate(_candidates(m) / "candidates" / "seen_indices.npy"),
                       "is damaged: cannot read seen_indices.npy (mmap length is greater than file size)"),
+    "truncated-feature-array": (lambda m: _truncate(_ranker(m) / "features" / "users.numeric.npy"),
+                                "users.numeric.npy is missing or unreadable (mmap length is greater than file size)"),
+    "feature-array-of-another-build": (lambda m: np.save(_ranker(m) / "features" / "users.ids.npy", np.arange(3)),
+                                       "users.ids.npy has shape (3,), online.json says"),
 }
 
 

@@ -17,8 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.core.candidates import LABEL_FIELDS, PROFILE_FIELDS, CandidateModel
+from recsys.core.candidates import (
+    CANDIDATE_FEATURES,
+    EASE_FIELDS,
+    LABEL_FIELDS,
+    PROFILE_FIELDS,
+    SOURCES,
+    CandidateModel,
+    Mix,
+)
 from recsys.data.synthetic import generate
+from recsys.features.store import OnlineFeatureTable
 from recsys.settings import Settings
 
 RUN_SIZE = "tiny"
@@ -100,9 +109,8 @@ def test_pair_tags_labels_and_metadata(trained, pair):
     manifest = json.loads((Path(ranker.path_of("features")) / "manifest.json").read_text())
     assert meta["feature_store_version"] == manifest["version"]
     assert manifest["source_fingerprint"] == fingerprint
-    assert isinstance(meta["ranker_features"], list) and len(meta["ranker_features"]) > 6
-    assert meta["ranker_features"][:6] == ["lfm_score", "lfm_rank", "cooc_score", "from_lightfm", "from_popular",
-                                           "from_cooc"]
+    assert isinstance(meta["ranker_features"], list) and len(meta["ranker_features"]) > len(CANDIDATE_FEATURES)
+    assert meta["ranker_features"][: len(CANDIDATE_FEATURES)] == CANDIDATE_FEATURES
     assert meta["params"]["lightfm"]["epochs"] == trained["settings"].lightfm.epochs
     assert meta["params"]["ranker"]["loss"] == trained["settings"].ranker.loss
     assert set(meta["params"]) == {"lightfm", "candidates", "ranker"}
@@ -110,9 +118,12 @@ def test_pair_tags_labels_and_metadata(trained, pair):
     for values in meta["offline_metrics"].values():
         assert set(values) == {"map@10", "ndcg@10", "recall@10", "hitrate@10", "coverage@10"}
         assert all(0.0 <= v <= 1.0 for v in values.values())
-    assert set(meta["candidate_recall"]) == {"lightfm", "popular", "cooc", "combined"}
-    assert meta["candidate_recall"]["combined"] >= max(meta["candidate_recall"][s] for s in ("lightfm", "popular",
-                                                                                            "cooc"))
+    assert set(meta["candidate_recall"]) == {"lightfm", "popular", "cooc", "ease", "combined"}
+    assert meta["candidate_recall"]["combined"] >= max(meta["candidate_recall"][s] for s in SOURCES)
+    # the tiny catalogue is below candidates.ease_max_items: the served model has EASE, with the baseline's weight,
+    # and serves the mix its reranker was trained on
+    assert meta["ease"]["in_candidate_model"] is True and meta["ease"]["l2"] > 0
+    assert meta["candidate_recall"]["ease"] > 0
     # the tiny catalogue is below the index threshold: LightFM's top-n scores every item
     assert meta["item_index"] == {"kind": "exact", "items": 300, "ann_min_items": 50_000}
     assert {"catboost", "bentoml", "rectools-lightfm", "numpy"} <= set(meta["libraries"])
@@ -140,10 +151,11 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
     assert sorted(p.name for p in cand_dir.iterdir()) == sorted(f"{name}.npy" for name in CandidateModel.array_fields())
     ranker_dir = Path(ranker.path_of("/"))
     assert (ranker_dir / "ranker.cbm").is_file() and (ranker_dir / "item_ids.npy").is_file()
-    assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == ["items.parquet", "manifest.json",
-                                                                          "users.parquet"]
+    online = [f"{table}.{array}.npy" for table in ("items", "users") for array in OnlineFeatureTable.ARRAYS]
+    assert sorted(p.name for p in (ranker_dir / "features").iterdir()) == sorted(
+        ["items.parquet", "manifest.json", "online.json", "users.parquet", *online])
     assert sorted(p.name for p in (ranker_dir / "showcase").iterdir()) == [
-        "history.parquet", "importance.png", "items.parquet", "metrics.png", "summary.json", "users.parquet"]
+        "history.arrow", "importance.png", "items.arrow", "metrics.png", "summary.json", "users.arrow"]
     # every .npy loads without pickle
     for path in list(cand_dir.glob("*.npy")) + [ranker_dir / "item_ids.npy"]:
         np.load(path, allow_pickle=False)
@@ -160,9 +172,12 @@ def test_model_files_are_pickle_free_and_load(trained, pair):
     dataset = generate(RUN_SIZE, seed=DEFAULT_SEED)
     assert np.array_equal(model.user_ids, np.unique(dataset.interactions["user_id"]))
     assert len(model.seen_indices) == len(dataset.interactions)
+    # with EASE's weights for the whole catalogue and the mix the reranker was trained on
+    assert model.ease_weights.shape == (len(model.item_ids),) * 2 and model.ease_weights.dtype == np.float32
+    assert model.served_mix(Mix(1, 1, 1, 1)) == Mix(*trained["settings"].candidates.mix)
     # and the loaded pair scores candidates end to end
     rows = np.arange(5)
-    batch = model.generate(rows, 20, 5, 5)
+    batch = model.generate(rows, Mix(20, 5, 5))
     scores = bundle.reranker.score(model.user_ids[rows], batch)
     assert len(scores) == len(batch) > 0 and np.isfinite(scores).all()
     assert model_store.resolve_version() == trained["result"].run_id
@@ -183,6 +198,20 @@ def test_candidates_model_saved_before_users_profiles_were_kept_still_loads(pair
     labels = CandidateModel.demographic_labels(saved)
     assert labels == {"age": {*users["age"], "unknown"}, "sex": {*users["sex"], "unknown"}}
     assert set(CandidateModel.demographic_labels(tmp_path / "old")["age"]) <= labels["age"]
+
+
+def test_candidates_model_saved_before_ease_and_its_mix_were_kept_still_loads(pair, tmp_path):
+    """Without EASE it proposes nothing from EASE and scores it 0; without a stored mix it generates the settings'."""
+    saved = Path(pair[0].path_of("candidates"))
+    (tmp_path / "old").mkdir()
+    for path in saved.iterdir():
+        if path.stem not in EASE_FIELDS:
+            (tmp_path / "old" / path.name).write_bytes(path.read_bytes())
+    old = CandidateModel.load(tmp_path / "old")
+    assert not old.has_ease and old.served_mix(Mix(9, 8, 7, 6)) == Mix(9, 8, 7, 6)
+    batch = old.generate(np.arange(3), Mix(20, 5, 5, 10))
+    assert not batch.from_source("ease").any() and not batch.column("ease_score").any()
+    assert CandidateModel.load(saved).generate(np.arange(3), Mix(20, 5, 5, 10)).from_source("ease").any()
 
 
 def test_report_files_and_metrics(trained):

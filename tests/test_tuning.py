@@ -185,6 +185,16 @@ def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, tmp_
     assert outcome(trials(7))[1][0] != from_cli[1][0]  # trial 0 is the settings for any seed; trial 1 is sampled
 
 
+def test_two_trials_at_once_score_what_they_score_one_at_a_time(tuned, tmp_path):
+    """A batch of two runs in two threads: whichever finishes first, each trial scores exactly what it scores alone
+    (the first trials are TPE's random start-up ones, so their parameters do not depend on the results before)."""
+    settings = Settings(home=tmp_path, data={"dataset": "synthetic", "size": "tiny", "seed": SEED})
+    result = tune(generate("tiny", seed=SEED), settings, budget_s=3600, max_trials=TRIALS, jobs=2)
+    assert result.tuning["jobs"] == 2
+    assert [(t["params"], t["value"], t["ndcg"], t["coverage"], t["epochs"]) for t in result.tuning["trials"]] == [
+        (t["params"], t["value"], t["ndcg"], t["coverage"], t["epochs"]) for t in tuned["content"]["tuning"]["trials"]]
+
+
 def test_train_with_the_parameters_file_puts_them_and_the_search_in_both_models_and_the_report(tuned):
     import yaml
 

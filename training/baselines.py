@@ -8,12 +8,18 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from recsys.core.candidates import top_k
+from recsys.core.candidates import CandidateModel, top_k
 
 # EASE's L2 weights tried on a validation window: every half decade from 10 to 10^4, then a quarter decade either
 # side of the best (its best value moves with the data's size and density).
 EASE_GRID = tuple(10.0 ** np.arange(1.0, 4.01, 0.5))
 EASE_REFINE = 10.0 ** 0.25
+
+
+def seen_matrix(model: CandidateModel) -> sp.csr_matrix:
+    """All users x items the model knows were watched: the seen filter and EASE's training data."""
+    return sp.csr_matrix((np.ones(len(model.seen_indices), np.float32), model.seen_indices, model.seen_indptr),
+                         shape=(len(model.user_ids), len(model.item_ids)))
 
 
 def ease_weights(matrix: sp.csr_matrix, l2: float, gram: np.ndarray | None = None) -> np.ndarray:

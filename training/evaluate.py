@@ -7,23 +7,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recsys.columns import Columns
 from recsys.core.candidates import SOURCES, CandidateModel
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.settings import CandidateSettings, EvalSettings
-from recsys.training.baselines import choose_ease_l2, ease_gram, ease_recommend, ease_weights, popular_recommend
+from recsys.training.baselines import (
+    choose_ease_l2,
+    ease_gram,
+    ease_recommend,
+    ease_weights,
+    popular_recommend,
+    seen_matrix,
+)
 from recsys.training.metrics import candidate_recall, ranking_metrics
 from recsys.training.second_stage import generate_candidates, truth_matrix
 
 log = logging.getLogger(__name__)
-
-
-def _seen_matrix(model: CandidateModel) -> sp.csr_matrix:
-    """All users x items the model knows were watched: the seen filter and EASE's training data."""
-    return sp.csr_matrix((np.ones(len(model.seen_indices), np.float32), model.seen_indices, model.seen_indptr),
-                         shape=(len(model.user_ids), len(model.item_ids)))
 
 
 def _warm_users(model: CandidateModel, window: pd.DataFrame, max_users: int,
@@ -49,7 +49,7 @@ def choose_ease_lambda(model: CandidateModel, window: pd.DataFrame, settings: Ev
     the titles (15k: minutes each on 2 cores)."""
     users, rows, _ = _warm_users(model, window, settings.ease_tuning_users, seed)
     truth = truth_matrix(window, users, model)
-    known_matrix = _seen_matrix(model)
+    known_matrix = seen_matrix(model)
     subset = model.popular[: min(settings.ease_tuning_items, settings.ease_max_items, len(model.item_ids))]
     gram = ease_gram(known_matrix[:, subset])
 
@@ -76,7 +76,7 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
 
     batch = generate_candidates(model, users, cands)
     lfm = batch.take(batch.from_source("lightfm"))
-    known_matrix = _seen_matrix(model)
+    known_matrix = seen_matrix(model)
     seen = known_matrix[rows]
     recommendations = {
         "popular": popular_recommend(model.popular, seen, k),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
 from recsys.data.schema import split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.settings import CandidateSettings, LightFMSettings
+from recsys.training.baselines import ease_weights, seen_matrix
 from recsys.training.epochs import EpochSearch, LightFMState, ValidationScorer, fit_lightfm, warm_started
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,21 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         cooc_indices=cooc_indices,
         cooc_scores=cooc_scores,
         **_profiles(users, user_ids),
+        mix=np.array(cands.mix, np.int64),
         index=index,
     )
     return candidates, epochs, LightFMState(model, user_names, item_names)
+
+
+def ease_fits(model: CandidateModel, cands: CandidateSettings) -> bool:
+    """Whether the catalogue is small enough for EASE's items x items weights in the candidate model."""
+    return len(model.item_ids) <= cands.ease_max_items
+
+
+def with_ease(model: CandidateModel, l2: float | None, cands: CandidateSettings) -> CandidateModel:
+    """``model`` with EASE's item-item weights (L2 weight ``l2``, learnt from the model's own history) as a candidate
+    source and reranker feature; unchanged without a weight or for a catalogue above ``cands.ease_max_items``."""
+    if l2 is None or not ease_fits(model, cands):
+        return model
+    log.info("EASE weights for %d items (L2 %.4g) in the candidate model", len(model.item_ids), l2)
+    return replace(model, ease_weights=ease_weights(seen_matrix(model), l2))

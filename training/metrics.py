@@ -43,9 +43,8 @@ def ranking_metrics(recommended: np.ndarray, truth: sp.csr_matrix, n_catalogue: 
 
 
 def candidate_recall(owner: np.ndarray, items: np.ndarray, truth: sp.csr_matrix) -> float:
-    """Mean over users of the share of their holdout items found anywhere in their candidate set (0 for a source
-    that gave none, e.g. with ``n_popular`` 0: scipy refuses to index with empty arrays)."""
-    if len(owner) == 0:
+    """Mean over users of the share of their holdout items found anywhere in their candidate set."""
+    if len(owner) == 0:  # a source with no candidates (scipy answers an empty look-up with a matrix, not an array)
         return 0.0
     found = np.asarray(truth[owner, items]).ravel() > 0
     n_relevant = np.asarray(truth.sum(axis=1)).ravel()

@@ -13,12 +13,13 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.columns import Columns
@@ -38,7 +39,7 @@ from recsys.training.baselines import EASE_GRID
 from recsys.training.cache import StageCache, cache_key
 from recsys.training.epochs import EpochSearch, LightFMState, epoch_cap
 from recsys.training.evaluate import choose_ease_lambda, evaluate
-from recsys.training.first_stage import fit_candidate_model
+from recsys.training.first_stage import ease_fits, fit_candidate_model, with_ease
 from recsys.training.report import showcase_summary, write_plots, write_report
 from recsys.training.second_stage import RankerFit, fit_ranker
 from recsys.training.split import Split, split_interactions
@@ -91,9 +92,11 @@ class FirstStage:
 
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
                      validation: pd.DataFrame | None = None, warm: LightFMState | None = None,
-                     cache: StageCache | None = None, fingerprint: str = "") -> FirstStage:
+                     cache: StageCache | None = None, fingerprint: str = "",
+                     ease_l2: float | None = None) -> FirstStage:
     """Features and the first level as of ``as_of``; from ``cache`` when an earlier run fitted the same on the
-    data with this ``fingerprint``."""
+    data with this ``fingerprint``. EASE's weights (L2 weight ``ease_l2``) join the model after the cache: they
+    are a closed form of the model's own history, cheap up to ``candidates.ease_max_items``."""
 
     def fit() -> FirstStage:
         tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
@@ -103,14 +106,18 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
         return FirstStage(tables, model, epochs, state)
 
     if cache is None:
-        return fit()
-    # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
-    key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
-                    settings.candidates.model_dump(exclude={"n_popular", "n_cooc"}), settings.eval.k, seed,
-                    validation is not None, warm.key if warm is not None else None)
-    stage = cache.cached("first-stage", key, fit, FirstStage.save,
-                         lambda directory: FirstStage.load(directory, settings, seed, key))
-    stage.state.key = key
+        stage = fit()
+    else:
+        # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
+        key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
+                        settings.candidates.model_dump(exclude={"n_popular", "n_cooc", "n_ease"}),
+                        settings.eval.k, seed, validation is not None, warm.key if warm is not None else None)
+        stage = cache.cached("first-stage", key, fit, FirstStage.save,
+                             lambda directory: FirstStage.load(directory, settings, seed, key))
+        stage.state.key = key
+        # a cached fit keeps the mix of the run that made it: the reranker trains on (and serving generates) this one's
+        stage.model = replace(stage.model, mix=np.array(settings.candidates.mix, np.int64))
+    stage.model = with_ease(stage.model, ease_l2, settings.candidates)
     return stage
 
 
@@ -162,7 +169,7 @@ def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[s
 class OfflineRun:
     split: Split
     runs: list[SeedRun]          # the first one's reranker and epoch count are the ones served
-    ease_lambda: float | None    # EASE's L2 weight (None: EASE left out)
+    ease_lambda: float | None    # EASE's L2 weight, baseline and candidate source (None: EASE left out of both)
     ease_scores: dict[float, float]  # ndcg@k on the label window of every weight tried (empty: the weight was set)
 
     @property
@@ -189,8 +196,12 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     the last one of that), and the quality tests and `scripts/quality_variance.py` run it alone, so they measure
     exactly what a training run reports. ``after_first_stage`` sees how stage A's LightFM scored on the label
     window (the tuner's pruner may stop there, before the reranker); without ``baselines``
-    EASE is left out (the tuner only compares the two-stage model with LightFM alone). With a ``cache``, the
-    first-level fits come from it when an earlier run made the same ones (`train` passes one).
+    the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone). With a
+    ``cache``, the first-level fits come from it when an earlier run made the same ones (`train` passes one).
+
+    EASE's L2 weight (``eval.ease_lambda``, or the best on the label window) is that of the baseline and of the
+    candidate model's own EASE (a candidate source and reranker feature up to ``candidates.ease_max_items`` items):
+    one EASE, compared with and built upon.
     """
     timings = Timings() if timings is None else timings
     seeds = [settings.data.seed] if seeds is None else seeds
@@ -201,7 +212,7 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         log.info("  %-13s %s", name, window)
 
     runs: list[SeedRun] = []
-    ease_lambda = settings.eval.ease_lambda if baselines else None
+    ease_lambda = settings.eval.ease_lambda
     ease_scores: dict[float, float] = {}
     for i, seed in enumerate(seeds):
         tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
@@ -210,25 +221,26 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
                                  cache=cache, fingerprint=fingerprint)
         if after_first_stage is not None:
             after_first_stage(a.epochs)
+        if ease_lambda is None and (baselines or ease_fits(a.model, settings.candidates)):
+            with timings.step("A. EASE's L2 weight on the label window", "ease"):  # the same for every seed
+                ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
+        a.model = with_ease(a.model, ease_lambda, settings.candidates)
         with timings.step(f"A. CatBoost reranker on the label window{tag}", f"ranker{i}"):
             fit = fit_ranker(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
                              settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
-        if baselines and ease_lambda is None:
-            with timings.step("A. EASE's L2 weight on the label window", "ease"):
-                ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
 
         later = _later_fit(settings, a.state, a.epochs)
         epochs = a.epochs
         del a  # stage A's tables and model are done with: free them before B's
         with timings.step(f"B. LightFM ({later.label}) + features on history + labels (evaluation){tag}", f"B{i}"):
             b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, later.settings, seed,
-                                 warm=later.warm, cache=cache, fingerprint=fingerprint)
+                                 warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=ease_lambda)
         del later
         with timings.step(f"B. offline evaluation on the holdout window{tag}", f"eval{i}"):
             evaluation = evaluate(b.model, Reranker(fit.model, _assembler(b.tables, b.model)), split.holdout,
                                   settings.candidates, settings.eval, seed=settings.data.seed,  # same users
-                                  threads=settings.ranker.threads, ease_lambda=ease_lambda)
+                                  threads=settings.ranker.threads, ease_lambda=ease_lambda if baselines else None)
         runs.append(SeedRun(seed, fit, evaluation, epochs, None if runs else b.state))
         del b
     return OfflineRun(split, runs, ease_lambda, ease_scores)
@@ -310,7 +322,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     offline.runs[0].state = None  # C holds the only reference now: freed with it
     with timings.step(f"C. refit LightFM ({later.label}) + features on all data (serving)", "C"):
         c = _fit_first_stage(dataset, dataset.interactions, serve_as_of, later.settings, settings.data.seed,
-                             warm=later.warm)
+                             warm=later.warm, ease_l2=offline.ease_lambda)
     del later
     tables_c, model_c = c.tables, c.model
     served_epochs = _served_epochs(settings, offline.epochs)
@@ -335,7 +347,8 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                        "ranker": settings.ranker.model_dump()},
             "lightfm_epochs": {"served": served_epochs, "warm_epochs": settings.lightfm.warm_epochs,
                                "early_stopping": offline.epochs.as_dict() if offline.epochs else None},
-            "ease": {"l2": offline.ease_lambda, "tuned_on_label_window": {f"{k:.4g}": v
+            "ease": {"l2": offline.ease_lambda, "in_candidate_model": model_c.has_ease,
+                     "tuned_on_label_window": {f"{k:.4g}": v
                                                                           for k, v in offline.ease_scores.items()}},
             "offline_metrics": evaluation["metrics"],
             "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),

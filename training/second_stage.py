@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from catboost import CatBoost, FeaturesData, Pool
 
 from recsys.columns import Columns
-from recsys.core.candidates import CandidateBatch, CandidateModel
+from recsys.core.candidates import CandidateBatch, CandidateModel, Mix
 from recsys.core.reranker import FeatureAssembler
 from recsys.settings import CandidateSettings, RankerSettings
 
@@ -39,7 +39,7 @@ def generate_candidates(model: CandidateModel, user_ids: np.ndarray, cands: Cand
     if not known.all():
         raise ValueError("generate_candidates takes users known to the candidate model only")
     chunks = [rows[lo:lo + BATCH_USERS] for lo in range(0, len(rows), BATCH_USERS)]
-    parts = [model.generate(chunk, cands.n_lightfm, cands.n_popular, cands.n_cooc) for chunk in chunks]
+    parts = [model.generate(chunk, Mix(*cands.mix)) for chunk in chunks]
     return CandidateBatch.concat(parts, [len(chunk) for chunk in chunks])
 
 

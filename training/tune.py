@@ -4,7 +4,8 @@ What a trial scores. The holdout window stays untouched: the search runs on the 
 same way (`fit_and_evaluate` on that data), so each trial trains LightFM on the inner history (epochs by early
 stopping on the inner label window), the reranker on the inner label window, refits LightFM on both and is scored on
 the last window before the holdout, the validation window. Every fit is single-threaded and seeded with the run's
-seed, so a trial's result depends on its parameters only: the same seed gives the same trials.
+seed, so a trial's result depends on its parameters only: the same seed gives the same trials. EASE's L2 weight
+(of the EASE in the candidate model) depends on the data alone: the first trial chooses it, the others reuse it.
 
 The objective is the two-stage model's ndcg@k on the validation window, with a guard-rail on catalogue coverage:
 a trial whose coverage@k falls below ``COVERAGE_FLOOR`` times LightFM alone's coverage@k on the same window has its
@@ -19,6 +20,16 @@ reranker and the refit, most of a trial's time, are then skipped. It is delibera
 only a proxy (the reranker makes up for a lot), and pruning at every epoch with the bottom quarter, measured on
 MovieLens-100k-shaped data, abandoned nearly every trial TPE proposed after the startup ones, slow learners first.
 The search stops at ``max_trials`` or when the next trial would not end within the budget.
+
+Parallel trials that stay deterministic. ``jobs`` trials run at once, in threads (LightFM's epochs and CatBoost's
+training release the GIL, and each is single-threaded, so two trials use two cores). They are asked for together,
+in batches: every trial of a batch is sampled from the trials completed before it, and pruned against those only
+(the batch's results are told to the study after the whole batch), so which trials run, and what each scores,
+depends on the seed and ``jobs`` only, never on which thread finished first. The price is the wait for a batch's
+slowest trial, and that TPE learns from a batch only after it. One at a time is the default: on the shared machine
+(load average 10-14) two at once ran four tiny trials in 151 s instead of 300 s, but the MovieLens-100k-shaped
+search got 6 trials into its 7 minutes instead of 20 (its pairs were slower than two single trials, and the
+pruner, which waits for 8 completed trials, started later).
 Which parameters mattered is Optuna's fANOVA importance over the completed trials.
 """
 
@@ -26,9 +37,10 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -48,6 +60,7 @@ COVERAGE_FLOOR = 0.5
 STARTUP_TRIALS = 8     # random trials before TPE models the results
 PRUNE_PERCENTILE = 10.0
 PRUNE_STARTUP_TRIALS = 8
+JOBS = 1               # trials at once (the trials depend on it, not on the machine); see "Parallel trials" above
 QUIET_LOGGERS = ("recsys",)  # the pipeline's step logs (recsys.training.*), per trial, would drown the search's own
 
 
@@ -102,6 +115,7 @@ SPACE = (
     Param("candidates", "n_lightfm", 20, 300, log=True),
     Param("candidates", "n_popular", 0, 100),
     Param("candidates", "n_cooc", 0, 100),
+    Param("candidates", "n_ease", 0, 200),
     Param("ranker", "loss", choices=("YetiRank", "PairLogit", "Logloss")),
     Param("ranker", "depth", 3, 10),
     Param("ranker", "iterations", 100, 1000, log=True),
@@ -154,6 +168,10 @@ class _Objective:
                 raise optuna.TrialPruned(f"LightFM ndcg@{self.k} {ndcg:.4f} in the bottom {PRUNE_PERCENTILE:g}%")
 
         run = fit_and_evaluate(self.dataset, settings, seeds=[self.seed], after_first_stage=prune_on, baselines=False)
+        if self.settings.eval.ease_lambda is None and run.ease_lambda is not None:
+            # EASE's weight depends on the data only (history and label window), not on the trial: found once
+            self.settings = self.settings.model_copy(update={
+                "eval": self.settings.eval.model_copy(update={"ease_lambda": run.ease_lambda})})
         metrics = run.evaluation["metrics"]
         ndcg, coverage = metrics["two_stage"][f"ndcg@{self.k}"], metrics["two_stage"][f"coverage@{self.k}"]
         floor = COVERAGE_FLOOR * metrics["lightfm"][f"coverage@{self.k}"]
@@ -186,21 +204,23 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 class _Progress:
-    """After each trial: one line with its result, the best so far, and the time used and left of the budget; stops
-    the study when the next trial would likely not end within the budget."""
+    """After each trial: one line with its result, the best so far, and the time used and left of the budget; sets
+    ``stopped`` when the next batch of ``jobs`` trials would likely not end within the budget."""
 
-    def __init__(self, budget_s: float, max_trials: int) -> None:
-        self.budget_s, self.max_trials, self.started = budget_s, max_trials, time.perf_counter()
+    def __init__(self, budget_s: float, max_trials: int, jobs: int) -> None:
+        self.budget_s, self.max_trials, self.jobs, self.started = budget_s, max_trials, jobs, time.perf_counter()
+        self.stopped = False
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(study.trials)
-        durations = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
-        typical = statistics.fmean(durations)  # pruned trials are short, and as likely next time
+        done = sum(t.state.is_finished() for t in study.trials)  # a batch's later trials are still running
         elapsed = self.elapsed()
-        left = max(0, min(self.max_trials - done, math.floor((self.budget_s - elapsed) / typical)))
+        # wall time per trial so far: pruned trials are short, and as likely next time; parallel ones overlap
+        typical = elapsed / max(done, 1)
+        batches = math.floor((self.budget_s - elapsed) / (typical * self.jobs))
+        left = max(0, min(self.max_trials - done, batches * self.jobs))
         state = trial.state.name.lower()
         if trial.state == optuna.trial.TrialState.COMPLETE:
             a = trial.user_attrs
@@ -215,19 +235,44 @@ class _Progress:
             b = best_trial(study)
             best = f"; best {b.value:.4f} (trial {b.number})"
         log.info("trial %d (%d/%d) %s in %.0fs: %s%s; %.0fs of the %.0fs budget used, about %d more trial(s), "
-                 "ETA %.0fs", trial.number, done, self.max_trials, state, durations[-1] if durations else 0, result,
+                 "ETA %.0fs", trial.number, done, self.max_trials, state,
+                 trial.duration.total_seconds() if trial.duration else 0, result,
                  best, elapsed, self.budget_s, left, left * typical)
-        if left == 0:
-            study.stop()
+        self.stopped = self.stopped or left == 0
 
 
-def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int) -> TuneResult:
-    """Search for ``budget_s`` seconds or ``max_trials`` trials (whichever ends first) with the settings' seed."""
+def _attempt(objective: _Objective) -> Callable[[optuna.Trial], tuple[optuna.trial.TrialState, float | None]]:
+    """One trial's outcome as Optuna records it (the study is told in the main thread, in trial order)."""
+    def run(trial: optuna.Trial) -> tuple[optuna.trial.TrialState, float | None]:
+        try:
+            return optuna.trial.TrialState.COMPLETE, objective(trial)
+        except optuna.TrialPruned:
+            return optuna.trial.TrialState.PRUNED, None
+        except RankerTrainingError as exc:
+            log.warning("trial %d failed: %s", trial.number, exc)
+            return optuna.trial.TrialState.FAIL, None
+    return run
+
+
+def _search(study: optuna.Study, objective: _Objective, jobs: int, max_trials: int, progress: _Progress) -> None:
+    """Batches of ``jobs`` trials, each batch asked for before any of it runs and told after all of it ran."""
+    with ThreadPoolExecutor(jobs, thread_name_prefix="trial") as pool:
+        while len(study.trials) < max_trials and not progress.stopped:
+            batch = [study.ask() for _ in range(min(jobs, max_trials - len(study.trials)))]
+            for trial, (state, value) in zip(batch, pool.map(_attempt(objective), batch), strict=True):
+                study.tell(trial, value, state=state)
+                progress(study, study.trials[trial.number])
+
+
+def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int, jobs: int = JOBS) -> TuneResult:
+    """Search for ``budget_s`` seconds or ``max_trials`` trials (whichever ends first) with the settings' seed,
+    ``jobs`` trials at once."""
     seed = settings.data.seed
     before, windows = validation_data(dataset, settings)
     base = settings.single_threaded()
-    log.info("tuning on %s: at most %d trials in %.0fs; validation window %s (the holdout window %s is not used)",
-             dataset.name, max_trials, budget_s, windows["trials_split"]["holdout"], windows["holdout_untouched"])
+    log.info("tuning on %s: at most %d trials in %.0fs, %d at once; validation window %s (the holdout window %s is "
+             "not used)", dataset.name, max_trials, budget_s, jobs, windows["trials_split"]["holdout"],
+             windows["holdout_untouched"])
     log.info("search space: %s", "; ".join(f"{p.key} {p.describe()}" for p in SPACE))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
@@ -236,14 +281,13 @@ def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int)
     pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_STARTUP_TRIALS)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     study.enqueue_trial(current_values(base))
-    progress = _Progress(budget_s, max_trials)
+    progress = _Progress(budget_s, max_trials, jobs)
     quiet = {name: logging.getLogger(name).level for name in (*QUIET_LOGGERS, log.name)}
     try:
         log.setLevel(log.getEffectiveLevel())  # before its parent is quietened
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        study.optimize(_Objective(before, base, seed), n_trials=max_trials, timeout=budget_s,
-                       callbacks=[progress], catch=(RankerTrainingError,))
+        _search(study, _Objective(before, base, seed), jobs, max_trials, progress)
     finally:
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
@@ -264,6 +308,7 @@ def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int)
         "space": {p.key: p.describe() for p in SPACE},
         "budget_s": budget_s,
         "max_trials": max_trials,
+        "jobs": jobs,
         "elapsed_s": round(progress.elapsed(), 1),
         "best_trial": best.number,
         "best_value": best.value,

@@ -3,7 +3,8 @@
 The same :class:`CandidateModel` produces the reranker's training candidates, the offline evaluation's
 candidates and the served candidates, so what is evaluated is exactly what is served. It holds LightFM's
 user and item representations (biases folded into the vectors), each user's watch history (time-ordered),
-recent popularity (global and per demographic segment), an item-to-item co-occurrence table and the
+recent popularity (global and per demographic segment), an item-to-item co-occurrence table, for catalogues up to
+``candidates.ease_max_items`` EASE's item-item weights, the candidate mix the reranker was trained on, and the
 demographics of the users table's users who have no history yet (so they get their own segment's list without
 sending their profile). Everything is stored as ``.npy`` files, plus, for a large catalogue, the LightFM stage's
 nearest-neighbour index (:mod:`recsys.core.ann`); loading never unpickles anything.
@@ -18,15 +19,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, NamedTuple, TypedDict
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys.core.ann import INDEX_FILE, ItemIndex
 from recsys.lookup import find_sorted
 
-SOURCES = ("lightfm", "popular", "cooc")  # the first-level candidate sources, each flagged in a feature from_<source>
-CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", *(f"from_{source}" for source in SOURCES)]
+SOURCES = ("lightfm", "popular", "cooc", "ease")  # the first-level candidate sources, each flagged in from_<source>
+CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "ease_score", "ease_rank",
+                      *(f"from_{source}" for source in SOURCES)]
+
+
+class Mix(NamedTuple):
+    """How many candidates each source proposes per user (co-occurrence and popularity fill up to their count)."""
+
+    n_lightfm: int
+    n_popular: int
+    n_cooc: int
+    n_ease: int = 0
+
+
 class Profile(TypedDict, total=False):
     """Demographics of a user without history, as ``user_features`` sends them (or the users table had them)."""
 
@@ -40,6 +54,9 @@ PopularList = Literal["segment", "kids_segment", "global"]  # the popularity lis
 RECENT_ITEMS = 5  # co-occurrence candidates start from the user's last few titles
 # Optional on load: a pair trained before profiles were kept still serves (its idle users get global popularity).
 PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kids_flg")
+# Optional on load as well: a pair trained before EASE and the stored mix has neither (its reranker is refused anyway,
+# see model_store.check_files, but the candidate model itself still loads).
+EASE_FIELDS = ("ease_weights", "mix")
 # Optional on load too: a pair trained before they were kept checks `user_features` against its segments' labels.
 LABEL_FIELDS = {"age": "label_age", "sex": "label_sex"}
 
@@ -109,9 +126,10 @@ class CandidateBatch:
 
 
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
-    """A pickle-free ``.npy``; ``mmap`` maps it instead of reading it (the header and file size are still checked)."""
+    """A pickle-free ``.npy``; ``mmap`` maps it read-only instead of reading it (the header and file size are still
+    checked), as a plain ndarray over the mapping: every process that maps the file shares its pages."""
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.asarray(np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False))
     except (OSError, ValueError, EOFError) as exc:  # numpy's messages do not name the file
         raise ValueError(f"cannot read {Path(path).name} ({exc})") from exc
 
@@ -137,6 +155,10 @@ class CandidateModel:
     # Every age and sex label of the users table, sorted: what `user_features` may name.
     label_age: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
     label_sex: np.ndarray = field(default_factory=lambda: np.zeros(0, str))              # str
+    # EASE's item-item weights B (scores = history @ B); (0, 0) for a catalogue above candidates.ease_max_items.
+    ease_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # float32 (I, I)
+    # The candidate mix the reranker was trained on, as a Mix: what serving generates. Empty: the settings'.
+    mix: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))               # int64 (4,)
     # The LightFM top-n's nearest-neighbour index; None: exact search over every item (small catalogues).
     index: ItemIndex | None = field(default=None, compare=False)
 
@@ -158,14 +180,16 @@ class CandidateModel:
             self.index.save(directory / INDEX_FILE)
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = False, threads: int = 1) -> CandidateModel:
-        """The model in ``directory``; ``mmap`` maps the arrays and the index instead of reading them (the start-up
-        check). ``threads``: faiss' threads per search (one batch at a time in serving)."""
+    def load(cls, directory: Path, mmap: bool = False, threads: int = 1, map_index: bool = False) -> CandidateModel:
+        """The model in ``directory``. ``mmap`` maps the arrays instead of reading them: serving does, so the
+        per-user arrays (vectors, histories, profiles) are one copy in the page cache for every process on the
+        host. ``map_index`` maps the item index too, for the start-up check only (a mapped index searches 4x
+        slower). ``threads``: faiss' threads per search (one batch at a time in serving)."""
         paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
         index_file = Path(directory) / INDEX_FILE
         return cls(**{name: load_array(path, mmap) for name, path in paths.items()
-                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values()) or path.exists()},
-                   index=ItemIndex.load(index_file, mmap, threads) if index_file.exists() else None)
+                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS) or path.exists()},
+                   index=ItemIndex.load(index_file, map_index, threads) if index_file.exists() else None)
 
     @staticmethod
     def demographic_labels(directory: Path) -> dict[str, frozenset[str]]:
@@ -175,6 +199,14 @@ class CandidateModel:
         if all(path.exists() for path in paths.values()):
             return {name: frozenset(load_array(path).tolist()) for name, path in paths.items()}
         return segment_labels(load_array(Path(directory) / "segment_keys.npy"))
+
+    @property
+    def has_ease(self) -> bool:
+        return self.ease_weights.size > 0
+
+    def served_mix(self, fallback: Mix) -> Mix:
+        """The mix the reranker was trained on; ``fallback`` (the settings') for a model saved without one."""
+        return Mix(*map(int, self.mix)) if len(self.mix) else fallback
 
     # ---- lookups -----------------------------------------------------------------------------------------
     def user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,15 +284,32 @@ class CandidateModel:
         scores = np.bincount(where, weights=weights, minlength=len(keys)).astype(np.float32)
         return keys[scores > 0], scores[scores > 0]
 
-    def generate(self, rows: np.ndarray, n_lightfm: int, n_popular: int, n_cooc: int,
-                 exclude_seen: bool = True) -> CandidateBatch:
-        """Union of three sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
-        Rows come out ordered by user, then item index."""
+    def ease_scores(self, owner: np.ndarray, items: np.ndarray, b: int) -> np.ndarray:
+        """float32 (b, I): EASE's score of every item for each of ``b`` users with history pairs (owner, items)."""
+        history = sp.csr_matrix((np.ones(len(owner), np.float32), (owner, items)), shape=(b, len(self.item_ids)))
+        return np.asarray(history @ self.ease_weights, dtype=np.float32)
+
+    def generate(self, rows: np.ndarray, mix: Mix, exclude_seen: bool = True) -> CandidateBatch:
+        """Union of the sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
+        Rows come out ordered by user, then item index. EASE proposes and scores only if the model has it."""
+        n_lightfm, n_popular, n_cooc, n_ease = mix
         rows = np.asarray(rows, dtype=np.int64)
         b, n = len(rows), len(self.item_ids)
-        seen_owner, seen_items = self._history_pairs(rows) if exclude_seen else (np.zeros(0, np.int64),) * 2
+        empty = np.zeros(0, np.int64)
+        history_owner, history_items = self._history_pairs(rows) if exclude_seen or self.has_ease else (empty, empty)
+        seen_owner, seen_items = (history_owner, history_items) if exclude_seen else (empty, empty)
         seen_keys = np.unique(seen_owner * n + seen_items)
         position = np.arange(b)[:, None]
+
+        ease_all = self.ease_scores(history_owner, history_items, b) if self.has_ease else None
+        ease_keys, ease_ranks = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if ease_all is not None and n_ease:
+            masked = ease_all.copy()
+            masked[seen_keys // n, seen_keys % n] = -np.inf
+            top = top_k(masked, min(n_ease, n))
+            usable = np.isfinite(np.take_along_axis(masked, top, axis=1))
+            ease_keys = (position * n + top)[usable]
+            ease_ranks = np.broadcast_to(np.arange(top.shape[1], dtype=np.float32), top.shape)[usable]
 
         lfm_top = self.lightfm_top(rows, n_lightfm, seen_keys)
         lfm_keys = (position * n + lfm_top)[lfm_top >= 0]
@@ -281,8 +330,9 @@ class CandidateModel:
         rank = np.arange(len(order)) - np.searchsorted(owner, owner)
         picked_cooc = cooc_keys[order[rank < n_cooc]]
 
-        keys, where = np.unique(np.concatenate([lfm_keys, pop_keys, picked_cooc]), return_inverse=True)
-        lfm_at, pop_at = where[: len(lfm_keys)], where[len(lfm_keys): len(lfm_keys) + len(pop_keys)]
+        keys, where = np.unique(np.concatenate([lfm_keys, pop_keys, picked_cooc, ease_keys]), return_inverse=True)
+        ends = np.cumsum([len(lfm_keys), len(pop_keys), len(picked_cooc), len(ease_keys)])
+        lfm_at, pop_at, cooc_at, ease_at = np.split(where, ends[:-1])
         owner, items = keys // n, keys % n
         lfm_rank = np.full(len(keys), n_lightfm, dtype=np.float32)
         lfm_rank[lfm_at] = lfm_ranks
@@ -290,12 +340,14 @@ class CandidateModel:
         found = np.searchsorted(cooc_keys, keys).clip(max=max(len(cooc_keys) - 1, 0))
         if len(cooc_keys):
             cooc = np.where(cooc_keys[found] == keys, cooc_scores[found], 0.0).astype(np.float32)
-        flags = np.zeros((len(keys), 3), dtype=np.float32)
-        flags[lfm_at, 0] = 1.0
-        flags[pop_at, 1] = 1.0
-        flags[where[len(lfm_keys) + len(pop_keys):], 2] = 1.0
+        ease_rank = np.full(len(keys), n_ease, dtype=np.float32)
+        ease_rank[ease_at] = ease_ranks
+        ease = ease_all[owner, items] if ease_all is not None else np.zeros(len(keys), np.float32)
+        flags = np.zeros((len(keys), len(SOURCES)), dtype=np.float32)
+        for column, at in enumerate((lfm_at, pop_at, cooc_at, ease_at)):
+            flags[at, column] = 1.0
         scores = np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
-        features = np.column_stack([scores, lfm_rank, cooc, flags]).astype(np.float32)
+        features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
 
 

@@ -1,8 +1,10 @@
 """The two trained models in the BentoML model store, and the checks that they belong together.
 
 A training run saves ``recsys_candidates:<run>`` (LightFM vectors and candidate sources as ``.npy``) and then
-``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for and the web page's
-showcase: catalogue, recent histories, report headline and plots, see :mod:`recsys.core.showcase`). Both carry the
+``recsys_ranker:<run>`` (CatBoost ``.cbm``, the feature-store snapshot it was trained for, with its online arrays
+as ``.npy``, and the web page's showcase: catalogue, recent histories as Arrow IPC, report headline and plots, see
+:mod:`recsys.core.showcase`). Serving memory-maps every per-user file (vectors, histories, features, showcase), so
+the processes and workers on one host share a single copy in the page cache. Both carry the
 same version, so the ranker's ``latest`` always names a complete pair: the ranker is written last, and
 ``bentoml.models.create`` only commits a model when its block finishes; if the ranker fails or the save is
 interrupted, everything of that run is deleted again. An interrupted run leaves no half pair and never moves
@@ -27,7 +29,7 @@ import numpy as np
 import yaml
 from bentoml.exceptions import NotFound
 
-from recsys.core.candidates import CandidateModel, load_array
+from recsys.core.candidates import CANDIDATE_FEATURES, CandidateModel, load_array
 from recsys.core.reranker import FeatureAssembler, Reranker, load_catboost
 from recsys.features.store import FeatureStoreError, OnlineFeatureStore, check_feature_store, load_feature_store
 
@@ -193,7 +195,7 @@ def _reading(model: bentoml.Model) -> Iterator[None]:
 def load_candidates(model: bentoml.Model, threads: int = 1) -> CandidateModel:
     """``threads``: the item index's search threads (serving runs one batch at a time per process)."""
     with _reading(model):
-        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), threads=threads)
+        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), mmap=True, threads=threads)
 
 
 def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:
@@ -206,7 +208,7 @@ def load_ranker(model: bentoml.Model) -> RankerBundle:
     with _reading(model):
         features = load_feature_store(Path(model.path_of(FEATURES_DIR)),
                                       expected_version=_text(model.info.metadata.get("feature_store_version")))
-        item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)))
+        item_ids = load_array(Path(model.path_of(ITEM_IDS_FILE)), mmap=True)
         reranker = Reranker.load(Path(model.path_of(RANKER_FILE)), FeatureAssembler(features.users, features.items, item_ids))
     return RankerBundle(reranker, features)
 
@@ -216,13 +218,16 @@ def check_files(candidates: bentoml.Model, ranker: bentoml.Model) -> None:
     checked, data not read), the Parquet files' footers and fingerprints are read, and the CatBoost model, which
     is small, is loaded and its features compared with the metadata."""
     with _reading(candidates):
-        CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True)
+        CandidateModel.load(Path(candidates.path_of(CANDIDATES_DIR)), mmap=True, map_index=True)
     with _reading(ranker):
         check_feature_store(Path(ranker.path_of(FEATURES_DIR)), _text(ranker.info.metadata.get("feature_store_version")))
         load_array(Path(ranker.path_of(ITEM_IDS_FILE)), mmap=True)
         model = load_catboost(Path(ranker.path_of(RANKER_FILE)))
         if list(model.feature_names_) != ranker.info.metadata.get("ranker_features"):
             raise ValueError(f"{RANKER_FILE} does not use the features listed in the model's metadata")
+        if list(model.feature_names_[: len(CANDIDATE_FEATURES)]) != CANDIDATE_FEATURES:
+            raise ValueError(f"{RANKER_FILE} was trained on the candidate features {model.feature_names_[:6]}... of an "
+                             f"older version, not {CANDIDATE_FEATURES}")
 
 
 def check_pair(candidates: bentoml.Model, ranker: bentoml.Model) -> None:

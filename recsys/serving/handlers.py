@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.core.candidates import CandidateBatch, CandidateModel, Profile
+from recsys.core.candidates import CandidateBatch, CandidateModel, Mix, Profile
 from recsys.core.reranker import Reranker, top_k_per_user
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest
 from recsys.settings import CandidateSettings
@@ -25,7 +25,7 @@ def candidate_answers(model: CandidateModel, queries: list[Query], settings: Can
         picked = np.nonzero(known & np.array([q.get("exclude_seen", True) == exclude_seen for q in queries]))[0]
         if len(picked) == 0:
             continue
-        batch = model.generate(rows[picked], settings.n_lightfm, settings.n_popular, settings.n_cooc, exclude_seen)
+        batch = model.generate(rows[picked], model.served_mix(Mix(*settings.mix)), exclude_seen)
         bounds = np.searchsorted(batch.owner, np.arange(len(picked) + 1))
         for j, q in enumerate(picked):
             part = slice(bounds[j], bounds[j + 1])

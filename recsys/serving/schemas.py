@@ -85,7 +85,7 @@ class Recommendation(ApiModel):
                                 "within one answer only; null in a cold-start answer, a popularity list in rank order")
     source: str = Field(description="reranked | segment | kids_segment | global")
     retrieved_by: list[str] = Field(default_factory=list, description="for reranked items, the candidate sources "
-                                    "that proposed the item: lightfm, popular, cooc (co-occurrence)")
+                                    "that proposed the item: lightfm, popular, cooc (co-occurrence), ease")
 
 
 class RecommendResponse(ApiModel):

@@ -142,9 +142,9 @@ def _positive(text: str) -> int:
 def _run_tune(settings: Settings, dataset: Dataset, args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     """Search, write the parameters file, and return the settings with them applied and the search's record."""
     from recsys.training.params import apply_params, write_params
-    from recsys.training.tune import tune
+    from recsys.training.tune import JOBS, tune
 
-    result = tune(dataset, settings, args.budget, args.trials)
+    result = tune(dataset, settings, args.budget, args.trials, args.jobs or JOBS)
     out = args.out or settings.home / "tuning" / f"{dataset.name}-{pd.Timestamp.now():%Y%m%d-%H%M%S}.json"
     write_params(out, result.params, result.tuning)
     log.info("parameters and search history written to %s (`recsys train --params %s` trains with them)", out, out)
@@ -270,6 +270,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_footprint(args: argparse.Namespace) -> int:
+    from recsys.tools.footprint import CONFIGS, default_out_dir, markdown, run_footprint
+
+    out = args.out or default_out_dir(get_settings().reports_dir)
+    print(markdown(run_footprint(out, args.config or list(CONFIGS), args.users)))
+    print(f"report: {out}/footprint.json")
+    return 0
+
+
 def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
     group = p.add_argument_group("tuning and spread")
     group.add_argument("--budget", type=_duration, default=DEFAULT_BUDGET,
@@ -277,6 +286,9 @@ def _add_tune_args(p: argparse.ArgumentParser, seeds: int) -> None:
     group.add_argument("--trials", type=_positive, default=DEFAULT_TRIALS,
                        help=f"most trials of the search (default {DEFAULT_TRIALS})")
     group.add_argument("--out", type=Path, help="parameters file to write (default: var/tuning/<dataset>-<time>.json)")
+    group.add_argument("--jobs", type=_positive,
+                       help="trials run at once, each on one core, in deterministic batches (default 1); which trials "
+                            "run depends on it, not on the machine")
     group.add_argument("--seeds", type=_positive, default=seeds,
                        help=f"model seeds the offline evaluation is repeated with; the report gives mean ± sd "
                             f"(default {seeds})")
@@ -352,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "fused-before (repeatable; default: all four)")
     p.add_argument("--out", type=Path, help="report folder (default: var/reports/benchmark-<time>)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("footprint", help="start-up time to /readyz and memory (RSS, PSS, shared/private) of every "
+                                         "service process, split and fused, at start-up and after requests")
+    p.add_argument("--config", action="append", choices=["split", "fused", "fused-2"],
+                   help="only this configuration (repeatable; default: all three; fused-2: two entry workers)")
+    p.add_argument("--users", type=int, default=2_000, help="distinct served users asked for before the second reading")
+    p.add_argument("--out", type=Path, help="report folder (default: var/reports/footprint-<time>)")
+    p.set_defaults(func=cmd_footprint)
     return parser
 
 
