@@ -110,7 +110,8 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
             "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
         )
     batch = batch.take(rows)
-    labels = labels[rows] * _debiased_gain(model, batch.items, settings.popularity_debias)
+    labels = labels[rows]
+    gain = _debiased_gain(model, batch.items, settings.popularity_debias)
     is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
     data = assembler.assemble(users, batch)
@@ -119,7 +120,10 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
              len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])))
 
     def pool(part: np.ndarray) -> Pool:
-        return Pool(_take(data, part), label=labels[part], group_id=batch.owner[part])
+        # ranking losses take the gain as a graded label; Logloss wants 0/1 labels, so there it is a weight
+        if settings.loss == "Logloss":
+            return Pool(_take(data, part), label=labels[part], group_id=batch.owner[part], weight=gain[part])
+        return Pool(_take(data, part), label=labels[part] * gain[part], group_id=batch.owner[part])
 
     params = {
         "loss_function": settings.loss,
