@@ -285,9 +285,14 @@ class CandidateModel:
         return keys[scores > 0], scores[scores > 0]
 
     def ease_scores(self, owner: np.ndarray, items: np.ndarray, b: int) -> np.ndarray:
-        """float32 (b, I): EASE's score of every item for each of ``b`` users with history pairs (owner, items)."""
-        history = sp.csr_matrix((np.ones(len(owner), np.float32), (owner, items)), shape=(b, len(self.item_ids)))
-        return np.asarray(history @ self.ease_weights, dtype=np.float32)
+        """float32 (b, I): EASE's score of every item for each of ``b`` users with history pairs (owner, items).
+
+        The sum of the weights' rows of each user's titles: the rows are gathered first, so the product touches
+        only them (a sparse (b, I) history times the whole (I, I) matrix cost ~10 ms even for one user, in scipy's
+        handling of the dense operand, against ~0.07 ms)."""
+        history = sp.csr_matrix((np.ones(len(owner), np.float32), (owner, np.arange(len(owner)))),
+                                shape=(b, len(owner)))
+        return np.asarray(history @ self.ease_weights[items], dtype=np.float32)
 
     def generate(self, rows: np.ndarray, mix: Mix, exclude_seen: bool = True) -> CandidateBatch:
         """Union of the sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
