@@ -150,14 +150,22 @@ def normalize_interactions(frame: pd.DataFrame, source: str = "interactions") ->
     return out.sort_values([Columns.Datetime, Columns.User, Columns.Item], kind="stable").reset_index(drop=True)
 
 
-def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
-    _require_columns(frame, USER_COLUMNS, source)
+def _one_row_per_id(frame: pd.DataFrame, required: list[str], id_column: str, source: str) -> pd.DataFrame:
+    """A copy of a users or items table with its ``required`` columns checked, integer ids and exact repeats
+    dropped; an id that repeats with other values is refused (which row is right cannot be guessed)."""
+    _require_columns(frame, required, source)
     out = frame.copy()
-    out[Columns.User] = _integer_ids(out, Columns.User, source)
+    out[id_column] = _integer_ids(out, id_column, source)
     out = _drop_exact_duplicates(out, source)
-    if out[Columns.User].duplicated().any():
-        raise DataError(f"{source}: user_id {int(out.loc[out[Columns.User].duplicated(), Columns.User].iloc[0])} repeats with "
-                        "different values; keep one row per user")
+    repeated = out[id_column].duplicated()
+    if repeated.any():
+        raise DataError(f"{source}: {id_column} {int(out.loc[repeated, id_column].iloc[0])} repeats with different "
+                        f"values; keep one row per {id_column.removesuffix('_id')}")
+    return out
+
+
+def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
+    out = _one_row_per_id(frame, USER_COLUMNS, Columns.User, source)
     for column in (Columns.Age, Columns.Income, Columns.Sex):
         out[column] = out[column].fillna("unknown").astype(str)
     out[Columns.KidsFlg] = _numeric(out, Columns.KidsFlg, source).fillna(0).astype(np.int8)
@@ -165,13 +173,7 @@ def normalize_users(frame: pd.DataFrame, source: str = "users") -> pd.DataFrame:
 
 
 def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
-    _require_columns(frame, ITEM_COLUMNS, source)
-    out = frame.copy()
-    out[Columns.Item] = _integer_ids(out, Columns.Item, source)
-    out = _drop_exact_duplicates(out, source)
-    if out[Columns.Item].duplicated().any():
-        raise DataError(f"{source}: item_id {int(out.loc[out[Columns.Item].duplicated(), Columns.Item].iloc[0])} repeats with "
-                        "different values; keep one row per item")
+    out = _one_row_per_id(frame, ITEM_COLUMNS, Columns.Item, source)
     for column in (Columns.ContentType, Columns.Title, Columns.Genres, Columns.Countries, Columns.Studios,
                    Columns.Directors, Columns.AgeRating):
         out[column] = out[column].fillna("").astype(str)
