@@ -20,24 +20,20 @@ recsys/serving/request_timer.py.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import bentoml
 from _bentoml_sdk.io_models import IOMixin  # type: ignore[import-untyped]  # BentoML ships this part untyped
 from _bentoml_sdk.method import APIMethod  # type: ignore[import-untyped]
 
-WRITTEN_FOR = "1.4.40"
-log = logging.getLogger("recsys")
+from recsys.serving.pins import written_for
+
+WRITTEN_FOR = {"bentoml": "1.4.40"}
 
 
 def apply() -> None:
     """Install both in this process (once), if BentoML is the version this was written for."""
-    if bentoml.__version__ != WRITTEN_FOR:
-        log.warning("recsys: BentoML %s is not %s, the version recsys/serving/api_methods.py was written for: API "
-                    "methods are bound, and their media types worked out, anew on every request. Check "
-                    "APIMethod.__get__ and IOMixin.mime_type, then update serving/api_methods.py.",
-                    bentoml.__version__, WRITTEN_FOR)
+    if not written_for(__name__, WRITTEN_FOR, lost="API methods are bound, and their media types worked out, "
+                       "anew on every request", check="APIMethod.__get__ and IOMixin.mime_type"):
         return
     bind = APIMethod.__get__
     if getattr(bind, "once", False):

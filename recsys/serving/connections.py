@@ -15,19 +15,17 @@ the uvicorn version it was written against like recsys/serving/request_timer.py.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import h11
-import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from recsys.serving.errors import error_json
 from recsys.serving.headers import SAFE_HEADERS
+from recsys.serving.pins import written_for
 
-WRITTEN_FOR = "0.54.0"
-log = logging.getLogger("recsys")
+WRITTEN_FOR = {"uvicorn": "0.54.0"}
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -59,10 +57,8 @@ class GuardedH11Protocol(H11Protocol):
 
 def apply(idle_timeout_s: float) -> None:
     """Use :class:`GuardedH11Protocol` for the HTTP servers this process starts."""
-    if uvicorn.__version__ != WRITTEN_FOR:
-        log.warning("recsys: uvicorn %s is not %s, the version recsys/serving/connections.py was written for: silent "
-                    "connections and slow request heads are NOT timed out. Check its H11Protocol, then update "
-                    "serving/connections.py.", uvicorn.__version__, WRITTEN_FOR)
+    if not written_for(__name__, WRITTEN_FOR, lost="silent connections and slow request heads are not timed out",
+                       check="uvicorn's H11Protocol"):
         return
     GuardedH11Protocol.idle_timeout_s = idle_timeout_s
     HTTP_PROTOCOLS["auto"] = f"{__name__}:{GuardedH11Protocol.__name__}"

@@ -18,12 +18,13 @@ import asyncio
 import contextvars
 import logging
 
-import bentoml
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-WRITTEN_FOR = "1.4.40"
+from recsys.serving.pins import written_for
+
+WRITTEN_FOR = {"bentoml": "1.4.40"}
 log = logging.getLogger("recsys")
 
 
@@ -61,10 +62,7 @@ def apply(enabled: bool) -> None:
     if not enabled:
         log.info("recsys: BentoML's TimeoutMiddleware left as is (serving.cancel_request_timers is off)")
         return
-    if bentoml.__version__ != WRITTEN_FOR:
-        log.warning("recsys: BentoML %s is not %s, the version recsys/serving/request_timer.py was written for: its "
-                    "TimeoutMiddleware fix is NOT applied. Check whether this BentoML still leaks the timer "
-                    "(docs/bentoml-timeout-middleware-retention.md), then update or remove the workaround.",
-                    bentoml.__version__, WRITTEN_FOR)
+    if not written_for(__name__, WRITTEN_FOR, lost="BentoML's TimeoutMiddleware keeps every request's timer",
+                       check="whether this BentoML still leaks the timer (docs/bentoml-timeout-middleware-retention.md)"):
         return
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc]  # the patch itself

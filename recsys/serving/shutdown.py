@@ -33,9 +33,9 @@ import sys
 import time
 from typing import Any
 
-import bentoml
 import uvicorn
 
+from recsys.serving.pins import written_for
 from recsys.serving.server_process import is_server_process, service_pids
 from recsys.serving.traffic import DRAINING
 
@@ -47,11 +47,8 @@ log = logging.getLogger("recsys")
 
 def apply(entry: str, drain_timeout_s: float) -> None:
     """Order this process's part of the shutdown: the arbiter's watchers, or this worker's uvicorn server."""
-    found = {"bentoml": bentoml.__version__, "uvicorn": uvicorn.__version__}
-    if found != WRITTEN_FOR:
-        log.warning("recsys: %s are not %s, the versions recsys/serving/shutdown.py was written for: on SIGTERM the model "
-                    "services may stop before the entry has drained. Check circus' Arbiter._stop_watchers and "
-                    "uvicorn's Server.shutdown, then update recsys/serving/shutdown.py.", found, WRITTEN_FOR)
+    if not written_for(__name__, WRITTEN_FOR, lost="on SIGTERM the model services may stop before the entry has "
+                       "drained", check="circus' Arbiter._stop_watchers and uvicorn's Server.shutdown"):
         return
     if is_server_process():
         _stop_entry_first()

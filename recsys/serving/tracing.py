@@ -15,19 +15,18 @@ to the BentoML version it was written against, like recsys/serving/request_timer
 
 from __future__ import annotations
 
-import logging
 import random
 
-import bentoml
 from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.context import trace_context
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-WRITTEN_FOR = "1.4.40"
+from recsys.serving.pins import written_for
+
+WRITTEN_FOR = {"bentoml": "1.4.40"}
 OTEL_MIDDLEWARE = "OpenTelemetryMiddleware"
-log = logging.getLogger("recsys")
 
 
 class RequestIdMiddleware:
@@ -53,10 +52,8 @@ def without_spans(middlewares: list[Middleware], exporter: str | None) -> list[M
 
 def apply() -> None:
     """Install the replacement for the HTTP apps this process builds, if BentoML is the version it was written for."""
-    if bentoml.__version__ != WRITTEN_FOR:
-        log.warning("recsys: BentoML %s is not %s, the version recsys/serving/tracing.py was written for: every "
-                    "request records OpenTelemetry spans whether or not tracing is configured. Check BentoML's "
-                    "ServiceAppFactory.middlewares, then update serving/tracing.py.", bentoml.__version__, WRITTEN_FOR)
+    if not written_for(__name__, WRITTEN_FOR, lost="every request records OpenTelemetry spans whether or not "
+                       "tracing is configured", check="BentoML's ServiceAppFactory.middlewares"):
         return
     stack = ServiceAppFactory.middlewares.fget
     assert stack is not None
