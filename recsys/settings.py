@@ -208,6 +208,9 @@ class Settings(BaseSettings):
     cache: bool = Field(True, description="keep finished training stages (the built-in dataset, the first-level "
                                           "fits) in cache_dir, keyed by what they were computed from, so a stopped "
                                           "`recsys train` started again does not redo them")
+    cache_max_gb: float = Field(10.0, gt=0, description="most disk space the cache may take: past it the least "
+                                                        "recently used entries are deleted (a Kion-size run leaves "
+                                                        "about 2 GB)")
     log_level: LogLevel = "INFO"
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()

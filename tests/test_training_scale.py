@@ -5,6 +5,7 @@ the time left, EASE's in-place inverse and the generator's sampling without repl
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -48,6 +49,28 @@ def test_cache_computes_once_per_key_and_never_without_a_folder(tmp_path):
     assert off.cached("kind", "k1", compute("d"), save, load) == "d"
     assert calls == ["a", "c", "d"]
     assert cache_key("x", {"a": 1}) == cache_key("x", {"a": 1}) != cache_key("y", {"a": 1})
+
+
+def test_cache_evicts_the_least_recently_used_entries_past_its_bound(tmp_path, caplog):
+    """Past ``max_bytes`` the entries used longest ago go first (a hit is a use), each logged; the entry just
+    written stays even when it alone is over the bound."""
+    def save(value: str, directory):
+        (directory / "value.txt").write_text(value)
+
+    cache = StageCache(tmp_path / "cache", max_bytes=2_500)
+    root = tmp_path / "cache" / "kind"
+    for age, key in enumerate(("old", "mid")):
+        cache.cached("kind", key, lambda: "x" * 1_000, save, lambda d: (d / "value.txt").read_text())
+        os.utime(root / key, (1_000_000 + age, 1_000_000 + age))  # written at distinct times, "old" first
+    cache.cached("kind", "old", lambda: "unused", save, lambda d: (d / "value.txt").read_text())  # a hit: used now
+    with caplog.at_level(logging.INFO, logger="recsys"):
+        cache.cached("kind", "new", lambda: "y" * 1_000, save, lambda d: (d / "value.txt").read_text())
+    assert sorted(p.name for p in root.iterdir()) == ["new", "old"]
+    assert "cache evicted: kind mid" in caplog.text and "kind old" not in caplog.text
+
+    small = StageCache(tmp_path / "small", max_bytes=10)
+    small.cached("kind", "big", lambda: "z" * 1_000, save, lambda d: (d / "value.txt").read_text())
+    assert (tmp_path / "small" / "kind" / "big").is_dir()
 
 
 def test_dataset_round_trip_keeps_the_fingerprint(tiny, tmp_path):
