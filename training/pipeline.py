@@ -108,10 +108,7 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
     if cache is None:
         stage = fit()
     else:
-        # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
-        key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
-                        settings.candidates.model_dump(exclude={"n_popular", "n_cooc", "n_ease"}),
-                        settings.eval.k, seed, validation is not None, warm.key if warm is not None else None)
+        key = _first_stage_key(fingerprint, as_of, len(known), settings, seed, validation is not None, warm)
         stage = cache.cached("first-stage", key, fit, FirstStage.save,
                              lambda directory: FirstStage.load(directory, settings, seed, key))
         stage.state.key = key
@@ -119,6 +116,19 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
         stage.model = replace(stage.model, mix=np.array(settings.candidates.mix, np.int64))
     stage.model = with_ease(stage.model, ease_l2, settings.candidates)
     return stage
+
+
+# Candidate settings a first-level fit does not depend on: the mix (how many of each source) is drawn from the
+# fitted model later, and EASE joins it after the cache (`with_ease`).
+NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items"}
+
+
+def _first_stage_key(fingerprint: str, as_of: pd.Timestamp, known: int, settings: Settings, seed: int,
+                     validated: bool, warm: LightFMState | None) -> str:
+    """The cache key of a first-level fit: everything it is computed from."""
+    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), settings.lightfm.model_dump(),
+                     settings.candidates.model_dump(exclude=NOT_IN_FIT), settings.eval.k, seed, validated,
+                     warm.key if warm is not None else None)
 
 
 @dataclass
@@ -303,7 +313,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     goes into both models' metadata and the report."""
     timings = Timings()
     started = time.time()
-    cache = StageCache(settings.cache_dir if settings.cache else None)
+    cache = StageCache(settings.cache_dir if settings.cache else None, int(settings.cache_max_gb * 1e9))
     if dataset is None:
         with timings.step(f"load dataset '{settings.data.dataset}'"):
             dataset = _load_dataset(settings, cache)
