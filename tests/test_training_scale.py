@@ -82,7 +82,8 @@ def test_dataset_round_trip_keeps_the_fingerprint(tiny, tmp_path):
 
 def test_first_stage_fits_come_from_the_cache_keyed_by_the_data(tiny, tmp_path, caplog):
     """A second run on the same data reads both first-level fits (A, and B that went on from A) and gives the same
-    offline metrics; data with one interaction changed has another fingerprint, so nothing is read."""
+    offline metrics, also with another bound on EASE's catalogue; data with one interaction changed has another
+    fingerprint, so nothing is read."""
     settings = _settings(tmp_path)
     cache = StageCache(settings.cache_dir)
     with caplog.at_level(logging.INFO, logger="recsys"):
@@ -94,6 +95,11 @@ def test_first_stage_fits_come_from_the_cache_keyed_by_the_data(tiny, tmp_path, 
         assert caplog.text.count("cache hit: first-stage") == 2 and "cache miss" not in caplog.text
         assert second.evaluation["metrics"] == first.evaluation["metrics"]
         assert second.epochs.as_dict() == first.epochs.as_dict()
+
+        caplog.clear()  # EASE joins the model after the cache: its bound is not part of the fit
+        no_ease = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+        fit_and_evaluate(tiny, no_ease, baselines=False, cache=cache)
+        assert caplog.text.count("cache hit: first-stage") == 2 and "cache miss" not in caplog.text
 
         changed = Dataset(tiny.name, tiny.interactions.copy(), tiny.users, tiny.items, tiny.meta)
         changed.interactions.loc[0, "watched_pct"] = 100.0 - changed.interactions.loc[0, "watched_pct"]
