@@ -189,8 +189,18 @@ class OfflineRun:
         return self.runs[0].fit
 
     @property
-    def evaluation(self) -> dict[str, Any] | None:
-        return self.runs[0].evaluation
+    def evaluated(self) -> bool:
+        return self.runs[0].evaluation is not None
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The first seed's offline evaluation; only a run made with ``evaluate_holdout`` has one."""
+        return self.evaluations[0]
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Each seed's offline evaluation (none without ``evaluate_holdout``)."""
+        return [run.evaluation for run in self.runs if run.evaluation is not None]
 
     @property
     def epochs(self) -> EpochSearch | None:
@@ -337,7 +347,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     timings.plan(_expected_seconds(dataset, settings, seeds, evaluate_holdout))
     offline = fit_and_evaluate(dataset, settings, timings, seeds=[settings.data.seed + i for i in range(seeds)],
                                baselines=evaluate_holdout, cache=cache, evaluate_holdout=evaluate_holdout)
-    split, fit, evaluation = offline.split, offline.fit, offline.evaluation
+    split, fit, evaluation = offline.split, offline.fit, offline.evaluation if offline.evaluated else None
 
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     later = _later_fit(settings, offline.runs[0].state, offline.epochs)
@@ -402,7 +412,7 @@ NOT_EVALUATED = "trained with `recsys train --no-eval`: no evaluation fit, no of
 
 def _offline_metadata(offline: OfflineRun, k: int) -> dict[str, Any]:
     """The offline metrics of an evaluated run, its spread over seeds and the candidates' recall."""
-    evaluations = [run.evaluation for run in offline.runs]
+    evaluations = offline.evaluations
     return {"offline_metrics": offline.evaluation["metrics"],
             "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),
                                "claims": spread.claims(evaluations, k)},
