@@ -213,3 +213,22 @@ def test_reranker_target_discounts_hits_on_popular_titles(tiny, tmp_path):
     assert gain[0] < gain[1]
     assert gain[1] / gain[0] == pytest.approx(np.sqrt((views[popular] + 1) / (views[rare] + 1)), rel=1e-5)
     np.testing.assert_array_equal(_debiased_gain(candidates, np.array([popular, rare]), 0.0), 1.0)
+
+
+def test_the_ease_baseline_takes_the_candidate_models_own_weights(tiny, tmp_path, monkeypatch):
+    """A candidate model that carries EASE over the whole catalogue has the baseline's weights (same history, same
+    L2 weight): the evaluation reads them instead of inverting the gram matrix again (0.9 GB at Kion's size), and
+    scores EASE as a run without EASE in the model does."""
+    from recsys.training import evaluate as evaluate_module
+
+    settings = _settings(tmp_path)
+    settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"ease_lambda": 100.0})})
+    without = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+    cache = StageCache(settings.cache_dir)
+    computed = fit_and_evaluate(tiny, without, cache=cache).evaluation["metrics"]["ease"]
+
+    def no_inverse(*args, **kwargs):
+        raise AssertionError("EASE's weights computed again")
+
+    monkeypatch.setattr(evaluate_module, "ease_weights", no_inverse)
+    assert fit_and_evaluate(tiny, settings, cache=cache).evaluation["metrics"]["ease"] == computed
