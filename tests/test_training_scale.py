@@ -232,3 +232,21 @@ def test_the_ease_baseline_takes_the_candidate_models_own_weights(tiny, tmp_path
 
     monkeypatch.setattr(evaluate_module, "ease_weights", no_inverse)
     assert fit_and_evaluate(tiny, settings, cache=cache).evaluation["metrics"]["ease"] == computed
+
+
+def test_kion_size_keeps_ease_in_the_two_stage_model_and_plans_its_inverses(tiny):
+    """At the seed's size (15,000 titles) EASE is a candidate source and feature by default (the two-stage model
+    led EASE only with it, README "Training at Kion's size"); the time estimate then charges an inverse to every
+    first-level fit and none to the evaluation, which reads the model's weights; without evaluation, no B."""
+    from recsys.data.synthetic import SIZES
+    from recsys.training.pipeline import INVERSE_S, _expected_seconds
+
+    settings = Settings()
+    assert SIZES["kion"].n_items <= settings.candidates.ease_max_items
+    without = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+    inverse = INVERSE_S * len(tiny.items) ** 3
+    plan, plain = _expected_seconds(tiny, settings, 1), _expected_seconds(tiny, without, 1)
+    for step in ("A0", "B0", "C"):
+        assert plan[step] - plain[step] == pytest.approx(inverse)
+    assert plain["eval0"] - plan["eval0"] == pytest.approx(inverse)
+    assert "B0" not in _expected_seconds(tiny, settings, 1, evaluated=False)
