@@ -156,7 +156,8 @@ def _other_pair(stage: str, version: str) -> str:
 
 
 JSON = "application/json"
-RAW_ARRAYS = SETTINGS.serving.topology != "remote"  # a `remote` stage answers over JSON: arrays encoded (wire.py)
+# a `remote` stage answers over JSON: arrays encoded (wire.py)
+RAW_ARRAYS = wire.TAKES_RAW if SETTINGS.serving.topology != "remote" else None
 Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
