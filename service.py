@@ -181,6 +181,7 @@ TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
+                  logging={"access": {"enabled": SETTINGS.serving.access_log}},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP

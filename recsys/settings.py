@@ -160,6 +160,9 @@ class ServingSettings(BaseModel):
                                                           "objects live on for traffic.timeout (before/after runs)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    access_log: bool = Field(False, description="BentoML's access log in the entry: one INFO line per request "
+                                                "(client, method, path, status, sizes, latency, request id); "
+                                                "/metrics counts requests by route and status either way")
     # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.
     idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
                                                          "request head this long after opening or after its last "

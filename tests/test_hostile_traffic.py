@@ -27,9 +27,10 @@ MARKER = "hostile-input-9f3b"
 
 
 
-def _new_log_lines(server, offset: int, count: int) -> list[str]:
-    """The server's log lines after ``offset``, once at least ``count`` have been written (logging is async)."""
-    deadline = time.monotonic() + 30
+def _new_log_lines(server, offset: int, count: int, wait_s: float = 30) -> list[str]:
+    """The server's log lines after ``offset``, once at least ``count`` have been written (logging is async), or
+    those there are after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
     while True:
         lines = server.output()[offset:].splitlines()
         if len(lines) >= count or time.monotonic() > deadline:
@@ -50,20 +51,44 @@ REFUSED = [  # (method, path, body, headers, status): every kind of 4xx, each ca
 ]
 
 
-def test_each_refused_request_is_one_info_line_without_its_input(server):
-    """Regression: every 400 was logged at ERROR with a ~20-line traceback quoting the sender's input."""
-    offset = len(server.output())
-    parts = urlsplit(server.url)
+@pytest.fixture(scope="module")
+def logged(trained_home):
+    """A plain `bentoml serve` (no --host) with the entry's access log on (serving.access_log)."""
+    server = Server(project_env(trained_home, RECSYS_SERVING__ACCESS_LOG="true"))
+    server.command = [arg for arg in server.command if arg not in ("--host", "127.0.0.1")]
+    with server:
+        yield server
+
+
+def _refuse_all(url: str) -> None:
+    parts = urlsplit(url)
     for method, path, body, headers, status in REFUSED:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         connection.request(method, path, body=body or None, headers=headers)
         assert connection.getresponse().status == status, (method, path, body[:80])
         connection.close()
-    lines = _new_log_lines(server, offset, len(REFUSED))
+
+
+def test_each_refused_request_is_one_info_line_without_its_input(logged):
+    """Regression: every 400 was logged at ERROR with a ~20-line traceback quoting the sender's input."""
+    offset = len(logged.output())
+    _refuse_all(logged.url)
+    lines = _new_log_lines(logged, offset, len(REFUSED))
     log = "\n".join(lines)
     assert "Traceback" not in log and "ERROR" not in log and MARKER not in log, log[-3000:]
     assert len(lines) == len(REFUSED), log[-3000:]
     assert all("[INFO]" in line and "(status=4" in line for line in lines), log[-3000:]
+
+
+def test_by_default_requests_leave_no_log_line(server, models):
+    """The access log is off unless asked for (serving.access_log: its line per request cost the entry CPU and the
+    process that collects the workers' output). Refused and answered requests alike write nothing (the same
+    requests write one line each with it on, above; a late line could only make this test pass wrongly)."""
+    offset = len(server.output())
+    _refuse_all(server.url)
+    assert send(server.url, "/recommend", f'{{"user_id": {warm_user(models)}}}'.encode(), JSON)[0] == 200
+    lines = _new_log_lines(server, offset, 1, wait_s=3)
+    assert lines == [], "\n".join(lines)[-3000:]
 
 
 @pytest.mark.timeout(300)
@@ -140,9 +165,6 @@ def _listening(port: int) -> set[str]:
     return found
 
 
-def test_plain_bentoml_serve_listens_on_loopback_only(trained_home):
+def test_plain_bentoml_serve_listens_on_loopback_only(logged):
     """`bentoml serve` without --host listened on 0.0.0.0; the image sets BENTOML_HOST=0.0.0.0 (bentofile.yaml)."""
-    server = Server(project_env(trained_home))
-    server.command = [arg for arg in server.command if arg not in ("--host", "127.0.0.1")]
-    with server:
-        assert _listening(server.port) == {"0100007F"}  # 127.0.0.1
+    assert _listening(logged.port) == {"0100007F"}  # 127.0.0.1
