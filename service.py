@@ -45,7 +45,7 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import api_methods, connections, flask_compat, gc_watch, request_timer, shutdown, tracing, wire
+from recsys.serving import api_methods, connections, flask_compat, gc_watch, request_timer, reuseport, shutdown, tracing, wire
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
@@ -65,6 +65,7 @@ request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML bu
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
+reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
 shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
