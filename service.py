@@ -45,8 +45,18 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import (api_methods, connections, flask_compat, gc_watch, page_cache, request_timer, reuseport,
-                            shutdown, tracing, wire)
+from recsys.serving import (
+    api_methods,
+    connections,
+    flask_compat,
+    gc_watch,
+    page_cache,
+    request_timer,
+    reuseport,
+    shutdown,
+    tracing,
+    wire,
+)
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
