@@ -57,6 +57,7 @@ from recsys.serving import (
     tracing,
     wire,
 )
+from recsys.serving.access_log import ErrorLogMiddleware
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
@@ -198,7 +199,7 @@ TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
-                  logging={"access": {"enabled": SETTINGS.serving.access_log}},
+                  logging={"access": {"enabled": SETTINGS.serving.access_log == "all"}},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -296,6 +297,8 @@ class Recommender:
 # @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
 ENTRY: bentoml.Service[Recommender] = Recommender
 ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+if SETTINGS.serving.access_log == "errors":  # outside the others too: it sees the status of their refusals
+    ENTRY.add_asgi_middleware(ErrorLogMiddleware)
 ENTRY.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
 ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
 ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
