@@ -164,6 +164,10 @@ class ServingSettings(BaseModel):
                                                "request (recsys/serving/page_cache.py)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    access_log: Literal["errors", "all", "off"] = Field(
+        "errors", description="the entry's access log (recsys/serving/access_log.py): errors, one INFO line per 4xx or "
+                              "5xx answer; all, BentoML's line per request (client, method, path, status, sizes, "
+                              "latency; costs entry CPU); off. /metrics counts requests by route and status either way")
     # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.
     idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
                                                          "request head this long after opening or after its last "
