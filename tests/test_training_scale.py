@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from recsys.progress import Timings
 from recsys.settings import LightFMSettings, Settings
 from recsys.training.baselines import ease_gram, ease_weights
 from recsys.training.cache import StageCache, cache_key
-from recsys.training.epochs import LightFMState, epoch_cap, warm_started
+from recsys.training.epochs import LightFMState, ValidationScorer, epoch_cap, warm_started
 from recsys.training.pipeline import _later_fit, fit_and_evaluate
 
 
@@ -250,3 +251,37 @@ def test_kion_size_keeps_ease_in_the_two_stage_model_and_plans_its_inverses(tiny
         assert plan[step] - plain[step] == pytest.approx(inverse)
     assert plain["eval0"] - plan["eval0"] == pytest.approx(inverse)
     assert "B0" not in _expected_seconds(tiny, settings, 1, evaluated=False)
+
+
+def test_early_stopping_scores_a_bounded_block_of_users_at_a_time():
+    """Regression: the validation scorer ranked 2,048 users x all titles at once, 18 GB for a million titles (the
+    catalogue size was OOM-killed). Its peak memory now follows its block size, with the same top lists, and
+    watched titles are never among them."""
+    rng = np.random.default_rng(3)
+    users, items = 400, 6_000
+    seen = sp.random(users, items, density=0.01, format="csr", random_state=4, dtype=np.float32)
+    seen.data[:] = 1
+    truth = sp.random(users, items, density=0.002, format="csr", random_state=5, dtype=np.float32)
+    truth = (truth - truth.multiply(seen > 0)).tocsr()
+    truth.eliminate_zeros()
+    truth.data[:] = 1
+    model = LightFM(no_components=8, random_state=1)
+    model.fit_partial(sp.coo_matrix(seen), epochs=1)
+    model.item_biases[:] = rng.normal(size=items).astype(np.float32) * 5  # watched titles would rank high
+
+    def peak(block_bytes: int) -> tuple[np.ndarray, int]:
+        scorer = ValidationScorer(seen, truth, None, None, n=50, k=10, max_users=users, seed=0,
+                                  block_bytes=block_bytes)
+        tracemalloc.start()
+        top = scorer.top_items(model)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top, peak_bytes
+
+    whole, whole_peak = peak(users * items * 4)
+    blocked, blocked_peak = peak(8 * items * 4)
+    assert np.array_equal(whole, blocked)
+    assert blocked_peak < whole_peak / 8, (blocked_peak, whole_peak)
+    rows = np.repeat(np.arange(len(whole)), whole.shape[1])
+    scorer_rows = ValidationScorer(seen, truth, None, None, 50, 10, users, 0).rows
+    assert not np.asarray(seen[scorer_rows][rows, whole.ravel()]).any()

@@ -31,7 +31,7 @@ from recsys.settings import LightFMSettings
 from recsys.training.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
-SCORE_BATCH = 2048  # users scored at once: bounds the dense users x items block
+SCORE_BLOCK_BYTES = 64 << 20  # a dense users x items block of scores; ranking it takes about 4x this at its peak
 STOP_METRIC = "recall"
 
 Scores = dict[str, float]
@@ -63,13 +63,15 @@ class ValidationScorer:
     the fit's data are left out, as in serving. At most ``max_users`` users (a seeded sample) keep it cheap."""
 
     def __init__(self, seen: sp.csr_matrix, truth: sp.csr_matrix, user_features: sp.csr_matrix | None,
-                 item_features: sp.csr_matrix | None, n: int, k: int, max_users: int, seed: int) -> None:
+                 item_features: sp.csr_matrix | None, n: int, k: int, max_users: int, seed: int,
+                 block_bytes: int = SCORE_BLOCK_BYTES) -> None:
         rows = np.nonzero(np.diff(truth.indptr) > 0)[0]
         if len(rows) > max_users:
             rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
         self.rows, self.seen, self.truth = rows, seen[rows], truth[rows]
         self.user_features, self.item_features = user_features, item_features
         self.n, self.k = min(n, seen.shape[1]), min(k, n, seen.shape[1])
+        self.block_bytes = block_bytes
 
     @classmethod
     def for_window(cls, window: pd.DataFrame, user_ids: np.ndarray, item_index: pd.Index, seen: sp.csr_matrix,
@@ -91,18 +93,27 @@ class ValidationScorer:
         return len(self.rows)
 
     def __call__(self, model: LightFM) -> Scores:
-        _, user_emb = model.get_user_representations(self.user_features)
-        item_bias, item_emb = model.get_item_representations(self.item_features)
-        top = np.zeros((len(self.rows), self.n), dtype=np.int64)
-        for lo in range(0, len(self.rows), SCORE_BATCH):
-            part = slice(lo, lo + SCORE_BATCH)
-            scores = user_emb[self.rows[part]] @ item_emb.T + item_bias[None, :]
-            scores[self.seen[part].toarray() > 0] = -np.inf
-            top[part] = top_k(scores, self.n)
+        top = self.top_items(model)
         n_items = self.seen.shape[1]
         recall = ranking_metrics(top, self.truth, n_items)[f"recall@{self.n}"]
         ndcg = ranking_metrics(top[:, :self.k], self.truth, n_items)[f"ndcg@{self.k}"]
         return {f"{STOP_METRIC}@{self.n}": recall, f"ndcg@{self.k}": ndcg}
+
+    def top_items(self, model: LightFM) -> np.ndarray:
+        """LightFM's top ``n`` item indices per validation user, watched items left out."""
+        _, user_emb = model.get_user_representations(self.user_features)
+        item_bias, item_emb = model.get_item_representations(self.item_features)
+        top = np.zeros((len(self.rows), self.n), dtype=np.int64)
+        # as many users at once as fit the block: 2,048 users of a million titles took 18 GB and the OOM killer
+        step = max(1, self.block_bytes // (item_emb.dtype.itemsize * item_emb.shape[0]))
+        for lo in range(0, len(self.rows), step):
+            part = slice(lo, lo + step)
+            scores = user_emb[self.rows[part]] @ item_emb.T + item_bias[None, :]
+            seen = self.seen[part]
+            watched = seen.data > 0
+            scores[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))[watched], seen.indices[watched]] = -np.inf
+            top[part] = top_k(scores, self.n)
+        return top
 
 
 def fit_with_early_stopping(model: LightFM, fit: Callable[[int], None], score: Callable[[LightFM], Scores],
