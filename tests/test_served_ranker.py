@@ -33,3 +33,14 @@ def test_served_reranker_learns_from_the_label_and_the_holdout_window(tiny, tmp_
 def test_one_window_serves_the_evaluated_reranker_and_the_tuner_fits_no_second(tiny, tmp_path):
     assert fit_and_evaluate(tiny, _settings(tmp_path, 1), baselines=False, serve=True).runs[0].served_fit is None
     assert fit_and_evaluate(tiny, _settings(tmp_path, 2), baselines=False).runs[0].served_fit is None
+
+
+def test_the_trained_pair_serves_the_reranker_of_both_windows(trained_home):
+    """`recsys train` saves the two-window reranker: its users are those of the label window and of the holdout
+    window (each window's users are groups of their own), and the report says which windows it learnt from."""
+    import json
+
+    report = json.loads((trained_home / "var" / "reports" / "latest" / "report.json").read_text())
+    ranker, windows = report["ranker"], report["split"]
+    assert ranker["label_windows"] == ["labels", "holdout"]
+    assert ranker["train_users"] + ranker["valid_users"] > windows["labels"]["users"]
