@@ -45,7 +45,7 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import api_methods, connections, flask_compat, gc_watch, request_timer, shutdown, tracing, wire
+from recsys.serving import api_methods, connections, flask_compat, gc_watch, page_cache, request_timer, shutdown, tracing, wire
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
@@ -83,7 +83,8 @@ def settle_model_pair() -> None:
     model in its own worker, would not stop it: BentoML restarts that worker over and over while the other
     services answer. Every worker, and every restart of one, then loads exactly this pair. Each of the three
     services declares it (BentoML's deployment hook), so a model service served on its own (`remote`) settles its
-    pair too; in one `bentoml serve` it runs once."""
+    pair too; in one `bentoml serve` it runs once. It then reads the pair's files into the page cache
+    (recsys/serving/page_cache.py)."""
     try:
         if NO_PAIR is not None:
             raise NO_PAIR
@@ -91,6 +92,9 @@ def settle_model_pair() -> None:
     except model_store.ModelStoreError as exc:
         raise SystemExit(f"recsys: cannot serve: {exc}") from None  # one line, no traceback; exits 1
     pin_model_version(VERSION)
+    if SETTINGS.serving.read_ahead:
+        page_cache.read_ahead(Path(model_store.get_model(name, VERSION).path)
+                              for name in (model_store.CANDIDATES, model_store.RANKER))
 
 
 @bentoml.service(name="candidates", **INTERNAL)
@@ -156,7 +160,8 @@ def _other_pair(stage: str, version: str) -> str:
 
 
 JSON = "application/json"
-RAW_ARRAYS = SETTINGS.serving.topology != "remote"  # a `remote` stage answers over JSON: arrays encoded (wire.py)
+# a `remote` stage answers over JSON: arrays encoded (wire.py)
+RAW_ARRAYS = wire.TAKES_RAW if SETTINGS.serving.topology != "remote" else None
 Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
 BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))

@@ -162,6 +162,9 @@ class ServingSettings(BaseModel):
     cancel_request_timers: bool = Field(True, description="end BentoML 1.4.40's per-request timeout timer with the "
                                                           "request (recsys/serving/request_timer.py); off, every request's "
                                                           "objects live on for traffic.timeout (before/after runs)")
+    read_ahead: bool = Field(True, description="read the model pair's files once as `bentoml serve` starts, so the "
+                                               "memory-mapped per-user data is in the page cache before the first "
+                                               "request (recsys/serving/page_cache.py)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
     # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.

@@ -125,14 +125,16 @@ def test_a_model_service_on_its_own_checks_the_pair_and_refuses_in_one_line(trai
 
 def test_a_stage_answers_a_plain_json_request_with_json_safe_arrays(models, trained_home):
     """What a `remote` entry, an entry from before the raw-arrays mark, or any JSON client sends: no `raw_arrays`
-    mark, and the arrays come back base64-encoded, the same numbers the model gives in process."""
+    mark, and the arrays come back base64-encoded, the same numbers the model gives in process. A JSON client that
+    asks for raw arrays (``"raw_arrays": true``) gets the same answer: JSON cannot carry them (it was a 500)."""
     user = warm_user(models)
     query = {"user_id": user, "exclude_seen": True, "user_features": None}
     with _stage(trained_home, "Candidates", free_port()) as stage:
-        status, answers = post(f"{stage.url}/generate", {"queries": [query]})
-    assert status == 200 and answers[0]["items"][wire.ARRAY] == "<i8", answers
-    (answer,) = wire.unpack(answers)
+        answered = [post(f"{stage.url}/generate", {"queries": [item]}) for item in (query, {**query, wire.RAW: True})]
     candidates, _ = models
     rows, _ = candidates.user_rows(np.array([user]))
     mix = candidates.served_mix(Mix(*get_settings().candidates.mix))
-    assert np.array_equal(answer["items"], candidates.generate(rows, mix, True).items)
+    for status, answers in answered:
+        assert status == 200 and answers[0]["items"][wire.ARRAY] == "<i8", answers
+        (answer,) = wire.unpack(answers)
+        assert np.array_equal(answer["items"], candidates.generate(rows, mix, True).items)

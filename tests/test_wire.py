@@ -24,8 +24,9 @@ def _assert_same(sent: dict, got: dict) -> None:
             assert got[key] == value
 
 
-@pytest.mark.parametrize("request_item", [{"user_id": 1}, {"user_id": 1, wire.RAW: False}],
-                         ids=["old-style, no mark", "marked false"])
+@pytest.mark.parametrize("request_item", [{"user_id": 1}, {"user_id": 1, wire.RAW: None},
+                                          {"user_id": 1, wire.RAW: True}, {"user_id": 1, wire.RAW: "numpy"}],
+                         ids=["old-style, no mark", "marked none", "a JSON client's true", "a JSON string"])
 def test_answers_survive_json_exactly_unless_raw_arrays_are_asked_for(request_item):
     back = wire.unpack(json.loads(json.dumps(wire.pack([request_item] * 2, ANSWERS, model_version="v1"))))
     assert [a.pop("model_version") for a in back] == ["v1", "v1"]
@@ -34,7 +35,7 @@ def test_answers_survive_json_exactly_unless_raw_arrays_are_asked_for(request_it
 
 
 def test_a_caller_that_takes_arrays_gets_them_as_they_are():
-    packed = wire.pack([{wire.RAW: True}] * 2, ANSWERS, model_version="v1")
+    packed = wire.pack([{wire.RAW: wire.TAKES_RAW}] * 2, ANSWERS, model_version="v1")
     for sent, got in zip(ANSWERS, packed, strict=True):
         assert got.pop("model_version") == "v1"
         assert all(got[key] is value for key, value in sent.items())  # not copied, not encoded
@@ -44,7 +45,7 @@ def test_a_caller_that_takes_arrays_gets_them_as_they_are():
 
 def test_each_item_of_a_batch_is_answered_as_its_caller_asked():
     """A model service's batch can gather requests of several entries (BentoML's adaptive batching)."""
-    raw, safe = wire.pack([{wire.RAW: True}, {}], [ANSWERS[0], ANSWERS[0]])
+    raw, safe = wire.pack([{wire.RAW: wire.TAKES_RAW}, {}], [ANSWERS[0], ANSWERS[0]])
     assert isinstance(raw["items"], np.ndarray)
     assert safe["items"][wire.ARRAY] == "<i8" and json.loads(json.dumps(safe))["items"] == safe["items"]
 

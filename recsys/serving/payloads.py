@@ -15,6 +15,7 @@ import numpy as np
 from typing_extensions import TypeIs
 
 from recsys.core.candidates import PopularList, Profile
+from recsys.serving import wire
 
 WARM: Literal["reranked"] = "reranked"  # the source of an answer the reranker ordered
 
@@ -25,7 +26,7 @@ class Query(TypedDict):
     user_id: int
     exclude_seen: bool
     user_features: Profile | None
-    raw_arrays: NotRequired[bool]  # wire.RAW: answer with numpy arrays, not their JSON-safe encoding
+    raw_arrays: NotRequired[bytes | None]  # wire.RAW: wire.TAKES_RAW for numpy arrays, not their JSON-safe form
 
 
 class Candidates(TypedDict):
@@ -51,7 +52,7 @@ class RankRequest(Candidates):
 
     user_id: int
     top_k: int
-    raw_arrays: NotRequired[bool]  # as in Query
+    raw_arrays: NotRequired[bytes | None]  # as in Query
 
 
 class Ranked(TypedDict):
@@ -70,4 +71,4 @@ def is_warm(answer: CandidateAnswer) -> TypeIs[Candidates]:
 def rank_request(user_id: int, top_k: int, candidates: Candidates) -> RankRequest:
     """What an in-process caller sends the ranker for a known user: the candidates as they came, the user and
     ``top_k``, and raw arrays back."""
-    return {**candidates, "user_id": user_id, "top_k": top_k, "raw_arrays": True}
+    return {**candidates, "user_id": user_id, "top_k": top_k, "raw_arrays": wire.TAKES_RAW}

@@ -10,9 +10,10 @@ of a buffer).
 
 A model service cannot tell from its own settings which of these it serves (the stage containers in deploy/ set
 no topology, and one batch may hold requests of several callers), so each request item says it: an entry that
-takes raw arrays (``split``, ``fused``) marks its items with :data:`RAW`; an item without the mark, which is what
-a `remote` entry, an older entry and any plain JSON client send, is answered JSON-safe. (A JSON caller that
-marks its items anyway gets BentoML's 500: numpy arrays have no JSON form.)
+takes raw arrays (``split``, ``fused``) sets :data:`RAW` to :data:`TAKES_RAW`; any other item, which is what a
+`remote` entry, an older entry and any plain JSON client send, is answered JSON-safe. The mark is bytes, which
+JSON has no form for, so a JSON caller cannot ask for arrays it could not be sent (``"raw_arrays": true`` gets
+the JSON-safe answer, not a 500).
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from typing import Any
 import numpy as np
 
 ARRAY = "__ndarray__"
-RAW = "raw_arrays"  # a request item's key: True when its caller takes numpy arrays back (pickle or in process)
+RAW = "raw_arrays"  # a request item's key: TAKES_RAW when its caller takes numpy arrays back (pickle or in process)
+TAKES_RAW = b"numpy"
 NUMERIC_KINDS = "biuf"
 
 
 def pack(requests: Sequence[Mapping[str, Any]], answers: Sequence[Mapping[str, Any]],
          **extra: object) -> list[dict[str, Any]]:
-    """Each answer as its request asked (arrays raw when it carries :data:`RAW`, else encoded), with ``extra``
-    fields added (the model version)."""
-    return [{**(answer if request.get(RAW) else {key: _encode(value) for key, value in answer.items()}), **extra}
+    """Each answer as its request asked (arrays raw when it carries :data:`TAKES_RAW`, else encoded), with
+    ``extra`` fields added (the model version)."""
+    return [{**(answer if request.get(RAW) == TAKES_RAW else {key: _encode(value) for key, value in answer.items()}), **extra}
             for request, answer in zip(requests, answers, strict=True)]
 
 
