@@ -230,12 +230,13 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
                 ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
         a.model = with_ease(a.model, ease_lambda, settings.candidates)
         with timings.step(f"A. CatBoost reranker on the label window{tag}", f"ranker{i}"):
-            rows_a = label_rows(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
-                                settings.ranker, seed=seed)
-            fit = fit_ranker_on([rows_a], settings.ranker, seed=seed)
+            rows = label_rows(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
+                              settings.ranker, seed=seed)
+            fit = fit_ranker_on([rows], settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
-        refit = serve and not runs and settings.ranker.served_windows == 2
-        rows_a = rows_a if refit else None
+        # the label window's rows, kept for the served reranker (the first seed's, when `train` asks for it)
+        rows_a = rows if serve and not runs and settings.ranker.served_windows == 2 else None
+        del rows
 
         later = _later_fit(settings, a.state, a.epochs)
         epochs = a.epochs
