@@ -45,7 +45,19 @@ except model_store.ModelStoreError as exc:  # still importable; serving refuses 
     VERSION, NO_PAIR = "latest", exc
 
 from recsys.core.candidates import Profile
-from recsys.serving import api_methods, connections, flask_compat, gc_watch, page_cache, request_timer, shutdown, tracing, wire
+from recsys.serving import (
+    api_methods,
+    connections,
+    flask_compat,
+    gc_watch,
+    page_cache,
+    request_timer,
+    reuseport,
+    shutdown,
+    tracing,
+    wire,
+)
+from recsys.serving.access_log import ErrorLogMiddleware
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
@@ -65,6 +77,7 @@ request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML bu
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
+reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
 shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
 
 # Calls between services recycle their connection pool after `max_requests`; in-flight calls then fail under
@@ -186,6 +199,7 @@ TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_
 @bentoml.asgi_app(web_page(VERSION), path="/ui")  # the web page (recsys/serving/web); its data loads at start-up
 @bentoml.asgi_app(flask_compat.create_app(_recommend_one))  # GET /get_recommendation, the Flask reference's route
 @bentoml.service(name="recommender", workers=SETTINGS.serving.workers, traffic={"timeout": TRAFFIC_BACKSTOP_S},
+                  logging={"access": {"enabled": SETTINGS.serving.access_log == "all"}},
                   http={"host": "127.0.0.1"})  # loopback unless told otherwise (`--host`, BENTOML_HOST: the image)
 class Recommender:
     if SETTINGS.serving.topology == "split":  # each model in its own process, reached over BentoML's HTTP
@@ -283,6 +297,8 @@ class Recommender:
 # @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
 ENTRY: bentoml.Service[Recommender] = Recommender
 ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
+if SETTINGS.serving.access_log == "errors":  # outside the others too: it sees the status of their refusals
+    ENTRY.add_asgi_middleware(ErrorLogMiddleware)
 ENTRY.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
 ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
 ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)

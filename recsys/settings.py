@@ -84,11 +84,12 @@ class CandidateSettings(BaseModel):
     n_popular: int = Field(30, ge=0, description="extra candidates from recent popularity")
     n_cooc: int = Field(30, ge=0, description="extra candidates from item-to-item co-occurrence")
     n_ease: int = Field(50, ge=0, description="extra candidates from EASE (catalogues up to ease_max_items)")
-    ease_max_items: int = Field(5_000, ge=0, description="catalogues up to this many items keep EASE's items x items "
-                                                          "float32 weights in the candidate model (100 MB at 5,000 "
-                                                          "items, 900 MB at 15,000: in every candidates process) as "
-                                                          "a candidate source and a reranker feature; larger ones "
-                                                          "leave EASE out of the two-stage model")
+    ease_max_items: int = Field(20_000, ge=0, description="catalogues up to this many items keep EASE's items x items "
+                                                           "float32 weights in the candidate model (100 MB at 5,000 "
+                                                           "items, 900 MB at Kion's 15,000: memory-mapped, one copy "
+                                                           "in the host's page cache; an inverse per first-level fit, "
+                                                           "cubic in the items) as a candidate source and a reranker "
+                                                           "feature; larger ones leave EASE out of the two-stage model")
     popularity_days: int = Field(14, ge=1, description="window for 'recently popular'")
     ann_min_items: int = Field(50_000, ge=1, description="catalogues of at least this many items get an approximate "
                                                           "nearest-neighbour index for the LightFM top-n (built at "
@@ -167,6 +168,10 @@ class ServingSettings(BaseModel):
                                                "request (recsys/serving/page_cache.py)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    access_log: Literal["errors", "all", "off"] = Field(
+        "errors", description="the entry's access log (recsys/serving/access_log.py): errors, one INFO line per 4xx or "
+                              "5xx answer; all, BentoML's line per request (client, method, path, status, sizes, "
+                              "latency; costs entry CPU); off. /metrics counts requests by route and status either way")
     # Traffic (recsys/serving/traffic.py, connections.py, shutdown.py); limits are per entry worker.
     idle_timeout_s: float = Field(5.0, gt=0, description="a connection is closed when it has not sent a complete "
                                                          "request head this long after opening or after its last "
@@ -215,6 +220,9 @@ class Settings(BaseSettings):
     cache: bool = Field(True, description="keep finished training stages (the built-in dataset, the first-level "
                                           "fits) in cache_dir, keyed by what they were computed from, so a stopped "
                                           "`recsys train` started again does not redo them")
+    cache_max_gb: float = Field(10.0, gt=0, description="most disk space the cache may take: past it the least "
+                                                        "recently used entries are deleted (a Kion-size run leaves "
+                                                        "about 2 GB)")
     log_level: LogLevel = "INFO"
     data: DataSettings = DataSettings()
     split: SplitSettings = SplitSettings()

@@ -6,6 +6,7 @@ Everything here is deterministic: the index's k-means is seeded and runs on one 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
@@ -116,6 +117,25 @@ def test_the_index_is_saved_with_the_model_and_memory_mapped_back(tmp_path):
     (tmp_path / INDEX_FILE).write_bytes((tmp_path / INDEX_FILE).read_bytes()[:5_000])
     with pytest.raises(ValueError, match=f"cannot read {INDEX_FILE}"):
         CandidateModel.load(tmp_path, mmap=True, map_index=True)
+
+
+def test_a_search_from_another_thread_uses_the_loaded_thread_count(tmp_path):
+    """Regression: OpenMP's thread count is per thread, and it was set only in the thread that loaded the index.
+    A service searches in its worker threads, where faiss ran one thread per core (their spinning cost the
+    candidates service 2.6 CPU ms per request at a million items). A new thread's default is set to 3 here, as a
+    3-core machine's would be; a search there must run with the index's own count."""
+    users = _vectors(8, 2, bias=False)
+    _model(3_000, users, [np.array([1])] * 8, ItemIndex.build(_vectors(3_000, 1), nprobe=4, seed=3)).save(tmp_path)
+    index = CandidateModel.load(tmp_path, mmap=True, threads=1).index
+    assert index is not None
+
+    def threads_after_a_search() -> int:
+        faiss.omp_set_num_threads(3)  # this thread's default, as on a 3-core machine
+        index.search(users, 20)
+        return faiss.omp_get_max_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(threads_after_a_search).result() == 1
 
 
 def test_sparse_cooccurrence_gives_the_dense_neighbours(monkeypatch):

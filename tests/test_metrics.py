@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.training.baselines import ease_recommend, ease_weights, popular_recommend
+from recsys.training.baselines import _row_major, ease_recommend, ease_weights, popular_recommend
 from recsys.training.metrics import candidate_recall, ranking_metrics, relevance
 
 N_ITEMS = 8
@@ -142,6 +142,22 @@ def test_ease_weights_have_zero_diagonal():
     assert np.all(np.diag(weights) == 0)
     # the strongest neighbour of item 0 is item 1, its constant companion
     assert int(np.argmax(weights[0])) == 1
+
+
+def test_ease_weights_are_the_closed_form_in_row_major_order():
+    """Regression: they were column-major (LAPACK's order), and serving gathers rows of them per request. Checked
+    against B = I - P / diag(P), P = (X^T X + l2 I)^-1 in float64, on a catalogue spanning several of the in-place
+    transpose's blocks."""
+    matrix = sp.random(300, 40, density=0.2, random_state=0, format="csr", dtype=np.float32)
+    matrix.data[:] = 1
+    p = np.linalg.inv((matrix.T @ matrix).toarray().astype(np.float64) + 5.0 * np.eye(40))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0)
+    weights = ease_weights(matrix, l2=5.0)
+    assert weights.flags.c_contiguous
+    np.testing.assert_allclose(weights, expected, atol=1e-4)
+    column_major = np.asfortranarray(expected.astype(np.float32))
+    assert np.array_equal(_row_major(column_major, block=16), expected.astype(np.float32))
 
 
 def test_ease_recommends_the_co_occurring_item():

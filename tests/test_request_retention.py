@@ -6,12 +6,15 @@ entry's count of scheduled timers, read through /metrics, shows whether that ret
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
+from recsys.serving.gc_watch import scheduled_timers
 from tests.helpers import post, warm_user
 
 BURST = 1200
@@ -44,8 +47,9 @@ def test_a_burst_of_requests_leaves_no_timers_behind_in_the_entry(server, models
         statuses = list(pool.map(lambda u: post(f"{server.url}/recommend", {"user_id": u, "top_k": 5})[0], users))
         statuses += list(pool.map(lambda _: _status(f"{server.url}/healthz"), range(BURST - len(users))))
     assert statuses == [200] * BURST
-    # Each finished request's timer is cancelled, and asyncio drops cancelled timers once they are the majority
-    # (past 100): what stays is bounded whatever the traffic. BentoML's own middleware would leave all BURST.
+    # Each finished request's timer is cancelled: uvloop drops it at once (asyncio's own loop once cancelled timers
+    # are the majority, past 100), so what stays is bounded whatever the traffic. BentoML's own middleware would
+    # leave all BURST.
     left = _entry_timers(server.url) - baseline
     assert left < BURST / 4, f"{left:.0f} timers outlived {BURST} finished requests: BentoML's per-request " \
                              "timer retention is back (recsys/serving/request_timer.py)"
@@ -65,3 +69,19 @@ def test_collector_pauses_and_the_frozen_start_up_heap_show_per_process(server, 
     frozen = _samples(server.url, "recsys_gc_frozen_objects")
     for service in observed:
         assert any(v > 10_000 for labels, v in frozen.items() if ("service", service) in labels), frozen
+
+
+def test_the_timer_count_sees_the_timers_of_uvloop_and_of_asyncios_own_loop():
+    """Regression: the count read asyncio's private heap, which uvloop (what the workers run) does not have: it
+    said 0 whatever was scheduled, so the burst test above could not fail."""
+    async def pending_after_scheduling_seven_and_cancelling_one() -> int:
+        loop = asyncio.get_running_loop()
+        timers = [loop.call_later(60, print) for _ in range(7)]
+        timers[0].cancel()
+        count = scheduled_timers(loop)
+        for timer in timers:
+            timer.cancel()
+        return count
+
+    assert uvloop.run(pending_after_scheduling_seven_and_cancelling_one()) == 6  # uvloop forgets a cancelled one
+    assert asyncio.run(pending_after_scheduling_seven_and_cancelling_one()) == 7  # asyncio keeps it for a while

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -124,6 +125,17 @@ def strict(trained_home):
                       RECSYS_SERVING__DEPENDENCY_TIMEOUT_S="10")
     with Server(env) as running:
         yield running
+
+
+def test_every_service_process_runs_the_c_parser_and_loop_the_guards_are_written_for(strict):
+    """The connection tests here hold for the protocol the workers really run: uvicorn's httptools one (guarded in
+    recsys/serving/connections.py) on uvloop, which uvicorn picks only when both are installed."""
+    pids = strict.service_pids()
+    assert set(pids) == {"recommender", "candidates", "ranker"}, pids
+    for name, workers in pids.items():
+        for pid in workers:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "/httptools/parser/" in maps and "/uvloop/loop." in maps, (name, pid)
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_a_408_and_the_connection_is_closed(strict):

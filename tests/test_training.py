@@ -416,3 +416,34 @@ def test_a_pair_that_would_not_be_served_is_removed_before_latest_moves(pair):
     for name in (model_store.CANDIDATES, model_store.RANKER):
         assert bad not in {m.tag.version for m in bentoml.models.list(name)}
         assert bentoml.models.get(f"{name}:latest").tag.version == previous
+
+
+# ---- a production retrain without evaluation --------------------------------------------------------------
+
+def test_no_eval_trains_a_servable_pair_without_the_evaluation_fit(trained):
+    """`recsys train --no-eval`: stage A (from the cache the module's run left) and the serving fit on from it,
+    no evaluation fit B and no offline metrics; the saved models say they were not evaluated, and they serve."""
+    from recsys.core import model_store
+    from recsys.training.pipeline import train
+
+    settings = trained["settings"]
+    result = train(settings, evaluate_holdout=False)
+    steps = list(result.report["timings"])
+    assert not [s for s in steps if s.startswith("B.")] and any(s.startswith("C.") for s in steps)
+    assert set(result.report["evaluation"]) == {"skipped"}
+    candidates = model_store.get_model(model_store.CANDIDATES, result.run_id)
+    ranker = model_store.get_model(model_store.RANKER, result.run_id)
+    meta = ranker.info.metadata
+    assert meta["evaluated"] is False and trained["result"].report["evaluated"] is True
+    assert not {"offline_metrics", "offline_spread", "candidate_recall"} & set(meta)
+    epochs = meta["lightfm_epochs"]  # the serving fit went on from A: one warm step, not two
+    assert epochs["served"] == epochs["early_stopping"]["best_epoch"] + settings.lightfm.warm_epochs
+    model_store.check_pair(candidates, ranker)
+    model_store.load_ranker(ranker)
+    assert "Skipped: trained with `recsys train --no-eval`" in (result.report_dir / "report.md").read_text()
+    assert not (result.report_dir / "metrics.png").exists()
+    summary = json.loads((Path(ranker.path_of("showcase")) / "summary.json").read_text())
+    assert summary["evaluation"] == result.report["evaluation"] and summary["metrics"]["rows"] == []
+
+    with pytest.raises(ValueError, match="one"):
+        train(settings, seeds=2, evaluate_holdout=False)

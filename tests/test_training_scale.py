@@ -5,6 +5,7 @@ the time left, EASE's in-place inverse and the generator's sampling without repl
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -50,6 +51,28 @@ def test_cache_computes_once_per_key_and_never_without_a_folder(tmp_path):
     assert cache_key("x", {"a": 1}) == cache_key("x", {"a": 1}) != cache_key("y", {"a": 1})
 
 
+def test_cache_evicts_the_least_recently_used_entries_past_its_bound(tmp_path, caplog):
+    """Past ``max_bytes`` the entries used longest ago go first (a hit is a use), each logged; the entry just
+    written stays even when it alone is over the bound."""
+    def save(value: str, directory):
+        (directory / "value.txt").write_text(value)
+
+    cache = StageCache(tmp_path / "cache", max_bytes=2_500)
+    root = tmp_path / "cache" / "kind"
+    for age, key in enumerate(("old", "mid")):
+        cache.cached("kind", key, lambda: "x" * 1_000, save, lambda d: (d / "value.txt").read_text())
+        os.utime(root / key, (1_000_000 + age, 1_000_000 + age))  # written at distinct times, "old" first
+    cache.cached("kind", "old", lambda: "unused", save, lambda d: (d / "value.txt").read_text())  # a hit: used now
+    with caplog.at_level(logging.INFO, logger="recsys"):
+        cache.cached("kind", "new", lambda: "y" * 1_000, save, lambda d: (d / "value.txt").read_text())
+    assert sorted(p.name for p in root.iterdir()) == ["new", "old"]
+    assert "cache evicted: kind mid" in caplog.text and "kind old" not in caplog.text
+
+    small = StageCache(tmp_path / "small", max_bytes=10)
+    small.cached("kind", "big", lambda: "z" * 1_000, save, lambda d: (d / "value.txt").read_text())
+    assert (tmp_path / "small" / "kind" / "big").is_dir()
+
+
 def test_dataset_round_trip_keeps_the_fingerprint(tiny, tmp_path):
     tiny.save(tmp_path)
     again = Dataset.load(tmp_path)
@@ -59,7 +82,8 @@ def test_dataset_round_trip_keeps_the_fingerprint(tiny, tmp_path):
 
 def test_first_stage_fits_come_from_the_cache_keyed_by_the_data(tiny, tmp_path, caplog):
     """A second run on the same data reads both first-level fits (A, and B that went on from A) and gives the same
-    offline metrics; data with one interaction changed has another fingerprint, so nothing is read."""
+    offline metrics, also with another bound on EASE's catalogue; data with one interaction changed has another
+    fingerprint, so nothing is read."""
     settings = _settings(tmp_path)
     cache = StageCache(settings.cache_dir)
     with caplog.at_level(logging.INFO, logger="recsys"):
@@ -71,6 +95,11 @@ def test_first_stage_fits_come_from_the_cache_keyed_by_the_data(tiny, tmp_path, 
         assert caplog.text.count("cache hit: first-stage") == 2 and "cache miss" not in caplog.text
         assert second.evaluation["metrics"] == first.evaluation["metrics"]
         assert second.epochs.as_dict() == first.epochs.as_dict()
+
+        caplog.clear()  # EASE joins the model after the cache: its bound is not part of the fit
+        no_ease = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+        fit_and_evaluate(tiny, no_ease, baselines=False, cache=cache)
+        assert caplog.text.count("cache hit: first-stage") == 2 and "cache miss" not in caplog.text
 
         changed = Dataset(tiny.name, tiny.interactions.copy(), tiny.users, tiny.items, tiny.meta)
         changed.interactions.loc[0, "watched_pct"] = 100.0 - changed.interactions.loc[0, "watched_pct"]
@@ -184,3 +213,40 @@ def test_reranker_target_discounts_hits_on_popular_titles(tiny, tmp_path):
     assert gain[0] < gain[1]
     assert gain[1] / gain[0] == pytest.approx(np.sqrt((views[popular] + 1) / (views[rare] + 1)), rel=1e-5)
     np.testing.assert_array_equal(_debiased_gain(candidates, np.array([popular, rare]), 0.0), 1.0)
+
+
+def test_the_ease_baseline_takes_the_candidate_models_own_weights(tiny, tmp_path, monkeypatch):
+    """A candidate model that carries EASE over the whole catalogue has the baseline's weights (same history, same
+    L2 weight): the evaluation reads them instead of inverting the gram matrix again (0.9 GB at Kion's size), and
+    scores EASE as a run without EASE in the model does."""
+    from recsys.training import evaluate as evaluate_module
+
+    settings = _settings(tmp_path)
+    settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"ease_lambda": 100.0})})
+    without = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+    cache = StageCache(settings.cache_dir)
+    computed = fit_and_evaluate(tiny, without, cache=cache).evaluation["metrics"]["ease"]
+
+    def no_inverse(*args, **kwargs):
+        raise AssertionError("EASE's weights computed again")
+
+    monkeypatch.setattr(evaluate_module, "ease_weights", no_inverse)
+    assert fit_and_evaluate(tiny, settings, cache=cache).evaluation["metrics"]["ease"] == computed
+
+
+def test_kion_size_keeps_ease_in_the_two_stage_model_and_plans_its_inverses(tiny):
+    """At the seed's size (15,000 titles) EASE is a candidate source and feature by default (the two-stage model
+    led EASE only with it, README "Training at Kion's size"); the time estimate then charges an inverse to every
+    first-level fit and none to the evaluation, which reads the model's weights; without evaluation, no B."""
+    from recsys.data.synthetic import SIZES
+    from recsys.training.pipeline import INVERSE_S, _expected_seconds
+
+    settings = Settings()
+    assert SIZES["kion"].n_items <= settings.candidates.ease_max_items
+    without = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"ease_max_items": 0})})
+    inverse = INVERSE_S * len(tiny.items) ** 3
+    plan, plain = _expected_seconds(tiny, settings, 1), _expected_seconds(tiny, without, 1)
+    for step in ("A0", "B0", "C"):
+        assert plan[step] - plain[step] == pytest.approx(inverse)
+    assert plain["eval0"] - plan["eval0"] == pytest.approx(inverse)
+    assert "B0" not in _expected_seconds(tiny, settings, 1, evaluated=False)

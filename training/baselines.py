@@ -33,7 +33,26 @@ def ease_weights(matrix: sp.csr_matrix, l2: float, gram: np.ndarray | None = Non
     diagonal = np.diag(weights).copy()
     weights /= -diagonal[None, :]
     weights[np.diag_indices_from(weights)] = 0.0
-    return weights
+    return _row_major(weights)
+
+
+def _row_major(weights: np.ndarray, block: int = 2048) -> np.ndarray:
+    """``weights`` in row-major order, in their own memory: a user's scores sum the rows of their titles (serving,
+    ``CandidateModel.ease_scores``; ``history @ weights`` here), and gathering rows of the column-major matrix LAPACK
+    leaves was 12x slower. A square matrix in column-major order is its transpose in row-major order: that is
+    transposed in place, block by block."""
+    if weights.flags.c_contiguous:
+        return weights
+    rows = weights.T  # row-major: the transpose of weights
+    for lo in range(0, len(rows), block):
+        hi = min(lo + block, len(rows))
+        rows[lo:hi, lo:hi] = rows[lo:hi, lo:hi].T.copy()
+        for far in range(hi, len(rows), block):
+            end = min(far + block, len(rows))
+            upper = rows[lo:hi, far:end].copy()
+            rows[lo:hi, far:end] = rows[far:end, lo:hi].T
+            rows[far:end, lo:hi] = upper.T
+    return rows
 
 
 def _symmetric_inverse(matrix: np.ndarray, block: int = 2048) -> np.ndarray:

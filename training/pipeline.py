@@ -4,6 +4,7 @@ Three fits of the first level, each on exactly the data its purpose allows:
   A. history only: candidates and features as of the label window, to train the reranker on;
   B. history + labels: candidates and features as of the holdout window, to evaluate everything honestly;
   C. everything: what is served, so served candidates use all that is known.
+A production retrain (`recsys train --no-eval`) leaves B and the evaluation out: C goes on from A.
 """
 
 from __future__ import annotations
@@ -108,10 +109,7 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
     if cache is None:
         stage = fit()
     else:
-        # the candidate mix (how many of each source) is drawn from the fitted model later: not part of the fit
-        key = cache_key(fingerprint, str(as_of), len(known), settings.split.model_dump(), settings.lightfm.model_dump(),
-                        settings.candidates.model_dump(exclude={"n_popular", "n_cooc", "n_ease"}),
-                        settings.eval.k, seed, validation is not None, warm.key if warm is not None else None)
+        key = _first_stage_key(fingerprint, as_of, len(known), settings, seed, validation is not None, warm)
         stage = cache.cached("first-stage", key, fit, FirstStage.save,
                              lambda directory: FirstStage.load(directory, settings, seed, key))
         stage.state.key = key
@@ -119,6 +117,19 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
         stage.model = replace(stage.model, mix=np.array(settings.candidates.mix, np.int64))
     stage.model = with_ease(stage.model, ease_l2, settings.candidates)
     return stage
+
+
+# Candidate settings a first-level fit does not depend on: the mix (how many of each source) is drawn from the
+# fitted model later, and EASE joins it after the cache (`with_ease`).
+NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items"}
+
+
+def _first_stage_key(fingerprint: str, as_of: pd.Timestamp, known: int, settings: Settings, seed: int,
+                     validated: bool, warm: LightFMState | None) -> str:
+    """The cache key of a first-level fit: everything it is computed from."""
+    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), settings.lightfm.model_dump(),
+                     settings.candidates.model_dump(exclude=NOT_IN_FIT), settings.eval.k, seed, validated,
+                     warm.key if warm is not None else None)
 
 
 @dataclass
@@ -151,10 +162,11 @@ class SeedRun:
 
     seed: int
     fit: RankerFit
-    evaluation: dict[str, Any]
+    evaluation: dict[str, Any] | None  # None: not evaluated (`recsys train --no-eval`)
     served_fit: RankerFit | None  # the reranker served, when it learns from more windows than ``fit`` (first seed)
     epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
-    state: LightFMState | None  # stage B's LightFM, the serving fit goes on from (first seed only; then None)
+    state: LightFMState | None  # stage B's LightFM (A's if not evaluated), the serving fit goes on from (first seed
+    #                             only; then None)
 
 
 def item_index_report(model: CandidateModel, cands: CandidateSettings) -> dict[str, Any]:
@@ -178,8 +190,18 @@ class OfflineRun:
         return self.runs[0].fit
 
     @property
+    def evaluated(self) -> bool:
+        return self.runs[0].evaluation is not None
+
+    @property
     def evaluation(self) -> dict[str, Any]:
-        return self.runs[0].evaluation
+        """The first seed's offline evaluation; only a run made with ``evaluate_holdout`` has one."""
+        return self.evaluations[0]
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Each seed's offline evaluation (none without ``evaluate_holdout``)."""
+        return [run.evaluation for run in self.runs if run.evaluation is not None]
 
     @property
     def epochs(self) -> EpochSearch | None:
@@ -189,7 +211,8 @@ class OfflineRun:
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
                      seeds: list[int] | None = None,
                      after_first_stage: Callable[[EpochSearch | None], None] | None = None,
-                     baselines: bool = True, cache: StageCache | None = None, serve: bool = False) -> OfflineRun:
+                     baselines: bool = True, cache: StageCache | None = None, evaluate_holdout: bool = True,
+                     serve: bool = False) -> OfflineRun:
     """Stages A and B, once per model seed (default: the settings' one): the reranker and the offline metrics,
     without the serving refit or any saving.
 
@@ -199,9 +222,12 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     window (the tuner's pruner may stop there, before the reranker); without ``baselines``
     the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone). With a
     ``cache``, the first-level fits come from it when an earlier run made the same ones (`train` passes one).
+    Without ``evaluate_holdout`` (a production retrain) stage B is left out: each run has no evaluation and keeps
+    stage A's LightFM state for the serving fit to go on from.
     With ``serve`` (`train`) and ``ranker.served_windows`` 2, the first seed also fits the reranker to serve on both
     the label window (stage A's candidates) and the holdout window (stage B's, after the evaluation): twice the
     labels, the latest of them right before what is served predicts; the offline metrics stay those of stage A's.
+    Without stage B (no ``evaluate_holdout``) the label window's reranker is served.
 
     EASE's L2 weight (``eval.ease_lambda``, or the best on the label window) is that of the baseline and of the
     candidate model's own EASE (a candidate source and reranker feature up to ``candidates.ease_max_items`` items):
@@ -234,6 +260,9 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
                               settings.ranker, seed=seed)
             fit = fit_ranker_on([rows], settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
+        if not evaluate_holdout:
+            runs.append(SeedRun(seed, fit, None, None, a.epochs, None if runs else a.state))
+            continue
         # the label window's rows, kept for the served reranker (the first seed's, when `train` asks for it)
         rows_a = rows if serve and not runs and settings.ranker.served_windows == 2 else None
         del rows
@@ -261,10 +290,10 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     return OfflineRun(split, runs, ease_lambda, ease_scores)
 
 
-def _served_epochs(settings: Settings, epochs: EpochSearch | None) -> int:
-    """Epochs the served LightFM trained in all: fit A's count and the two warm steps, or the count found."""
+def _served_epochs(settings: Settings, epochs: EpochSearch | None, warm_steps: int) -> int:
+    """Epochs the served LightFM trained in all: fit A's count and ``warm_steps`` warm steps, or the count found."""
     found = epochs.best_epoch if epochs is not None else settings.lightfm.epochs
-    return found + 2 * settings.lightfm.warm_epochs if settings.lightfm.warm_epochs else found
+    return found + warm_steps * settings.lightfm.warm_epochs if settings.lightfm.warm_epochs else found
 
 
 def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
@@ -284,7 +313,7 @@ EVAL_USER_S = 3e-3    # per evaluated user (candidates, four models, metrics)
 SAVE_USER_S = 2e-5    # per user of the served model
 
 
-def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int) -> dict[str, float]:
+def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluated: bool = True) -> dict[str, float]:
     """Each remaining step's expected cost (keys as `fit_and_evaluate` and `train` give them to their steps)."""
     lfm, n = settings.lightfm, len(dataset.interactions)
     # early stopping: a typical stop (best step, then `patience` more) within the cap
@@ -294,15 +323,19 @@ def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int) -> dict[
     items = min(len(dataset.items), settings.eval.ease_max_items)
     tuning = min(items, settings.eval.ease_tuning_items)
     users = min(settings.eval.max_users, dataset.interactions[Columns.User].nunique() // 10)
+    # with EASE in the candidate model each first-level fit inverts once, and the evaluation reads its weights
+    in_model = INVERSE_S * len(dataset.items) ** 3 if len(dataset.items) <= settings.candidates.ease_max_items else 0.0
+    baseline = 0.0 if in_model else INVERSE_S * items ** 3
     plan: dict[str, float] = {}
     for i in range(seeds):
-        plan |= {f"A{i}": LIGHTFM_S * first * n, f"ranker{i}": RANKER_ROW_S * rows}
+        plan |= {f"A{i}": LIGHTFM_S * first * n + in_model, f"ranker{i}": RANKER_ROW_S * rows}
         if i == 0 and settings.eval.ease_lambda is None:
             plan["ease"] = INVERSE_S * len(EASE_GRID) * tuning ** 3
-        if i == 0 and settings.ranker.served_windows == 2:
-            plan["ranker-served"] = 2 * RANKER_ROW_S * rows
-        plan |= {f"B{i}": LIGHTFM_S * later * n, f"eval{i}": EVAL_USER_S * users + INVERSE_S * items ** 3}
-    return plan | {"C": LIGHTFM_S * later * n, "save": SAVE_USER_S * len(dataset.users)}
+        if evaluated:
+            plan |= {f"B{i}": LIGHTFM_S * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline}
+            if i == 0 and settings.ranker.served_windows == 2:
+                plan["ranker-served"] = 2 * RANKER_ROW_S * rows
+    return plan | {"C": LIGHTFM_S * later * n + in_model, "save": SAVE_USER_S * len(dataset.users)}
 
 
 def _load_dataset(settings: Settings, cache: StageCache) -> Dataset:
@@ -314,13 +347,18 @@ def _load_dataset(settings: Settings, cache: StageCache) -> Dataset:
 
 
 def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
-          tuning: dict[str, Any] | None = None) -> TrainResult:
+          tuning: dict[str, Any] | None = None, evaluate_holdout: bool = True) -> TrainResult:
     """Train, evaluate with ``seeds`` model seeds (mean ± spread in the report; the first seed's models are served)
     and save the pair. ``tuning`` (what `recsys tune` wrote beside the parameters already applied to ``settings``)
-    goes into both models' metadata and the report."""
+    goes into both models' metadata and the report. Without ``evaluate_holdout`` (`recsys train --no-eval`, a
+    production retrain of settings evaluated before) there is no evaluation fit and no offline metrics; the
+    models' metadata says ``"evaluated": false``."""
+    if seeds > 1 and not evaluate_holdout:
+        raise ValueError("several model seeds are only there to measure the offline metrics' spread: with --no-eval "
+                         "train with one")
     timings = Timings()
     started = time.time()
-    cache = StageCache(settings.cache_dir if settings.cache else None)
+    cache = StageCache(settings.cache_dir if settings.cache else None, int(settings.cache_max_gb * 1e9))
     if dataset is None:
         with timings.step(f"load dataset '{settings.data.dataset}'"):
             dataset = _load_dataset(settings, cache)
@@ -328,12 +366,11 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     # microseconds: runs started together on the same data must not share a version (nor a report folder)
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}-{fingerprint[:6]}"
     log.info("run %s on %s", run_id, dataset.summary())
-    timings.plan(_expected_seconds(dataset, settings, seeds))
+    timings.plan(_expected_seconds(dataset, settings, seeds, evaluate_holdout))
     offline = fit_and_evaluate(dataset, settings, timings, seeds=[settings.data.seed + i for i in range(seeds)],
-                               cache=cache, serve=True)
-    split, evaluation = offline.split, offline.evaluation
+                               baselines=evaluate_holdout, cache=cache, evaluate_holdout=evaluate_holdout, serve=True)
+    split, evaluation = offline.split, offline.evaluation if offline.evaluated else None
     fit = offline.runs[0].served_fit or offline.fit
-    evaluations = [run.evaluation for run in offline.runs]
 
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     later = _later_fit(settings, offline.runs[0].state, offline.epochs)
@@ -343,7 +380,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                              warm=later.warm, ease_l2=offline.ease_lambda)
     del later
     tables_c, model_c = c.tables, c.model
-    served_epochs = _served_epochs(settings, offline.epochs)
+    served_epochs = _served_epochs(settings, offline.epochs, warm_steps=2 if evaluate_holdout else 1)
     item_index = item_index_report(model_c, settings.candidates)
 
     with timings.step("save both models to the BentoML model store", "save"), tempfile.TemporaryDirectory() as tmp:
@@ -368,17 +405,15 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
             "ease": {"l2": offline.ease_lambda, "in_candidate_model": model_c.has_ease,
                      "tuned_on_label_window": {f"{k:.4g}": v
                                                                           for k, v in offline.ease_scores.items()}},
-            "offline_metrics": evaluation["metrics"],
-            "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),
-                               "claims": spread.claims(evaluations, settings.eval.k)},
-            "candidate_recall": evaluation["candidate_recall"],
+            "evaluated": evaluation is not None,
+            **(_offline_metadata(offline, settings.eval.k) if evaluation is not None else {}),
             "item_index": item_index,
             "tuning": tuning,
             "libraries": {lib: package_version(lib) for lib in LIBRARIES},
             "training_seconds": round(time.time() - started, 1),
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        report = {**metadata, "evaluation": evaluation,
+        report = {**metadata, "evaluation": evaluation or {"skipped": NOT_EVALUATED},
                   "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
                              "best_iteration": fit.best_iteration, "best_score": fit.best_score,
                              "importance": fit.importance,
@@ -394,6 +429,18 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     report_dir = write_report(report, settings.reports_dir / run_id)
     log.info("timings:\n%s", timings.table())
     return TrainResult(run_id, tags, report, report_dir)
+
+
+NOT_EVALUATED = "trained with `recsys train --no-eval`: no evaluation fit, no offline metrics"
+
+
+def _offline_metadata(offline: OfflineRun, k: int) -> dict[str, Any]:
+    """The offline metrics of an evaluated run, its spread over seeds and the candidates' recall."""
+    evaluations = offline.evaluations
+    return {"offline_metrics": offline.evaluation["metrics"],
+            "offline_spread": {"seeds": [run.seed for run in offline.runs], "metrics": spread.summarise(evaluations),
+                               "claims": spread.claims(evaluations, k)},
+            "candidate_recall": offline.evaluation["candidate_recall"]}
 
 
 def _without_none_keys(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -29,8 +29,15 @@ def _seeds(report: dict[str, Any]) -> int:
     return len(report.get("offline_spread", {}).get("seeds", [])) or 1
 
 
+def evaluated(report: dict[str, Any]) -> bool:
+    """Whether the run measured offline metrics (`recsys train --no-eval` does not)."""
+    return "metrics" in report["evaluation"]
+
+
 def metrics_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Each model's metrics on the holdout window; with several model seeds, mean ± sd over them."""
+    if not evaluated(report):
+        return ["model"], []
     metrics = report["evaluation"]["metrics"]
     columns = list(next(iter(metrics.values())))
     if _seeds(report) > 1:
@@ -137,7 +144,8 @@ def _plot_tuning(tuning: dict[str, Any], path: Path) -> None:
 def write_plots(report: dict[str, Any], directory: Path) -> None:
     """The metric comparison, CatBoost's feature importance and, for a tuned run, the search, as PNG files."""
     metrics_png, importance_png, tuning_png = PLOT_FILES
-    _plot_metrics(report, directory / metrics_png)
+    if evaluated(report):
+        _plot_metrics(report, directory / metrics_png)
     _plot_importance(report, directory / importance_png)
     if report.get("tuning"):
         _plot_tuning(report["tuning"], directory / tuning_png)
@@ -147,8 +155,8 @@ def showcase_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The part of the report the web page shows beside the served models (packed with them)."""
     header, rows = metrics_table(report)
     ev = report["evaluation"]
-    return {"metrics": {"header": header, "rows": rows}, "candidate_recall": ev["candidate_recall"],
-            "evaluation": {k: ev[k] for k in ("users", "cold_users", "k", "candidates_per_user")},
+    return {"metrics": {"header": header, "rows": rows}, "candidate_recall": ev.get("candidate_recall", {}),
+            "evaluation": {k: ev[k] for k in ("users", "cold_users", "k", "candidates_per_user", "skipped") if k in ev},
             "ranker": {k: report["ranker"][k] for k in ("rows", "train_users", "valid_users", "best_iteration")},
             "spread": spread_note(report), "claims": claims_table(report)[1], "epochs": epochs_note(report),
             "tuning": tuning_summary(report.get("tuning"))}
@@ -214,8 +222,6 @@ def _short(value: object) -> str:
 def _markdown(report: dict[str, Any]) -> str:
     header, rows = metrics_table(report)
     tuning_section = _tuning_markdown(report)
-    ev = report["evaluation"]
-    recall = ", ".join(f"{k} {v:.3f}" for k, v in ev["candidate_recall"].items())
     windows = "\n".join(f"| {name} | {w['rows']} | {w['users']} | {w['start']} | {w['end']} |"
                         for name, w in report["split"].items() if isinstance(w, dict))
     timings = "\n".join(f"| {k} | {v:.1f} |" for k, v in report["timings"].items())
@@ -224,23 +230,7 @@ def _markdown(report: dict[str, Any]) -> str:
 Dataset **{report['dataset']}** (fingerprint `{report['dataset_fingerprint']}`), feature store `{report['feature_store_version']}`.
 Models: {', '.join(f'`{t}`' for t in report['tags'])}.
 
-## Offline evaluation (holdout window, {ev['users']} warm users, top-{ev['k']}, seen items filtered)
-
-{_markdown_table(header, rows)}
-
-{spread_note(report)}
-
-Candidate recall (share of holdout items among the ~{ev['candidates_per_user']:.0f} candidates per user): {recall}.
-{ev['cold_users']} holdout users had no history before the window (cold start: served by segment popularity).
-
-![metrics](metrics.png)
-
-### Does LightFM + CatBoost beat the baselines?
-
-Claimed only with at least {MIN_SEEDS} seeds, when every seed's gap is positive and the mean gap is at least
-{CLAIM_SDS:g} standard deviations of the gap over the seeds.
-
-{_markdown_table(*claims_table(report))}
+{_offline_markdown(report, header, rows)}
 
 {epochs_note(report)}
 {ease_note(report)}
@@ -267,13 +257,48 @@ best iteration {report['ranker']['best_iteration']}.
 """
 
 
+def _offline_markdown(report: dict[str, Any], header: list[str], rows: list[list[str]]) -> str:
+    ev = report["evaluation"]
+    if not evaluated(report):
+        return f"## Offline evaluation\n\nSkipped: {ev['skipped']}."
+    recall = ", ".join(f"{k} {v:.3f}" for k, v in ev["candidate_recall"].items())
+    return f"""## Offline evaluation (holdout window, {ev['users']} warm users, top-{ev['k']}, seen items filtered)
+
+{_markdown_table(header, rows)}
+
+{spread_note(report)}
+
+Candidate recall (share of holdout items among the ~{ev['candidates_per_user']:.0f} candidates per user): {recall}.
+{ev['cold_users']} holdout users had no history before the window (cold start: served by segment popularity).
+
+![metrics](metrics.png)
+
+### Does LightFM + CatBoost beat the baselines?
+
+Claimed only with at least {MIN_SEEDS} seeds, when every seed's gap is positive and the mean gap is at least
+{CLAIM_SDS:g} standard deviations of the gap over the seeds.
+
+{_markdown_table(*claims_table(report))}"""
+
+
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
 
 
+def _offline_html(report: dict[str, Any]) -> str:
+    ev = report["evaluation"]
+    if not evaluated(report):
+        return f"<h2>Offline evaluation</h2><p>Skipped: {html.escape(ev['skipped'])}.</p>"
+    recall = "".join(f"<li>{html.escape(k)}: {v:.3f}</li>" for k, v in ev["candidate_recall"].items())
+    return f"""<p>Dataset <b>{html.escape(report['dataset'])}</b>, {ev['users']} warm holdout users, top-{ev['k']}.</p>
+{_html_table(*metrics_table(report))}<p>{html.escape(spread_note(report))}</p>
+<h2>Does LightFM + CatBoost beat the baselines?</h2>{_html_table(*claims_table(report))}
+<h2>Candidate recall</h2><ul>{recall}</ul>
+<img src="metrics.png" alt="metrics">"""
+
+
 def _html(report: dict[str, Any]) -> str:
-    recall = "".join(f"<li>{html.escape(k)}: {v:.3f}</li>" for k, v in report["evaluation"]["candidate_recall"].items())
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in (epochs_note(report), ease_note(report)) if n)
     tuning = report.get("tuning")
     tuning_html = (f"<h2>Tuning</h2><p>{html.escape(tuning_summary(tuning) or '')}</p><img src=\"tuning.png\" alt=\"tuning\">"
@@ -282,11 +307,8 @@ def _html(report: dict[str, Any]) -> str:
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Training report {html.escape(report['run_id'])}</h1>
-<p>Dataset <b>{html.escape(report['dataset'])}</b>, {report['evaluation']['users']} warm holdout users, top-{report['evaluation']['k']}.</p>
-{_html_table(*metrics_table(report))}<p>{html.escape(spread_note(report))}</p>
-<h2>Does LightFM + CatBoost beat the baselines?</h2>{_html_table(*claims_table(report))}{notes}
-<h2>Candidate recall</h2><ul>{recall}</ul>
-<img src="metrics.png" alt="metrics"><h2>Reranker feature importance</h2><img src="importance.png" alt="importance">
+{_offline_html(report)}{notes}
+<h2>Reranker feature importance</h2><img src="importance.png" alt="importance">
 {tuning_html}</body></html>"""
 
 

@@ -187,9 +187,13 @@ class CandidateModel:
         slower). ``threads``: faiss' threads per search (one batch at a time in serving)."""
         paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
         index_file = Path(directory) / INDEX_FILE
-        return cls(**{name: load_array(path, mmap) for name, path in paths.items()
-                      if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS) or path.exists()},
-                   index=ItemIndex.load(index_file, map_index, threads) if index_file.exists() else None)
+        arrays = {name: load_array(path, mmap) for name, path in paths.items()
+                  if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS) or path.exists()}
+        if "ease_weights" in arrays and not arrays["ease_weights"].flags.c_contiguous:
+            # saved column-major by an older training: its rows, which every request gathers, were 12x slower to
+            # read; a row-major copy in this process (at most ease_max_items² float32), not shared
+            arrays["ease_weights"] = np.ascontiguousarray(arrays["ease_weights"])
+        return cls(**arrays, index=ItemIndex.load(index_file, map_index, threads) if index_file.exists() else None)
 
     @staticmethod
     def demographic_labels(directory: Path) -> dict[str, frozenset[str]]:

@@ -7,8 +7,8 @@ code, and a 429 or 503 always says when to retry (``Retry-After``). It runs insi
 has already read the whole body within its time and size limits. Before BentoML sees a request it refuses anything
 but JSON with 415 and an invalid body with 400 (:mod:`serving.admission`: bounded, linear checks, off the event
 loop for big bodies). BentoML therefore only ever parses valid, small requests: it never logs a 4xx as an ERROR
-with a traceback quoting the sender's input (the access log's one line is the record of a refused request), and
-its parser never silently keeps the last of repeated keys.
+with a traceback quoting the sender's input (the access log's one line, when it is on, is the record of a refused
+request), and its parser never silently keeps the last of repeated keys.
 """
 
 from __future__ import annotations

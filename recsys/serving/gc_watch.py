@@ -18,8 +18,10 @@ from collections import deque
 from typing import Any
 
 import bentoml
+import uvloop
 from bentoml._internal.context import server_context
 from starlette.types import Receive, Scope, Send
+from uvloop.loop import TimerHandle as UvloopTimer  # type: ignore[attr-defined]  # not in its stubs
 
 PROCESS = ("service", "worker")
 PUBLISH_EVERY_S = 0.25  # collector pauses reach /metrics this late at most
@@ -92,7 +94,14 @@ class LoopTimersOnScrape:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/metrics":
-            # BaseEventLoop's heap of TimerHandles (uvloop, not used here, has none to count)
-            scheduled = getattr(asyncio.get_running_loop(), "_scheduled", ())
-            LOOP_TIMERS.labels(**_process_labels()).set(len(scheduled))
+            LOOP_TIMERS.labels(**_process_labels()).set(scheduled_timers(asyncio.get_running_loop()))
         await self.app(scope, receive, send)
+
+
+def scheduled_timers(loop: asyncio.AbstractEventLoop) -> int:
+    """Timers the event loop holds: asyncio's heap of TimerHandles (cancelled ones included until it drops them),
+    or uvloop's set of live ones, which it keeps private; the collector's view of the loop reaches it."""
+    if isinstance(loop, uvloop.Loop):
+        return sum(len(held) for held in gc.get_referents(loop)
+                   if isinstance(held, set) and any(isinstance(h, UvloopTimer) for h in held))
+    return len(getattr(loop, "_scheduled", ()))

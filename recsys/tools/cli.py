@@ -172,6 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "no_cache", False):
         settings = settings.model_copy(update={"cache": False})
     tuning, params_file, seeds = None, getattr(args, "params", None), getattr(args, "seeds", 1)  # `serve` has none
+    evaluate_holdout = not getattr(args, "no_eval", False)
+    if seeds > 1 and not evaluate_holdout:
+        log.error("--seeds measures the spread of the offline metrics; with --no-eval there are none")
+        return 2
     if params_file:
         params, tuning = read_params(params_file)
         settings = apply_params(settings, params, str(params_file))
@@ -181,15 +185,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         dataset = load_dataset(settings.data)
         settings, tuning = _run_tune(settings, dataset, args)
-        return _train_and_print(settings, seeds, tuning, dataset)
-    return _train_and_print(settings, seeds, tuning)
+        return _train_and_print(settings, seeds, tuning, dataset, evaluate_holdout)
+    return _train_and_print(settings, seeds, tuning, evaluate_holdout=evaluate_holdout)
 
 
-def _train_and_print(settings: Settings, seeds: int, tuning: dict[str, Any] | None, dataset: Dataset | None = None) -> int:
+def _train_and_print(settings: Settings, seeds: int, tuning: dict[str, Any] | None, dataset: Dataset | None = None,
+                     evaluate_holdout: bool = True) -> int:
     from recsys.training.pipeline import train
-    from recsys.training.report import claims_table, metrics_table, spread_note
+    from recsys.training.report import claims_table, evaluated, metrics_table, spread_note
 
-    result = train(settings, dataset, seeds=seeds, tuning=tuning)
+    result = train(settings, dataset, seeds=seeds, tuning=tuning, evaluate_holdout=evaluate_holdout)
+    if not evaluated(result.report):
+        print(f"\noffline evaluation skipped: {result.report['evaluation']['skipped']}")
+        print(f"models: {', '.join(result.tags)}\nreport: {result.report_dir / 'report.html'}")
+        return 0
     header, rows = metrics_table(result.report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -327,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="run `recsys tune` first and train with what it found")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache of finished stages "
                                                            "(var/cache: the built-in dataset, the first-level fits)")
+    p.add_argument("--no-eval", action="store_true", help="a production retrain of settings evaluated before: no "
+                                                          "evaluation fit and no offline report (the models' "
+                                                          "metadata says evaluated: false)")
     _add_tune_args(p, seeds=1)
     p.set_defaults(func=cmd_train)
 

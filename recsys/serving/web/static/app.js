@@ -85,13 +85,14 @@ function showModel(info) {
   }
   const report = info.report;
   const ev = report.evaluation;
-  candidatesPerUser = Math.round(ev.candidates_per_user);
-  $("#evaluation-note").textContent = `Holdout window, ${ev.users} warm users, top ${ev.k}, watched titles left out; `
-    + `${ev.cold_users} holdout users without history are served by popularity. The reranker learned from `
-    + `${report.ranker.rows} rows (best iteration ${report.ranker.best_iteration}).`;
+  candidatesPerUser = ev.skipped ? null : Math.round(ev.candidates_per_user);
+  const reranker = `The reranker learned from ${report.ranker.rows} rows (best iteration ${report.ranker.best_iteration}).`;
+  $("#evaluation-note").textContent = ev.skipped ? `Offline evaluation skipped: ${ev.skipped}. ${reranker}`
+    : `Holdout window, ${ev.users} warm users, top ${ev.k}, watched titles left out; `
+      + `${ev.cold_users} holdout users without history are served by popularity. ${reranker}`;
   $("#offline-metrics thead").replaceChildren(el("tr", {}, ...report.metrics.header.map((h) => el("th", {}, h))));
   fill($("#offline-metrics tbody"), report.metrics.rows.map((row) => el("tr", {}, ...row.map((c) => el("td", {}, c)))));
-  $("#candidate-recall").textContent = `Candidate recall (share of holdout items among about `
+  $("#candidate-recall").textContent = ev.skipped ? "" : `Candidate recall (share of holdout items among about `
     + `${candidatesPerUser} candidates per user): `
     + Object.entries(report.candidate_recall).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ");
   $("#plots").replaceChildren(...info.plots.map((name) => el("img", { src: new URL(`plot?name=${name}`, UI_API), alt: name })));
