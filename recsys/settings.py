@@ -116,6 +116,10 @@ class RankerSettings(BaseModel):
     validation_share: float = Field(0.2, gt=0, lt=1, description="share of label users for early stopping")
     max_train_users: int = Field(20_000, ge=10, description="cap on users used to train the reranker")
     negatives_per_user: int = Field(40, ge=1, description="negatives kept per user (all positives are kept)")
+    served_windows: Literal[1, 2] = Field(2, description="label windows the served reranker learns from: 2, the "
+                                      "label window and the holdout window (the latest, as the served first level "
+                                      "sees it); 1, the label window only (then the reranker served is the one the "
+                                      "offline metrics measured)")
     popularity_debias: float = Field(0.4, ge=0, le=1, description="a hit on a title with v views in the history "
                                                                  "counts 1 / (v + 1) ** this in the reranker's "
                                                                  "target (0: every hit counts the same; 0.4 keeps the "

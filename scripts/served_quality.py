@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("work", type=Path, help="folder for the cut data, the models, the logs and the results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="model seeds to train and serve")
     parser.add_argument("--budget", default=None, help="`recsys tune --budget` (default: its default)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="`recsys tune --trials` (default: its default); with a long --budget, the same search "
+                             "whatever the machine's load, to compare two versions")
     parser.add_argument("--params", type=Path, help="skip the search and train with this parameters file")
     parser.add_argument("--no-tune", action="store_true", help="train with the defaults (the 'before tuning' row)")
     args = parser.parse_args()
@@ -143,7 +146,7 @@ def main() -> None:
     params = args.params
     if params is None and not args.no_tune:
         params = work / "params.json"
-        budget = ["--budget", args.budget] if args.budget else []
+        budget = (["--budget", args.budget] if args.budget else []) + (["--trials", str(args.trials)] if args.trials else [])
         result["tune_seconds"] = run(["tune", *data_args, "--no-train", "--out", str(params),
                                       *budget], env, log)
         print(f"tuned in {result['tune_seconds']:.0f}s: {params}", flush=True)

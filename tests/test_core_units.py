@@ -154,15 +154,15 @@ def small_assembler() -> FeatureAssembler:
     """Users 1 and 2, items 10, 20, 30 (stored sorted by id; the candidate model orders its items 30, 10, 20)."""
     users = OnlineFeatureTable.of_categories(
         ids=np.array([1, 2], np.int64),
-        numeric=np.array([[0.75, 0.25, 2000, 4], [0, 1, 1990, 1], [NAN] * 4], np.float32),
-        numeric_names=["u_genre_drama", "u_genre_comedy", "u_mean_release_year", "u_watches"],
+        numeric=np.array([[0.75, 0.25, 2000, 4, 5], [0, 1, 1990, 1, 10], [NAN] * 5], np.float32),
+        numeric_names=["u_genre_drama", "u_genre_comedy", "u_mean_release_year", "u_watches", "u_days_since_last"],
         categorical=np.array([["age_18_24"], ["age_25_34"], ["unknown"]], object),
         categorical_names=["age"],
     )
     items = OnlineFeatureTable.of_categories(
         ids=np.array([10, 20, 30], np.int64),
-        numeric=np.array([[1, 0, 2010, 5], [0.5, 0.5, 1980, 3], [0, 1, 2000, 1], [NAN] * 4], np.float32),
-        numeric_names=["i_genre_drama", "i_genre_comedy", "release_year", "i_pop"],
+        numeric=np.array([[1, 0, 2010, 5, 30], [0.5, 0.5, 1980, 3, 3], [0, 1, 2000, 1, 100], [NAN] * 5], np.float32),
+        numeric_names=["i_genre_drama", "i_genre_comedy", "release_year", "i_pop", "i_days_since_first"],
         categorical=np.array([["film"], ["series"], ["film"], ["unknown"]], object),
         categorical_names=["content_type"],
     )
@@ -171,8 +171,8 @@ def small_assembler() -> FeatureAssembler:
 
 def test_feature_names_are_candidate_then_user_then_item_then_cross_features():
     assembler = small_assembler()
-    assert assembler.numeric_names == [*CANDIDATE_FEATURES, "u_mean_release_year", "u_watches", "release_year", "i_pop",
-                                       *CROSS_FEATURES]
+    assert assembler.numeric_names == [*CANDIDATE_FEATURES, "u_mean_release_year", "u_watches", "u_days_since_last",
+                                       "release_year", "i_pop", "i_days_since_first", *CROSS_FEATURES]
     assert assembler.categorical_names == ["age", "content_type"]
 
 
@@ -180,6 +180,8 @@ def test_assemble_joins_user_item_and_cross_features_per_candidate():
     """Batch users 2, 1 and an unknown 99. Genre affinity is the dot product of the user's and the item's genre
     shares, the year gap the item's release year minus the user's mean: user 2 x item 30: [0, 1].[0, 1] = 1,
     2000 - 1990 = 10; user 1 x item 20: [.75, .25].[.5, .5] = .5, 1980 - 2000 = -20; user 1 x item 10: .75, 10.
+    The item's age at the user's last visit is its days since first seen minus the user's days since last seen:
+    100 - 10 = 90, 3 - 5 = -2 (it arrived after the visit), 30 - 5 = 25.
     The unknown user gets the defaults row: NaN numbers, 'unknown' categories."""
     width = len(CANDIDATE_FEATURES)
     candidate = np.arange(3 * width, dtype=np.float32).reshape(3, width)
@@ -189,14 +191,40 @@ def test_assemble_joins_user_item_and_cross_features_per_candidate():
     numeric = data.num_feature_data
     assert_array_equal(numeric[:, :width], batch.features)
     assert_array_equal(numeric[:, width:], [
-        # u_mean_release_year, u_watches, release_year, i_pop, genre_affinity, year_gap
-        [1990, 1, 2000, 1, 1.0, 10],
-        [2000, 4, 1980, 3, 0.5, -20],
-        [2000, 4, 2010, 5, 0.75, 10],
-        [NAN, NAN, 2000, 1, NAN, NAN],
+        # u_mean_release_year, u_watches, u_days_since_last, release_year, i_pop, i_days_since_first,
+        # genre_affinity, year_gap, item_age_at_last_visit
+        [1990, 1, 10, 2000, 1, 100, 1.0, 10, 90],
+        [2000, 4, 5, 1980, 3, 3, 0.5, -20, -2],
+        [2000, 4, 5, 2010, 5, 30, 0.75, 10, 25],
+        [NAN, NAN, NAN, 2000, 1, 100, NAN, NAN, NAN],
     ])
     assert data.cat_feature_data.tolist() == [
         ["age_25_34", "film"], ["age_18_24", "series"], ["age_18_24", "film"], ["unknown", "film"]]
+
+
+def test_a_reranker_trained_without_a_later_cross_feature_is_served_without_it(tmp_path):
+    """A model saved before ``item_age_at_last_visit`` joined the cross features loads, and its features are
+    assembled without it (and in its order)."""
+    from catboost import CatBoost, FeaturesData, Pool
+
+    from recsys.core.reranker import Reranker
+
+    full = small_assembler()
+    older = [n for n in full.feature_names if n != "item_age_at_last_visit"]
+    batch = CandidateBatch(owner=np.array([0, 0, 1, 1]), items=np.array([0, 1, 2, 0]),
+                           features=np.ones((4, len(CANDIDATE_FEATURES)), np.float32))
+    data = full.assemble(np.array([1, 2]), batch)
+    keep = [i for i, n in enumerate(full.numeric_names) if n != "item_age_at_last_visit"]
+    older_data = FeaturesData(num_feature_data=data.num_feature_data[:, keep], cat_feature_data=data.cat_feature_data,
+                              num_feature_names=[full.numeric_names[i] for i in keep],
+                              cat_feature_names=full.categorical_names)
+    model = CatBoost({"iterations": 2, "depth": 1, "verbose": False, "allow_writing_files": False})
+    model.fit(Pool(older_data, label=[1, 0, 1, 0]))
+    model.save_model(str(tmp_path / "ranker.cbm"), format="cbm")
+    reranker = Reranker.load(tmp_path / "ranker.cbm", full)
+    assert reranker.assembler.cross == ("genre_affinity", "year_gap")
+    assert reranker.assembler.feature_names == older
+    assert reranker.score(np.array([1, 2]), batch).shape == (4,)
 
 
 def test_top_k_per_user_keeps_each_users_best_in_order_and_pads_the_rest():

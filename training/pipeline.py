@@ -42,7 +42,7 @@ from recsys.training.epochs import EpochSearch, LightFMState, epoch_cap
 from recsys.training.evaluate import choose_ease_lambda, evaluate
 from recsys.training.first_stage import ease_fits, fit_candidate_model, with_ease
 from recsys.training.report import showcase_summary, write_plots, write_report
-from recsys.training.second_stage import RankerFit, fit_ranker
+from recsys.training.second_stage import RankerFit, fit_ranker_on, label_rows
 from recsys.training.split import Split, split_interactions
 
 log = logging.getLogger("recsys")
@@ -163,6 +163,7 @@ class SeedRun:
     seed: int
     fit: RankerFit
     evaluation: dict[str, Any] | None  # None: not evaluated (`recsys train --no-eval`)
+    served_fit: RankerFit | None  # the reranker served, when it learns from more windows than ``fit`` (first seed)
     epochs: EpochSearch | None  # how stage A's LightFM epoch count was found (None: fixed count)
     state: LightFMState | None  # stage B's LightFM (A's if not evaluated), the serving fit goes on from (first seed
     #                             only; then None)
@@ -210,7 +211,8 @@ class OfflineRun:
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
                      seeds: list[int] | None = None,
                      after_first_stage: Callable[[EpochSearch | None], None] | None = None,
-                     baselines: bool = True, cache: StageCache | None = None, evaluate_holdout: bool = True) -> OfflineRun:
+                     baselines: bool = True, cache: StageCache | None = None, evaluate_holdout: bool = True,
+                     serve: bool = False) -> OfflineRun:
     """Stages A and B, once per model seed (default: the settings' one): the reranker and the offline metrics,
     without the serving refit or any saving.
 
@@ -222,6 +224,10 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
     ``cache``, the first-level fits come from it when an earlier run made the same ones (`train` passes one).
     Without ``evaluate_holdout`` (a production retrain) stage B is left out: each run has no evaluation and keeps
     stage A's LightFM state for the serving fit to go on from.
+    With ``serve`` (`train`) and ``ranker.served_windows`` 2, the first seed also fits the reranker to serve on both
+    the label window (stage A's candidates) and the holdout window (stage B's, after the evaluation): twice the
+    labels, the latest of them right before what is served predicts; the offline metrics stay those of stage A's.
+    Without stage B (no ``evaluate_holdout``) the label window's reranker is served.
 
     EASE's L2 weight (``eval.ease_lambda``, or the best on the label window) is that of the baseline and of the
     candidate model's own EASE (a candidate source and reranker feature up to ``candidates.ease_max_items`` items):
@@ -250,12 +256,16 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
                 ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
         a.model = with_ease(a.model, ease_lambda, settings.candidates)
         with timings.step(f"A. CatBoost reranker on the label window{tag}", f"ranker{i}"):
-            fit = fit_ranker(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
-                             settings.ranker, seed=seed)
+            rows = label_rows(a.model, _assembler(a.tables, a.model), split.labels, settings.candidates,
+                              settings.ranker, seed=seed)
+            fit = fit_ranker_on([rows], settings.ranker, seed=seed)
         log.info("reranker: best iteration %d, scores %s", fit.best_iteration, fit.best_score)
         if not evaluate_holdout:
-            runs.append(SeedRun(seed, fit, None, a.epochs, None if runs else a.state))
+            runs.append(SeedRun(seed, fit, None, None, a.epochs, None if runs else a.state))
             continue
+        # the label window's rows, kept for the served reranker (the first seed's, when `train` asks for it)
+        rows_a = rows if serve and not runs and settings.ranker.served_windows == 2 else None
+        del rows
 
         later = _later_fit(settings, a.state, a.epochs)
         epochs = a.epochs
@@ -268,7 +278,14 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
             evaluation = evaluate(b.model, Reranker(fit.model, _assembler(b.tables, b.model)), split.holdout,
                                   settings.candidates, settings.eval, seed=settings.data.seed,  # same users
                                   threads=settings.ranker.threads, ease_lambda=ease_lambda if baselines else None)
-        runs.append(SeedRun(seed, fit, evaluation, epochs, None if runs else b.state))
+        served_fit = None
+        if rows_a is not None:
+            with timings.step("B. CatBoost reranker served, on the label and holdout windows", "ranker-served"):
+                rows_b = label_rows(b.model, _assembler(b.tables, b.model), split.holdout, settings.candidates,
+                                    settings.ranker, seed=seed)
+                served_fit = fit_ranker_on([rows_a, rows_b], settings.ranker, seed=seed)
+            del rows_a, rows_b
+        runs.append(SeedRun(seed, fit, evaluation, served_fit, epochs, None if runs else b.state))
         del b
     return OfflineRun(split, runs, ease_lambda, ease_scores)
 
@@ -316,6 +333,8 @@ def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluate
             plan["ease"] = INVERSE_S * len(EASE_GRID) * tuning ** 3
         if evaluated:
             plan |= {f"B{i}": LIGHTFM_S * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline}
+            if i == 0 and settings.ranker.served_windows == 2:
+                plan["ranker-served"] = 2 * RANKER_ROW_S * rows
     return plan | {"C": LIGHTFM_S * later * n + in_model, "save": SAVE_USER_S * len(dataset.users)}
 
 
@@ -349,8 +368,9 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
     log.info("run %s on %s", run_id, dataset.summary())
     timings.plan(_expected_seconds(dataset, settings, seeds, evaluate_holdout))
     offline = fit_and_evaluate(dataset, settings, timings, seeds=[settings.data.seed + i for i in range(seeds)],
-                               baselines=evaluate_holdout, cache=cache, evaluate_holdout=evaluate_holdout)
-    split, fit, evaluation = offline.split, offline.fit, offline.evaluation if offline.evaluated else None
+                               baselines=evaluate_holdout, cache=cache, evaluate_holdout=evaluate_holdout, serve=True)
+    split, evaluation = offline.split, offline.evaluation if offline.evaluated else None
+    fit = offline.runs[0].served_fit or offline.fit
 
     serve_as_of = dataset.interactions[Columns.Datetime].max().normalize() + pd.Timedelta(days=1)
     later = _later_fit(settings, offline.runs[0].state, offline.epochs)
@@ -396,7 +416,8 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
         report = {**metadata, "evaluation": evaluation or {"skipped": NOT_EVALUATED},
                   "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
                              "best_iteration": fit.best_iteration, "best_score": fit.best_score,
-                             "importance": fit.importance}}
+                             "importance": fit.importance,
+                             "label_windows": ["labels", "holdout"] if offline.runs[0].served_fit else ["labels"]}}
         showcase_dir = write_showcase(Path(tmp) / model_store.SHOWCASE_DIR, dataset, settings.ui.history_items,
                                       showcase_summary(report))
         write_plots(report, showcase_dir)

@@ -87,8 +87,22 @@ def _take(data: FeaturesData, rows: np.ndarray) -> FeaturesData:
                         num_feature_names=data.num_feature_names, cat_feature_names=data.cat_feature_names)
 
 
-def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
-               cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> RankerFit:
+@dataclass
+class LabelRows:
+    """One label window's reranker training rows: features, graded gains, 0/1 labels and the row's user (``group``,
+    an index into ``users``)."""
+
+    data: FeaturesData
+    labels: np.ndarray
+    gain: np.ndarray
+    group: np.ndarray
+    users: np.ndarray
+
+
+def label_rows(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
+               cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> LabelRows:
+    """The candidates of ``labels_frame``'s users (those ``model`` knows), labelled with the window: every positive
+    and a sample of negatives per user with a positive."""
     rng = np.random.default_rng(seed)
     label_users = np.unique(labels_frame[Columns.User].to_numpy(np.int64))
     _, known = model.user_rows(label_users)
@@ -110,20 +124,49 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
             "Raise the number of candidates (RECSYS_CANDIDATES__N_LIGHTFM) or lengthen the label window"
         )
     batch = batch.take(rows)
-    labels = labels[rows]
-    gain = _debiased_gain(model, batch.items, settings.popularity_debias)
-    is_valid = (rng.random(len(users)) < settings.validation_share)[batch.owner]
+    return LabelRows(assembler.assemble(users, batch), labels[rows],
+                     _debiased_gain(model, batch.items, settings.popularity_debias), batch.owner, users)
+
+
+def _concat(windows: list[LabelRows]) -> LabelRows:
+    """Several windows' rows as one: each window's users are groups of their own (a user's lists of two windows
+    are two queries)."""
+    if len(windows) == 1:
+        return windows[0]
+    offsets = np.cumsum([0] + [len(w.users) for w in windows[:-1]])
+    first = windows[0].data
+    data = FeaturesData(num_feature_data=np.vstack([w.data.num_feature_data for w in windows]),
+                        cat_feature_data=np.vstack([w.data.cat_feature_data for w in windows]),
+                        num_feature_names=first.num_feature_names, cat_feature_names=first.cat_feature_names)
+    return LabelRows(data, np.concatenate([w.labels for w in windows]), np.concatenate([w.gain for w in windows]),
+                     np.concatenate([w.group + o for w, o in zip(windows, offsets, strict=True)]),
+                     np.concatenate([w.users for w in windows]))
+
+
+def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame: pd.DataFrame,
+               cands: CandidateSettings, settings: RankerSettings, seed: int = 42) -> RankerFit:
+    """The reranker of one label window's candidates."""
+    return fit_ranker_on([label_rows(model, assembler, labels_frame, cands, settings, seed)], settings, seed)
+
+
+def fit_ranker_on(windows: list[LabelRows], settings: RankerSettings, seed: int = 42) -> RankerFit:
+    """The reranker of one or more label windows' rows. A share of the users validates (early stopping), with all
+    their windows' rows: a user's earlier window in training would tell the validation about its later one."""
+    rows = _concat(windows)
+    data, labels, gain, group = rows.data, rows.labels, rows.gain, rows.group
+    ids = np.unique(rows.users)
+    valid_ids = ids[np.random.default_rng([seed, 1]).random(len(ids)) < settings.validation_share]
+    is_valid = np.isin(rows.users, valid_ids)[group]
     train, valid = np.nonzero(~is_valid)[0], np.nonzero(is_valid)[0]
-    data = assembler.assemble(users, batch)
-    log.info("reranker data: %d rows (%d positive) for %d users; %d train / %d validation users",
-             len(rows), int((labels > 0).sum()), len(np.unique(batch.owner)),
-             len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])))
+    log.info("reranker data: %d rows (%d positive) for %d users in %d window(s); %d train / %d validation users",
+             len(labels), int((labels > 0).sum()), len(np.unique(group)), len(windows),
+             len(np.unique(group[train])), len(np.unique(group[valid])))
 
     def pool(part: np.ndarray) -> Pool:
         # ranking losses take the gain as a graded label; Logloss wants 0/1 labels, so there it is a weight
         if settings.loss == "Logloss":
-            return Pool(_take(data, part), label=labels[part], group_id=batch.owner[part], weight=gain[part])
-        return Pool(_take(data, part), label=labels[part] * gain[part], group_id=batch.owner[part])
+            return Pool(_take(data, part), label=labels[part], group_id=group[part], weight=gain[part])
+        return Pool(_take(data, part), label=labels[part] * gain[part], group_id=group[part])
 
     params = {
         "loss_function": settings.loss,
@@ -143,6 +186,6 @@ def fit_ranker(model: CandidateModel, assembler: FeatureAssembler, labels_frame:
     ranker.fit(pool(train), eval_set=pool(valid), use_best_model=True)
     importance = dict(zip(ranker.feature_names_, map(float, ranker.get_feature_importance(type="PredictionValuesChange")),
                           strict=True))
-    return RankerFit(ranker, len(rows), len(np.unique(batch.owner[train])), len(np.unique(batch.owner[valid])),
+    return RankerFit(ranker, len(labels), len(np.unique(group[train])), len(np.unique(group[valid])),
                      int(ranker.get_best_iteration() or 0), ranker.get_best_score(),
                      dict(sorted(importance.items(), key=lambda kv: -kv[1])))

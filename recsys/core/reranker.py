@@ -7,7 +7,7 @@ online feature tables plus two row-wise dot products; no pandas, no file reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,10 @@ from catboost import CatBoost, CatBoostError, FeaturesData
 from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch
 from recsys.features.store import OnlineFeatureTable
 
-CROSS_FEATURES = ["genre_affinity", "year_gap"]
+# user x item features; "item_age_at_last_visit": days the title had been in the log when the user was last active
+# (negative: it arrived after), as the per-user split holds out each user's latest titles at their own time, not
+# at the log's end. A reranker trained before a feature joined the list is served without it.
+CROSS_FEATURES = ["genre_affinity", "year_gap", "item_age_at_last_visit"]
 
 
 @dataclass
@@ -24,6 +27,7 @@ class FeatureAssembler:
     users: OnlineFeatureTable
     items: OnlineFeatureTable
     item_ids: np.ndarray  # the candidate model's item order
+    cross: tuple[str, ...] = tuple(CROSS_FEATURES)  # those the reranker was trained on, in this order
 
     def __post_init__(self) -> None:
         rows, _ = self.items.rows(self.item_ids)
@@ -37,11 +41,13 @@ class FeatureAssembler:
         self._item_year = self.items.numeric[rows][:, self.items.numeric_names.index("release_year")]
         self._user_genre_cols = [self.users.numeric_names.index(f"u_genre_{g}") for g in genres]
         self._user_year_col = self.users.numeric_names.index("u_mean_release_year")
+        self._item_first = self.items.numeric[rows][:, self.items.numeric_names.index("i_days_since_first")]
+        self._user_last_col = self.users.numeric_names.index("u_days_since_last")
 
     @property
     def numeric_names(self) -> list[str]:
         return (CANDIDATE_FEATURES + [self.users.numeric_names[i] for i in self._user_num]
-                + [self.items.numeric_names[i] for i in self._item_num] + CROSS_FEATURES)
+                + [self.items.numeric_names[i] for i in self._item_num] + list(self.cross))
 
     @property
     def categorical_names(self) -> list[str]:
@@ -55,11 +61,15 @@ class FeatureAssembler:
         user = self.users.lookup(user_ids)
         owner, items = batch.owner, batch.items
         user_numeric = user.numeric[owner]
-        affinity = np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols], self._item_genres[items])
-        year_gap = self._item_year[items] - user_numeric[:, self._user_year_col]
+        cross = {
+            "genre_affinity": lambda: np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols],
+                                                self._item_genres[items]),
+            "year_gap": lambda: self._item_year[items] - user_numeric[:, self._user_year_col],
+            "item_age_at_last_visit": lambda: self._item_first[items] - user_numeric[:, self._user_last_col],
+        }
         numeric = np.hstack([
             batch.features, user_numeric[:, self._user_num], self._item_numeric[items],
-            affinity[:, None], year_gap[:, None],
+            *(cross[name]()[:, None] for name in self.cross),
         ]).astype(np.float32, copy=False)
         categorical = np.hstack([user.categorical[owner], self._item_categorical[items]])
         return FeaturesData(num_feature_data=numeric, cat_feature_data=categorical,
@@ -83,6 +93,7 @@ class Reranker:
     @classmethod
     def load(cls, model_file: Path, assembler: FeatureAssembler) -> Reranker:
         model = load_catboost(model_file)
+        assembler = replace(assembler, cross=tuple(n for n in CROSS_FEATURES if n in model.feature_names_))
         if list(model.feature_names_) != assembler.feature_names:
             raise ValueError(f"{model_file} expects features {model.feature_names_}, the feature store gives "
                              f"{assembler.feature_names}")
