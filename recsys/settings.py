@@ -125,6 +125,9 @@ class RankerSettings(BaseModel):
                                                                  "target (0: every hit counts the same; 0.4 keeps the "
                                                                  "reranker from collapsing onto the most popular "
                                                                  "titles at Kion's size)")
+    coverage_floor: float = Field(0.5, ge=0, le=10, description="the reranked top-k lists rank by CatBoost's score "
+                                  "less penalty x log(1 + views), with the smallest penalty at which they show at "
+                                  "least this share of the titles LightFM's own lists show (0: no penalty)")
     threads: int = Field(2, ge=1)
 
 

@@ -278,3 +278,32 @@ def test_candidate_batch_columns_by_name_and_its_constructors():
     joined = CandidateBatch.concat([batch, second], [2, 3])
     assert_array_equal(joined.owner, [0, 0, 1, 1, 3, 3])
     assert_array_equal(joined.items, [1, 2, 0, 3, 0, 3])
+
+
+def test_a_reranker_ranks_by_its_stored_popularity_penalty_wherever_it_is_loaded(tmp_path):
+    """The penalty travels in the CatBoost file: loaded, the reranker (and the ranker service's handler) rank by
+    CatBoost's score less penalty x log(1 + views) (``i_pop``: items 30, 10, 20 in the model's order have 1, 5, 3).
+    CatBoost puts the most watched title first; a penalty of 10 puts it last. A file without one ranks by CatBoost's
+    score alone."""
+    from catboost import CatBoost, Pool
+
+    from recsys.core.reranker import Reranker, set_popularity_penalty
+    from recsys.serving.handlers import rank_answers
+
+    assembler = small_assembler()
+    batch = CandidateBatch(owner=np.zeros(3, np.int64), items=np.array([0, 1, 2]),
+                           features=np.ones((3, len(CANDIDATE_FEATURES)), np.float32))
+    data = assembler.assemble(np.array([1]), batch)
+    model = CatBoost({"iterations": 1, "depth": 1, "verbose": False, "allow_writing_files": False})
+    model.fit(Pool(data, label=[0.0, 1.0, 0.0]))
+    model.save_model(str(tmp_path / "plain.cbm"), format="cbm")
+    set_popularity_penalty(model, 10)
+    model.save_model(str(tmp_path / "penalised.cbm"), format="cbm")
+
+    plain, penalised = (Reranker.load(tmp_path / name, assembler) for name in ("plain.cbm", "penalised.cbm"))
+    raw = plain.score(np.array([1]), batch)
+    assert plain.penalty == 0 and penalised.penalty == 10
+    assert_array_equal(penalised.score(np.array([1]), batch), raw - np.float32(10) * np.array([1, 5, 3], np.float32))
+    request = {"user_id": 1, "items": batch.items, "features": batch.features, "top_k": 3}
+    assert rank_answers(plain, np.array([30, 10, 20]), [request])[0]["item_ids"][0] == 10
+    assert rank_answers(penalised, np.array([30, 10, 20]), [request])[0]["item_ids"].tolist() == [30, 20, 10]

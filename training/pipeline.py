@@ -41,6 +41,7 @@ from recsys.training.cache import StageCache, cache_key
 from recsys.training.epochs import EpochSearch, LightFMState, epoch_cap
 from recsys.training.evaluate import choose_ease_lambda, evaluate
 from recsys.training.first_stage import ease_fits, fit_candidate_model, with_ease
+from recsys.training.penalty import apply_penalty
 from recsys.training.report import showcase_summary, write_plots, write_report
 from recsys.training.second_stage import RankerFit, fit_ranker_on, label_rows
 from recsys.training.split import Split, split_interactions
@@ -274,10 +275,14 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
             b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, later.settings, seed,
                                  warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=ease_lambda)
         del later
+        reranker = Reranker(fit.model, _assembler(b.tables, b.model))
+        with timings.step(f"B. the reranker's popularity penalty, on the label window's users{tag}", f"penalty{i}"):
+            penalty = apply_penalty(reranker, b.model, split.labels, settings, settings.data.seed)
         with timings.step(f"B. offline evaluation on the holdout window{tag}", f"eval{i}"):
-            evaluation = evaluate(b.model, Reranker(fit.model, _assembler(b.tables, b.model)), split.holdout,
-                                  settings.candidates, settings.eval, seed=settings.data.seed,  # same users
+            evaluation = evaluate(b.model, reranker, split.holdout, settings.candidates, settings.eval,
+                                  seed=settings.data.seed,  # same users
                                   threads=settings.ranker.threads, ease_lambda=ease_lambda if baselines else None)
+        evaluation["popularity_penalty"] = penalty.as_dict()
         served_fit = None
         if rows_a is not None:
             with timings.step("B. CatBoost reranker served, on the label and holdout windows", "ranker-served"):
@@ -310,6 +315,7 @@ LIGHTFM_S = 1.2e-5    # per interaction and epoch, the features and validation s
 RANKER_ROW_S = 5e-4   # per reranker training row
 INVERSE_S = 3e-11     # per title cubed, one EASE inverse
 EVAL_USER_S = 3e-3    # per evaluated user (candidates, four models, metrics)
+PENALTY_USER_S = 1e-3  # per user the popularity penalty is chosen on (candidates, CatBoost, a dozen top-k)
 SAVE_USER_S = 2e-5    # per user of the served model
 
 
@@ -332,10 +338,12 @@ def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluate
         if i == 0 and settings.eval.ease_lambda is None:
             plan["ease"] = INVERSE_S * len(EASE_GRID) * tuning ** 3
         if evaluated:
-            plan |= {f"B{i}": LIGHTFM_S * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline}
+            plan |= {f"B{i}": LIGHTFM_S * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline,
+                     f"penalty{i}": PENALTY_USER_S * users}
             if i == 0 and settings.ranker.served_windows == 2:
                 plan["ranker-served"] = 2 * RANKER_ROW_S * rows
-    return plan | {"C": LIGHTFM_S * later * n + in_model, "save": SAVE_USER_S * len(dataset.users)}
+    return plan | {"C": LIGHTFM_S * later * n + in_model, "penalty-served": PENALTY_USER_S * users,
+                   "save": SAVE_USER_S * len(dataset.users)}
 
 
 def _load_dataset(settings: Settings, cache: StageCache) -> Dataset:
@@ -380,6 +388,9 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                              warm=later.warm, ease_l2=offline.ease_lambda)
     del later
     tables_c, model_c = c.tables, c.model
+    with timings.step("C. the served reranker's popularity penalty, on the holdout window's users", "penalty-served"):
+        served_penalty = apply_penalty(Reranker(fit.model, _assembler(tables_c, model_c)), model_c, split.holdout,
+                                       settings, settings.data.seed)
     served_epochs = _served_epochs(settings, offline.epochs, warm_steps=2 if evaluate_holdout else 1)
     item_index = item_index_report(model_c, settings.candidates)
 
@@ -416,7 +427,7 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
         report = {**metadata, "evaluation": evaluation or {"skipped": NOT_EVALUATED},
                   "ranker": {"rows": fit.train_rows, "train_users": fit.train_users, "valid_users": fit.valid_users,
                              "best_iteration": fit.best_iteration, "best_score": fit.best_score,
-                             "importance": fit.importance,
+                             "importance": fit.importance, "popularity_penalty": served_penalty.as_dict(),
                              "label_windows": ["labels", "holdout"] if offline.runs[0].served_fit else ["labels"]}}
         showcase_dir = write_showcase(Path(tmp) / model_store.SHOWCASE_DIR, dataset, settings.ui.history_items,
                                       showcase_summary(report))

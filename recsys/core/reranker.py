@@ -3,6 +3,11 @@
 Training, offline evaluation and serving all call :meth:`FeatureAssembler.assemble`, so the model never sees a
 feature computed one way in training and another way in serving. Per call the work is array indexing into the
 online feature tables plus two row-wise dot products; no pandas, no file reads.
+
+The score a list is ranked by is CatBoost's minus a popularity penalty, ``penalty * log(1 + views)`` of the title
+(``i_pop`` of the feature store): training chooses the penalty for the model pair it is served with (see
+:mod:`recsys.training.penalty`) and stores it in the CatBoost model's own metadata, so the file that is evaluated
+and served carries it; a model saved without it ranks by CatBoost's score alone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from recsys.features.store import OnlineFeatureTable
 # (negative: it arrived after), as the per-user split holds out each user's latest titles at their own time, not
 # at the log's end. A reranker trained before a feature joined the list is served without it.
 CROSS_FEATURES = ["genre_affinity", "year_gap", "item_age_at_last_visit"]
+PENALTY_KEY = "popularity_penalty"  # in the CatBoost model's metadata (saved in its .cbm file)
 
 
 @dataclass
@@ -43,6 +49,8 @@ class FeatureAssembler:
         self._user_year_col = self.users.numeric_names.index("u_mean_release_year")
         self._item_first = self.items.numeric[rows][:, self.items.numeric_names.index("i_days_since_first")]
         self._user_last_col = self.users.numeric_names.index("u_days_since_last")
+        # log(1 + views) of each title in the candidate model's order: what the popularity penalty multiplies
+        self.item_popularity = self.items.numeric[rows][:, self.items.numeric_names.index("i_pop")]
 
     @property
     def numeric_names(self) -> list[str]:
@@ -85,10 +93,22 @@ def load_catboost(model_file: Path) -> CatBoost:
     return model
 
 
+def popularity_penalty(model: CatBoost) -> float:
+    """The popularity penalty stored in ``model`` (0 for a model saved without one)."""
+    return float(model.get_metadata().get(PENALTY_KEY, 0.0))
+
+
+def set_popularity_penalty(model: CatBoost, penalty: float) -> None:
+    model.get_metadata()[PENALTY_KEY] = repr(float(penalty))
+
+
 @dataclass
 class Reranker:
     model: CatBoost
     assembler: FeatureAssembler
+
+    def __post_init__(self) -> None:
+        self.penalty = popularity_penalty(self.model)  # read once: a request only subtracts
 
     @classmethod
     def load(cls, model_file: Path, assembler: FeatureAssembler) -> Reranker:
@@ -100,10 +120,21 @@ class Reranker:
         return cls(model, assembler)
 
     def score(self, user_ids: np.ndarray, batch: CandidateBatch, threads: int = 1) -> np.ndarray:
+        """What each candidate is ranked by: CatBoost's score less the model's popularity penalty."""
+        return self.penalised(self.raw_score(user_ids, batch, threads), batch.items, self.penalty)
+
+    def raw_score(self, user_ids: np.ndarray, batch: CandidateBatch, threads: int = 1) -> np.ndarray:
+        """CatBoost's score of each candidate."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
         data = self.assembler.assemble(user_ids, batch)
         return self.model.predict(data, prediction_type="RawFormulaVal", thread_count=threads).astype(np.float32)
+
+    def penalised(self, raw: np.ndarray, items: np.ndarray, penalty: float) -> np.ndarray:
+        """``raw`` scores of candidate ``items`` less ``penalty`` x log(1 + views) of each."""
+        if penalty == 0:
+            return raw
+        return (raw - np.float32(penalty) * self.assembler.item_popularity[items]).astype(np.float32, copy=False)
 
 
 def top_k_per_user(owner: np.ndarray, items: np.ndarray, scores: np.ndarray, n_users: int,
