@@ -120,14 +120,15 @@ class RankerSettings(BaseModel):
                                       "label window and the holdout window (the latest, as the served first level "
                                       "sees it); 1, the label window only (then the reranker served is the one the "
                                       "offline metrics measured)")
-    popularity_debias: float = Field(0.4, ge=0, le=1, description="a hit on a title with v views in the history "
+    popularity_debias: float = Field(0.0, ge=0, le=1, description="a hit on a title with v views in the history "
                                                                  "counts 1 / (v + 1) ** this in the reranker's "
-                                                                 "target (0: every hit counts the same; 0.4 keeps the "
-                                                                 "reranker from collapsing onto the most popular "
-                                                                 "titles at Kion's size)")
+                                                                 "target (0: every hit counts the same; at Kion's "
+                                                                 "size coverage_floor's penalty keeps more NDCG for "
+                                                                 "the same coverage than this did)")
     coverage_floor: float = Field(0.5, ge=0, le=10, description="the reranked top-k lists rank by CatBoost's score "
-                                  "less penalty x log(1 + views), with the smallest penalty at which they show at "
-                                  "least this share of the titles LightFM's own lists show (0: no penalty)")
+                                  "less penalty x the percentile of the title's views, with the smallest penalty "
+                                  "at which they show at least this share of the titles LightFM's own lists show "
+                                  "(0: no penalty)")
     threads: int = Field(2, ge=1)
 
 

@@ -3,7 +3,8 @@
 Stages A and B come from the cache of finished stages (``settings.cache_dir``, as `recsys train` left it; a miss
 fits them), EASE joins both with the L2 weight chosen on the label window, and then, for every variant (settings
 overrides as JSON, e.g. ``'{"ranker": {"popularity_debias": 0.5}}'``) and every CatBoost seed, the reranker is
-trained on the label window and every model scored on the holdout window, as `recsys train` does. LightFM and
+trained on the label window, its popularity penalty chosen on the label window's users with the evaluation fit
+(``ranker.coverage_floor``), and every model scored on the holdout window, as `recsys train` does. LightFM and
 EASE are the same model in every row, so the rows differ only by the reranker (and the candidate mix, if a
 variant sets one). One JSON line per row; README "Training at Kion's size" has the table it made.
 
@@ -28,6 +29,7 @@ from recsys.settings import Settings  # noqa: E402
 from recsys.training import pipeline  # noqa: E402
 from recsys.training.cache import StageCache  # noqa: E402
 from recsys.training.evaluate import choose_ease_lambda, evaluate  # noqa: E402
+from recsys.training.penalty import apply_penalty  # noqa: E402
 from recsys.training.second_stage import fit_ranker  # noqa: E402
 from recsys.training.split import split_interactions  # noqa: E402
 
@@ -65,10 +67,13 @@ def main() -> None:
             fit = fit_ranker(a.model, pipeline._assembler(a.tables, a.model), split.labels, run.candidates,
                              run.ranker, seed=ranker_seed)
             reranker = Reranker(fit.model, pipeline._assembler(b.tables, b.model))
+            penalty = apply_penalty(reranker, b.model, split.labels, run, seed)
             metrics = evaluate(b.model, reranker, split.holdout, run.candidates, run.eval, seed=seed,
                                threads=run.ranker.threads, ease_lambda=l2)["metrics"]
             print(json.dumps({
                 "variant": overrides, "catboost_seed": ranker_seed, "seconds": round(time.perf_counter() - started),
+                "penalty": round(penalty.penalty, 4),
+                "chosen_coverage_share": round(penalty.coverage / max(penalty.lightfm_coverage, 1e-9), 3),
                 "rows": fit.train_rows, "train_users": fit.train_users, "best_iteration": fit.best_iteration,
                 **{f"{model} {name}": round(values[name], 4) for model, values in metrics.items()
                    for name in ("ndcg@10", "coverage@10")},

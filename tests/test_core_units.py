@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel, Mix
 from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
@@ -282,7 +282,8 @@ def test_candidate_batch_columns_by_name_and_its_constructors():
 
 def test_a_reranker_ranks_by_its_stored_popularity_penalty_wherever_it_is_loaded(tmp_path):
     """The penalty travels in the CatBoost file: loaded, the reranker (and the ranker service's handler) rank by
-    CatBoost's score less penalty x log(1 + views) (``i_pop``: items 30, 10, 20 in the model's order have 1, 5, 3).
+    CatBoost's score less penalty x the percentile of the title's views (``i_pop``: items 30, 10, 20 in the model's
+    order have 1, 5, 3: percentiles 1/3, 1, 2/3).
     CatBoost puts the most watched title first; a penalty of 10 puts it last. A file without one ranks by CatBoost's
     score alone."""
     from catboost import CatBoost, Pool
@@ -303,7 +304,7 @@ def test_a_reranker_ranks_by_its_stored_popularity_penalty_wherever_it_is_loaded
     plain, penalised = (Reranker.load(tmp_path / name, assembler) for name in ("plain.cbm", "penalised.cbm"))
     raw = plain.score(np.array([1]), batch)
     assert plain.penalty == 0 and penalised.penalty == 10
-    assert_array_equal(penalised.score(np.array([1]), batch), raw - np.float32(10) * np.array([1, 5, 3], np.float32))
+    assert_allclose(penalised.score(np.array([1]), batch), raw - 10 * np.array([1, 3, 2]) / 3, rtol=1e-6)
     request = {"user_id": 1, "items": batch.items, "features": batch.features, "top_k": 3}
     assert rank_answers(plain, np.array([30, 10, 20]), [request])[0]["item_ids"][0] == 10
     assert rank_answers(penalised, np.array([30, 10, 20]), [request])[0]["item_ids"].tolist() == [30, 20, 10]

@@ -1,14 +1,15 @@
 """The reranked lists' popularity penalty: the smallest that keeps their coverage at a share of LightFM's.
 
 A reranker learns from what users watched, and popular titles get watched: at Kion's size its top-10 lists showed
-under half the titles LightFM's own lists did. ``ranker.popularity_debias`` discounts popular hits in its target;
-this is the ranking-time part: a candidate is ranked by CatBoost's score less ``penalty * log(1 + views)``, with
-the smallest penalty at which the reranked top-k over a window's users show at least ``ranker.coverage_floor`` of
-the titles LightFM's top-k show over the same users. Coverage needs no labels, so it is measured on the model
-pair the penalty is for (the evaluated one, then the served one), over users of a window that pair has already
-learnt from, never the holdout window's users for the evaluated pair. On the label window's validation users
-NDCG@10 fell steadily as the penalty grew (README, "Training at Kion's size"), so the smallest penalty that meets
-the floor is also the most accurate one that does.
+under half the titles LightFM's own lists did. A candidate is therefore ranked by CatBoost's score less ``penalty x
+the percentile of the title's views in the catalogue`` (1 for the most watched title, 0 for the least), with the
+smallest penalty at which the reranked top-k over a window's users show at least ``ranker.coverage_floor`` of the
+titles LightFM's top-k show over the same users. Coverage needs no labels, so it is measured on the model pair the
+penalty is for (the evaluated one, then the served one), over users of a window that pair has already learnt
+from: never the holdout window's users for the evaluated pair. On the label window's validation users NDCG@10 fell
+steadily as the penalty grew, and at equal coverage it fell less with the percentile than with log(1 + views), or
+with a popularity-discounted training target (README, "Training at Kion's size"); so the smallest penalty that
+meets the floor is also the most accurate one that does.
 """
 
 from __future__ import annotations
