@@ -199,11 +199,11 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
         sizes = [len(r["items"]) for r in requests]
         flat = CandidateBatch.of_users([r["items"] for r in requests], [r["features"] for r in requests])
         ids = np.array([q["user_id"] for q in queries])
-        data = reranker.assembler.assemble(ids, flat)
+        data = reranker.assembler.frame(ids, flat)  # what Reranker.score gives CatBoost
         repeat = 200 if batch == 1 else 20
         out[f"batch_{batch}"] = {
             "candidates_ms": _timed(partial(candidate_answers, model, queries, settings.candidates, 100), repeat),
-            "features_ms": _timed(partial(reranker.assembler.assemble, ids, flat), repeat),
+            "features_ms": _timed(partial(reranker.assembler.frame, ids, flat), repeat),
             "catboost_ms": _timed(partial(reranker.model.predict, data, prediction_type="RawFormulaVal",
                                           thread_count=1), repeat),
             "rank_total_ms": _timed(partial(rank_answers, reranker, reranker.assembler.item_ids, requests), repeat),
