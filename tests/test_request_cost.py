@@ -15,6 +15,7 @@ import bentoml
 import numpy as np
 
 from recsys.core.candidates import Mix
+from recsys.core.reranker import FRAME_FROM_ROWS
 from recsys.serving import api_methods
 from recsys.settings import get_settings
 from tests.helpers import BIN, ROOT, warm_user
@@ -102,16 +103,19 @@ def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
 
 
 def test_the_reranker_scores_category_codes_exactly_as_catboost_scores_their_strings(models):
-    """Reranker.score gives CatBoost pandas categoricals (each label hashed once per call); the scores are those
-    of the strings training fitted on, bit for bit, for known users and for one the feature store has never seen
-    (its defaults row: 'unknown' categories)."""
+    """A large batch is scored from pandas categoricals (each label hashed once per call), a small one from
+    strings; both give the scores of the strings training fitted on, bit for bit, for known users and for one the
+    feature store has never seen (its defaults row: 'unknown' categories)."""
     candidates, reranker = models
-    rows = np.arange(12)
-    batch = candidates.generate(rows, candidates.served_mix(Mix(*get_settings().candidates.mix)))
-    users = candidates.user_ids[rows].copy()
-    users[-1] = candidates.user_ids.max() + 1  # not in the feature store
-    frame = reranker.assembler.frame(users, batch)
-    assert list(frame.columns) == reranker.assembler.feature_names
-    strings = reranker.model.predict(reranker.assembler.assemble(users, batch), prediction_type="RawFormulaVal",
-                                     thread_count=1)
-    assert len(batch) > 100 and np.array_equal(reranker.score(users, batch), strings.astype(np.float32))
+    mix = candidates.served_mix(Mix(*get_settings().candidates.mix))
+    for rows in (np.arange(40), np.arange(2)):
+        batch = candidates.generate(rows, mix)
+        users = candidates.user_ids[rows].copy()
+        users[-1] = candidates.user_ids.max() + 1  # not in the feature store
+        strings = reranker.model.predict(reranker.assembler.assemble(users, batch), prediction_type="RawFormulaVal",
+                                         thread_count=1)
+        frame = reranker.assembler.frame(users, batch)
+        assert list(frame.columns) == reranker.assembler.feature_names
+        assert np.array_equal(reranker.model.predict(frame, prediction_type="RawFormulaVal", thread_count=1), strings)
+        assert np.array_equal(reranker.score(users, batch), strings.astype(np.float32))
+    assert len(candidates.generate(np.arange(40), mix)) >= FRAME_FROM_ROWS > len(batch)  # both ways were taken
