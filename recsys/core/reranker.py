@@ -104,9 +104,7 @@ class FeatureAssembler:
         for codes, names, dtype in ((user_codes, self.users.categorical_names, self._user_categories),
                                     (item_codes, self.items.categorical_names, self._item_categories)):
             data |= {name: pd.Categorical.from_codes(codes[:, j], dtype=dtype) for j, name in enumerate(names)}
-        frame = pd.DataFrame(data)
-        frame.columns = self._frame_columns
-        return frame
+        return pd.DataFrame(data, columns=self._frame_columns)
 
 
 def load_catboost(model_file: Path) -> CatBoost:
