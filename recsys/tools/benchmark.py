@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.core import model_store
 from recsys.core.candidates import CandidateBatch, CandidateModel
-from recsys.core.reranker import FeatureAssembler, Reranker
+from recsys.core.reranker import FRAME_FROM_ROWS, FeatureAssembler, Reranker
 from recsys.serving.handlers import candidate_answers, rank_answers
 from recsys.serving.payloads import CandidateAnswer, Query, Ranked, RankRequest, is_warm, rank_request
 from recsys.settings import Settings, get_settings
@@ -200,11 +200,12 @@ def in_process(model: CandidateModel, bundle: model_store.RankerBundle, users: n
         sizes = [len(r["items"]) for r in requests]
         flat = CandidateBatch.of_users([r["items"] for r in requests], [r["features"] for r in requests])
         ids = np.array([q["user_id"] for q in queries])
-        data = reranker.assembler.frame(ids, flat)  # what Reranker.score gives CatBoost
+        features = reranker.assembler.frame if len(flat) >= FRAME_FROM_ROWS else reranker.assembler.assemble
+        data = features(ids, flat)  # what Reranker.score gives CatBoost
         repeat = 200 if batch == 1 else 20
         out[f"batch_{batch}"] = {
             "candidates_ms": _timed(partial(candidate_answers, model, queries, settings.candidates, 100), repeat),
-            "features_ms": _timed(partial(reranker.assembler.frame, ids, flat), repeat),
+            "features_ms": _timed(partial(features, ids, flat), repeat),
             "catboost_ms": _timed(partial(reranker.model.predict, data, prediction_type="RawFormulaVal",
                                           thread_count=1), repeat),
             "rank_total_ms": _timed(partial(rank_answers, reranker, reranker.assembler.item_ids, requests), repeat),
