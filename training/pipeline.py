@@ -127,7 +127,9 @@ NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items"}
 def _first_stage_key(fingerprint: str, as_of: pd.Timestamp, known: int, settings: Settings, seed: int,
                      validated: bool, warm: LightFMState | None) -> str:
     """The cache key of a first-level fit: everything it is computed from."""
-    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), settings.lightfm.model_dump(),
+    # without `reproducible_up_to`, so the fits cached before it existed (two threads, at Kion's size still) stay found
+    lightfm = settings.lightfm.model_dump(exclude={"reproducible_up_to"})
+    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), lightfm,
                      settings.candidates.model_dump(exclude=NOT_IN_FIT), settings.eval.k, seed, validated,
                      warm.key if warm is not None else None)
 
