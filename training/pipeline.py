@@ -101,8 +101,8 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
     dismissed are those before ``as_of`` and before their first event in ``window`` (the one the fit predicts)."""
 
     def fit() -> FirstStage:
-        tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
         dismissed = dataset.dismissed if window is None else before_window(dataset.dismissed, window)
+        tables = build_feature_tables(known, dataset.users, dataset.items, as_of, dismissed)
         model, epochs, state = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
                                                    settings.candidates, seed=seed, validation=validation,
                                                    k=settings.eval.k, warm=warm, dismissed=dismissed)
