@@ -177,8 +177,8 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         user_features, user_names, item_features, item_names = None, _id_names(user_ids), None, _id_names(item_ids)
     excluded = _dismissed_matrix(dismissed, as_of, user_ids, pd.Index(item_ids))
     scorer = None if validation is None else ValidationScorer.for_window(
-        validation, user_ids, pd.Index(item_ids), matrix + excluded, user_features, item_features, cands.n_lightfm,
-        k, lfm.early_stopping_users, seed)
+        validation, user_ids, pd.Index(item_ids), matrix + excluded if excluded.nnz else matrix, user_features,
+        item_features, cands.n_lightfm, k, lfm.early_stopping_users, seed)
     start = None if warm is None else warm_started(warm, user_names, item_names, lfm, seed)
     model, epochs = fit_lightfm(matrix.tocoo(), user_features, item_features, lfm, seed, scorer, start)
     user_bias, user_emb = model.get_user_representations(user_features)
