@@ -199,6 +199,7 @@ def test_movielens_100k_keeps_the_titles_rated_below_the_threshold_as_dismissed(
     dismissed = load_movielens_100k(ml100k_dir).dismissed
     assert list(zip(dismissed.user_id, dismissed.item_id, strict=True)) == [(196, 242), (186, 302)]
     assert dismissed["last_watch_dt"].iloc[0] == pd.Timestamp("1997-12-04 15:55:49")
+    assert load_movielens_100k(ml100k_dir).summary()["dismissed"] == 2
     assert len(load_movielens_100k(ml100k_dir, rating_threshold=3.0).dismissed) == 0
 
 

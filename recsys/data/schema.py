@@ -76,6 +76,7 @@ class Dataset:
             "items_table": len(self.items),
             "start": str(inter[Columns.Datetime].min().date()) if len(inter) else None,
             "end": str(inter[Columns.Datetime].max().date()) if len(inter) else None,
+            **({"dismissed": len(self.dismissed)} if len(self.dismissed) else {}),
         }
 
 
