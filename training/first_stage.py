@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from recsys.columns import Columns
 from recsys.core.ann import build_index
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
-from recsys.data.schema import split_genres
+from recsys.data.schema import no_dismissed, split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
 from recsys.lookup import find_sorted
 from recsys.settings import CandidateSettings, LightFMSettings
@@ -211,8 +211,8 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         cooc_scores=cooc_scores,
         **_profiles(users, user_ids),
         mix=np.array(cands.mix, np.int64),
-        **({"dismissed_indptr": excluded.indptr.astype(np.int64), "dismissed_indices": excluded.indices.astype(np.int32)}
-           if excluded.nnz else {}),
+        dismissed_indptr=excluded.indptr.astype(np.int64) if excluded.nnz else np.zeros(0, np.int64),
+        dismissed_indices=excluded.indices.astype(np.int32),
         index=index,
     )
     return candidates, epochs, LightFMState(model, user_names, item_names)
@@ -221,14 +221,12 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
 def _dismissed_matrix(dismissed: pd.DataFrame | None, as_of: pd.Timestamp, user_ids: np.ndarray,
                       items: pd.Index) -> sp.csr_matrix:
     """users x items, 1 where the user dismissed the title before ``as_of`` (users and titles the fit knows)."""
-    shape = (len(user_ids), len(items))
-    if dismissed is None or not len(dismissed):
-        return sp.csr_matrix(shape, dtype=np.float32)
-    dismissed = dismissed[dismissed[Columns.Datetime] < as_of]
+    dismissed = no_dismissed() if dismissed is None else dismissed[dismissed[Columns.Datetime] < as_of]
     rows, known = find_sorted(user_ids, dismissed[Columns.User].to_numpy(np.int64))
-    cols = items.get_indexer(dismissed[Columns.Item].to_numpy())
+    cols = items.get_indexer(pd.Index(dismissed[Columns.Item].to_numpy()))
     keep = known & (cols >= 0)
-    matrix = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape)
+    matrix = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+                           shape=(len(user_ids), len(items)))
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     matrix.sort_indices()
