@@ -84,7 +84,6 @@ class LightFMSettings(BaseModel):
                                     "size's 440k: ~0.6 s per epoch)")
     use_features: bool = Field(True, description="feed user demographics and item genres to LightFM")
 
-
     def threads_for(self, interactions: int) -> int:
         """LightFM's threads for a fit of ``interactions``: one (reproducible) up to ``reproducible_up_to``."""
         return 1 if interactions <= self.reproducible_up_to else self.threads
