@@ -119,7 +119,7 @@ class Candidates:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
         self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads)
-        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
     @bentoml.api(**BATCHING)
     def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
@@ -140,7 +140,7 @@ class Ranker:
     def __init__(self) -> None:
         bundle = model_store.load_ranker(self.model_ref)
         self.reranker = bundle.reranker
-        gc_watch.settle(SETTINGS.serving.freeze_startup_heap)
+        gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
     @bentoml.api(**BATCHING)
     def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
@@ -225,7 +225,7 @@ class Recommender:
              MicroBatcher(self._recommend, serving.max_batch_size, serving.batch_calls_in_flight,
                           on_batch=BATCH_SIZE.observe))
             if serving.batching else (self._recommend, self._recommend))
-        gc_watch.settle(serving.freeze_startup_heap)
+        gc_watch.settle(serving.freeze_startup_heap, serving.gc_threshold)
 
     async def __is_ready__(self) -> bool:
         """`remote`: ready (/readyz 200) only while both model services answer with this entry's model pair, so a

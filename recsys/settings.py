@@ -178,6 +178,10 @@ class ServingSettings(BaseModel):
                                                "request (recsys/serving/page_cache.py)")
     freeze_startup_heap: bool = Field(True, description="gc.freeze() each service's start-up heap once its models "
                                                         "are loaded, so full collections skip it")
+    gc_threshold: int = Field(10_000, ge=1, description="collector's generation-0 threshold in the service processes "
+                                                       "(Python's default 700: the entry ran ~110 young and ~1 full "
+                                                       "collection a second under load, of objects requests free by "
+                                                       "themselves; recsys/serving/gc_watch.py)")
     access_log: Literal["errors", "all", "off"] = Field(
         "errors", description="the entry's access log (recsys/serving/access_log.py): errors, one INFO line per 4xx or "
                               "5xx answer; all, BentoML's line per request (client, method, path, status, sizes, "

@@ -1,6 +1,8 @@
 """BentoML's per-request work that serves nothing here is not done: no OpenTelemetry spans unless tracing is
 configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), API methods
-bound once per service instance and their answers' media type worked out once (recsys/serving/api_methods.py)."""
+bound once per service instance and their answers' media type worked out once (recsys/serving/api_methods.py).
+Cheaper work must not change an answer: CatBoost scores categories given as codes exactly as it scores their
+strings."""
 
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ import urllib.request
 from typing import Any
 
 import bentoml
+import numpy as np
 
+from recsys.core.candidates import Mix
+from recsys.core.reranker import FRAME_FROM_ROWS
 from recsys.serving import api_methods
+from recsys.settings import get_settings
 from tests.helpers import BIN, ROOT, warm_user
 
 # A BentoML service built as `bentoml serve` builds one (its configuration injected), with the patch applied: the
@@ -94,3 +100,22 @@ def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
     monkeypatch.setattr(output, "model_json_schema", lambda *a, **k: schemas.append(1) or schema(*a, **k))
     assert [output.mime_type() for _ in range(3)] == ["application/json"] * 3
     assert len(schemas) == 1  # BentoML builds a TypeAdapter and a JSON schema for every answer
+
+
+def test_the_reranker_scores_category_codes_exactly_as_catboost_scores_their_strings(models):
+    """A large batch is scored from pandas categoricals (each label hashed once per call), a small one from
+    strings; both give the scores of the strings training fitted on, bit for bit, for known users and for one the
+    feature store has never seen (its defaults row: 'unknown' categories)."""
+    candidates, reranker = models
+    mix = candidates.served_mix(Mix(*get_settings().candidates.mix))
+    for rows in (np.arange(40), np.arange(2)):
+        batch = candidates.generate(rows, mix)
+        users = candidates.user_ids[rows].copy()
+        users[-1] = candidates.user_ids.max() + 1  # not in the feature store
+        strings = reranker.model.predict(reranker.assembler.assemble(users, batch), prediction_type="RawFormulaVal",
+                                         thread_count=1)
+        frame = reranker.assembler.frame(users, batch)
+        assert list(frame.columns) == reranker.assembler.feature_names
+        assert np.array_equal(reranker.model.predict(frame, prediction_type="RawFormulaVal", thread_count=1), strings)
+        assert np.array_equal(reranker.score(users, batch), strings.astype(np.float32))
+    assert len(candidates.generate(np.arange(40), mix)) >= FRAME_FROM_ROWS > len(batch)  # both ways were taken

@@ -7,6 +7,7 @@ entry's count of scheduled timers, read through /metrics, shows whether that ret
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys.serving.gc_watch import scheduled_timers
-from tests.helpers import post, warm_user
+from tests.helpers import BIN, ROOT, post, warm_user
 
 BURST = 1200
 
@@ -56,6 +57,8 @@ def test_a_burst_of_requests_leaves_no_timers_behind_in_the_entry(server, models
 
 
 def test_collector_pauses_and_the_frozen_start_up_heap_show_per_process(server, models):
+    """Every process publishes its pauses (at least the collection before its start-up heap is frozen: with the
+    raised young threshold, a few dozen requests may run no collection at all)."""
     for _ in range(50):
         post(f"{server.url}/recommend", {"user_id": warm_user(models), "top_k": 5})
     for _ in range(40):  # each process publishes its pauses every 0.25 s
@@ -85,3 +88,13 @@ def test_the_timer_count_sees_the_timers_of_uvloop_and_of_asyncios_own_loop():
 
     assert uvloop.run(pending_after_scheduling_seven_and_cancelling_one()) == 6  # uvloop forgets a cancelled one
     assert asyncio.run(pending_after_scheduling_seven_and_cancelling_one()) == 7  # asyncio keeps it for a while
+
+
+def test_settling_a_service_raises_the_collectors_young_threshold():
+    """Young collections every `serving.gc_threshold` net allocations, not Python's 700 (in a process of its own:
+    the threshold is process-wide)."""
+    code = ("import gc; from recsys.serving import gc_watch; gc_watch.settle(False, 12_345); "
+            "print(gc.get_threshold()[0])")
+    out = subprocess.run([str(BIN / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "12345"

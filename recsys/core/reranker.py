@@ -1,8 +1,16 @@
 """Second level at run time: assemble the reranker's features for candidates and score them with CatBoost.
 
-Training, offline evaluation and serving all call :meth:`FeatureAssembler.assemble`, so the model never sees a
-feature computed one way in training and another way in serving. Per call the work is array indexing into the
-online feature tables plus two row-wise dot products; no pandas, no file reads.
+Training, offline evaluation and serving all build their features in :meth:`FeatureAssembler.columns`, so the model
+never sees a feature computed one way in training and another way in serving. Per call the work is array indexing
+into the online feature tables plus two row-wise dot products; no file reads.
+
+Training fits on :meth:`FeatureAssembler.assemble`'s ``FeaturesData`` (categories as strings). A large batch is
+scored from the same values as :meth:`FeatureAssembler.frame`, a DataFrame whose categorical columns are pandas
+categoricals over each table's vocabulary: CatBoost then hashes each of the few dozen labels once per call, where
+from strings it hashes every row's (32 users' ~4,400 candidates: 5.0 -> 3.1 CPU ms per call). The scores are the
+same. CatBoost reads a DataFrame a column at a time in Python, ~0.6 ms more per call whatever its length, so
+batches of fewer than :data:`FRAME_FROM_ROWS` candidates (about 10 users) stay strings (measured in process on
+the default pair: the same at 16 users, DataFrame dearer below).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from catboost import CatBoost, CatBoostError, FeaturesData
 
 from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch
@@ -20,6 +29,7 @@ from recsys.features.store import OnlineFeatureTable
 # (negative: it arrived after), as the per-user split holds out each user's latest titles at their own time, not
 # at the log's end. A reranker trained before a feature joined the list is served without it.
 CROSS_FEATURES = ["genre_affinity", "year_gap", "item_age_at_last_visit"]
+FRAME_FROM_ROWS = 1_500  # from this many candidates on, CatBoost scores a DataFrame of categoricals faster
 
 
 @dataclass
@@ -36,7 +46,11 @@ class FeatureAssembler:
         genres = [n.removeprefix("u_genre_") for n in self.users.numeric_names if n.startswith("u_genre_")]
         # Item features re-indexed once into the candidate model's item order: a request only gathers rows.
         self._item_numeric = self.items.numeric[rows][:, self._item_num]
-        self._item_categorical = self.items.categorical[rows]
+        self._item_codes = self.items.codes[rows]
+        # object dtype: CatBoost reads each label with a Python call, and pandas' Arrow strings make each ~10x dearer
+        self._user_categories = pd.CategoricalDtype(pd.Index(self.users.vocabulary, dtype=object))
+        self._item_categories = pd.CategoricalDtype(pd.Index(self.items.vocabulary, dtype=object))
+        self._frame_columns = pd.Index(self.feature_names, dtype=object)
         self._item_genres = self.items.numeric[rows][:, [self.items.numeric_names.index(f"i_genre_{g}") for g in genres]]
         self._item_year = self.items.numeric[rows][:, self.items.numeric_names.index("release_year")]
         self._user_genre_cols = [self.users.numeric_names.index(f"u_genre_{g}") for g in genres]
@@ -57,10 +71,12 @@ class FeatureAssembler:
     def feature_names(self) -> list[str]:
         return self.numeric_names + self.categorical_names
 
-    def assemble(self, user_ids: np.ndarray, batch: CandidateBatch) -> FeaturesData:
-        user = self.users.lookup(user_ids)
+    def columns(self, user_ids: np.ndarray, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each candidate's features: numbers float32 (m, len(numeric_names)), and the user's and the item's
+        categories as codes into their table's vocabulary, int32 (m, user categories) and (m, item categories)."""
+        user_rows, _ = self.users.rows(user_ids)
         owner, items = batch.owner, batch.items
-        user_numeric = user.numeric[owner]
+        user_numeric = self.users.numeric[user_rows][owner]
         cross = {
             "genre_affinity": lambda: np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols],
                                                 self._item_genres[items]),
@@ -71,9 +87,24 @@ class FeatureAssembler:
             batch.features, user_numeric[:, self._user_num], self._item_numeric[items],
             *(cross[name]()[:, None] for name in self.cross),
         ]).astype(np.float32, copy=False)
-        categorical = np.hstack([user.categorical[owner], self._item_categorical[items]])
+        return numeric, self.users.codes[user_rows][owner], self._item_codes[items]
+
+    def assemble(self, user_ids: np.ndarray, batch: CandidateBatch) -> FeaturesData:
+        """The features as CatBoost's ``FeaturesData``, categories as strings (what training fits on)."""
+        numeric, user_codes, item_codes = self.columns(user_ids, batch)
+        categorical = np.hstack([self.users.vocabulary[user_codes], self.items.vocabulary[item_codes]])
         return FeaturesData(num_feature_data=numeric, cat_feature_data=categorical,
                             num_feature_names=self.numeric_names, cat_feature_names=self.categorical_names)
+
+    def frame(self, user_ids: np.ndarray, batch: CandidateBatch) -> pd.DataFrame:
+        """The same features as a DataFrame in :attr:`feature_names` order, categories as pandas categoricals
+        over each table's vocabulary (what scoring takes: see the module's docstring)."""
+        numeric, user_codes, item_codes = self.columns(user_ids, batch)
+        data: dict[str, object] = dict(zip(self.numeric_names, numeric.T, strict=True))
+        for codes, names, dtype in ((user_codes, self.users.categorical_names, self._user_categories),
+                                    (item_codes, self.items.categorical_names, self._item_categories)):
+            data |= {name: pd.Categorical.from_codes(codes[:, j], dtype=dtype) for j, name in enumerate(names)}
+        return pd.DataFrame(data, columns=self._frame_columns)
 
 
 def load_catboost(model_file: Path) -> CatBoost:
@@ -102,7 +133,8 @@ class Reranker:
     def score(self, user_ids: np.ndarray, batch: CandidateBatch, threads: int = 1) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        data = self.assembler.assemble(user_ids, batch)
+        features = self.assembler.frame if len(batch) >= FRAME_FROM_ROWS else self.assembler.assemble
+        data = features(user_ids, batch)
         return self.model.predict(data, prediction_type="RawFormulaVal", thread_count=threads).astype(np.float32)
 
 

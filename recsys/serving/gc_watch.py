@@ -3,9 +3,13 @@
 A full (generation 2) collection walks every tracked object in the process and stops the event loop meanwhile.
 Most of them are loaded at start-up and live for ever (the models, feature tables, BentoML's and its libraries'
 state), so :func:`settle` freezes them into the permanent generation once a service is loaded: later collections
-only walk what requests allocated. Every pause is then observed per process in ``recsys_gc_pause_seconds``, and
-the entry's count of scheduled asyncio timers, the trace a retention like BentoML's request timer leaves
-(recsys/serving/request_timer.py), is read into ``recsys_event_loop_timers`` whenever /metrics is scraped.
+only walk what requests allocated. A request's objects are nearly all freed by their reference counts as it ends,
+yet with Python's default threshold (a young collection every 700 net allocations) the entry collected ~110 times
+a second under load, and every ~100th collection was a full one of up to 10 ms that stalled every request in
+flight: :func:`settle` raises the threshold (``serving.gc_threshold``, 10,000). Every pause is then observed per
+process in ``recsys_gc_pause_seconds``, and the entry's count of scheduled asyncio timers, the trace a retention
+like BentoML's request timer leaves (recsys/serving/request_timer.py), is read into ``recsys_event_loop_timers``
+whenever /metrics is scraped.
 """
 
 from __future__ import annotations
@@ -68,22 +72,25 @@ class _PauseTimer:
                 by_generation[generation].observe(seconds)
 
 
-def settle(freeze: bool) -> None:
-    """Once a service has loaded its models: freeze the heap built so far (if ``freeze``) and time the collector.
+def settle(freeze: bool, threshold: int) -> None:
+    """Once a service has loaded its models: freeze the heap built so far (if ``freeze``), collect young objects
+    only every ``threshold`` net allocations, and time the collector.
 
     Called at the end of each service's ``__init__``; in the fused topology that is three times in one process,
-    which only freezes what the later services added and times the collector once.
+    which only freezes what the later services added and times the collector once. The timer comes first, so the
+    collection before the freeze is each process's first reported pause (a start-up one, before any request).
     """
-    if freeze:
-        gc.collect()
-        gc.freeze()
-        FROZEN.labels(**_process_labels()).set(gc.get_freeze_count())
     if not any(isinstance(callback, _PauseTimer) for callback in gc.callbacks):
         timer = _PauseTimer()
         # the labels are read here: the service's name is a context variable, which a new thread does not see
         threading.Thread(target=timer.publish_forever, args=(_process_labels(),), name="recsys-gc-pauses",
                          daemon=True).start()
         gc.callbacks.append(timer)
+    if freeze:
+        gc.collect()
+        gc.freeze()
+        FROZEN.labels(**_process_labels()).set(gc.get_freeze_count())
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
 class LoopTimersOnScrape:
