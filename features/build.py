@@ -50,8 +50,10 @@ def _safe_name(genre: str) -> str:
 
 
 def build_feature_tables(interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
-                         as_of: pd.Timestamp) -> FeatureTables:
-    """User and item features from interactions before ``as_of``; static attributes for every known id."""
+                         as_of: pd.Timestamp, dismissed: pd.DataFrame | None = None) -> FeatureTables:
+    """User and item features from interactions before ``as_of``; static attributes for every known id. With
+    titles ``dismissed`` (rated below the positive threshold), each item's and user's share of dismissed ratings
+    too: how often a title disappoints those who pick it, how hard a user is to please."""
     as_of = pd.Timestamp(as_of)
     history = interactions[interactions[Columns.Datetime] < as_of]
     genres = genre_vocabulary(items)
@@ -66,7 +68,21 @@ def build_feature_tables(interactions: pd.DataFrame, users: pd.DataFrame, items:
 
     item_feats = _item_features(hist, items, item_pos, genre_matrix, names, as_of)
     user_feats = _user_features(hist, users, items, item_pos, genre_matrix, names, as_of, item_feats)
+    if dismissed is not None and len(dismissed):
+        _add_dismissed_shares(item_feats, user_feats, hist, dismissed[dismissed[Columns.Datetime] < as_of])
     return FeatureTables(users=user_feats, items=item_feats, genres=names, as_of=as_of)
+
+
+def _add_dismissed_shares(item_feats: pd.DataFrame, user_feats: pd.DataFrame, liked: pd.DataFrame,
+                          dismissed: pd.DataFrame) -> None:
+    """``i_dismissed_share`` and ``u_dismissed_share``: dismissed / (liked + dismissed) ratings (NaN: none)."""
+    for frame, column, name in ((item_feats, Columns.Item, "i_dismissed_share"),
+                                (user_feats, Columns.User, "u_dismissed_share")):
+        ids = pd.Index(frame[column].to_numpy())
+        likes = np.bincount(ids.get_indexer(liked[column].to_numpy()) + 1, minlength=len(ids) + 1)[1:]
+        dislikes = np.bincount(ids.get_indexer(dismissed[column].to_numpy()) + 1, minlength=len(ids) + 1)[1:]
+        total = likes + dislikes
+        frame[name] = np.where(total > 0, dislikes / np.maximum(total, 1), np.nan).astype(np.float32)
 
 
 def _days_before(as_of: pd.Timestamp, dates: pd.Series) -> np.ndarray:

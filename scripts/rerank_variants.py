@@ -53,12 +53,13 @@ def main() -> None:
     fingerprint, seed = dataset.fingerprint(), settings.data.seed
     split = split_interactions(dataset.interactions, settings.split, dataset.name)
     a = pipeline._fit_first_stage(dataset, split.history, split.label_as_of, settings, seed, validation=split.labels,
-                                  cache=cache, fingerprint=fingerprint)
+                                  cache=cache, fingerprint=fingerprint, window=split.labels)
     l2 = settings.eval.ease_lambda or choose_ease_lambda(a.model, split.labels, settings.eval, seed)[0]
     a.model = pipeline.with_ease(a.model, l2, settings.candidates)
     later = pipeline._later_fit(settings, a.state, a.epochs)
     b = pipeline._fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, later.settings, seed,
-                                  warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=l2)
+                                  warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=l2,
+                                  window=split.holdout)
     for variant in args.variants:
         overrides = json.loads(variant)
         run = with_overrides(settings, overrides)

@@ -93,8 +93,10 @@ def score(lists: dict[int, list[int]], truth: sp.csr_matrix, users: np.ndarray, 
 
 def ease_baseline(data_dir: Path, holdout: pd.DataFrame, users: np.ndarray, items: pd.Index) -> dict[str, object]:
     """EASE on the ratings left (what the served model learnt from), seen items filtered: with the weight chosen
-    on its own label window (as `recsys train` does) and the best weight on the held-out items."""
-    known = load_movielens_100k(data_dir).interactions
+    on its own label window (as `recsys train` does) and the best weight on the held-out items; and, as the served
+    model does, with the titles rated below the threshold filtered too (the best weight on the held-out items)."""
+    dataset = load_movielens_100k(data_dir)
+    known = dataset.interactions
     inner = split_interactions(known, SplitSettings(), "movielens-100k")
 
     def matrix(frame: pd.DataFrame, rows: pd.Index) -> sp.csr_matrix:
@@ -105,19 +107,25 @@ def ease_baseline(data_dir: Path, holdout: pd.DataFrame, users: np.ndarray, item
     everyone = pd.Index(np.unique(known[Columns.User]))
     subset = np.arange(len(items))
 
-    def ndcg_on(history: sp.csr_matrix, window: pd.DataFrame, who: np.ndarray) -> Callable[[float], dict[str, float]]:
+    def ndcg_on(history: sp.csr_matrix, window: pd.DataFrame, who: np.ndarray,
+                excluded: sp.csr_matrix | None = None) -> Callable[[float], dict[str, float]]:
         truth = matrix(window, pd.Index(who))
-        seen = history[everyone.get_indexer(who)]
-        return lambda l2: ranking_metrics(ease_recommend(seen, ease_weights(history, l2), subset, K), truth,
-                                          len(items))
+        rows = everyone.get_indexer(who)
+        seen, hidden = history[rows], None if excluded is None else excluded[rows]
+        return lambda l2: ranking_metrics(ease_recommend(seen, ease_weights(history, l2), subset, K, excluded=hidden),
+                                          truth, len(items))
 
     label_users = np.intersect1d(np.unique(inner.labels[Columns.User]), np.unique(inner.history[Columns.User]))
     on_labels = ndcg_on(matrix(inner.history, everyone), inner.labels, label_users)
     l2_labels, _ = choose_ease_l2(lambda l2: on_labels(l2)[f"ndcg@{K}"])
     on_holdout = ndcg_on(matrix(known, everyone), holdout, users)
     l2_best, by_l2 = choose_ease_l2(lambda l2: on_holdout(l2)[f"ndcg@{K}"], EASE_GRID)
+    history = matrix(known, everyone)
+    on_holdout_all = ndcg_on(history, holdout, users, history + matrix(dataset.dismissed, everyone))
+    l2_all, _ = choose_ease_l2(lambda l2: on_holdout_all(l2)[f"ndcg@{K}"], EASE_GRID)
     return {"label_window": {"l2": l2_labels, **on_holdout(l2_labels)},
             "best_on_holdout": {"l2": l2_best, **on_holdout(l2_best)},
+            "best_on_holdout_dismissed_filtered": {"l2": l2_all, **on_holdout_all(l2_all)},
             "ndcg_by_l2": {f"{k:.4g}": v for k, v in by_l2.items()}}
 
 

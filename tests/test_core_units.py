@@ -72,6 +72,35 @@ def test_generate_unites_the_three_sources_without_seen_items():
     ])
 
 
+def with_dismissed(model: CandidateModel) -> CandidateModel:
+    """User 1 dismissed item 1 (rated it below the threshold); user 2 dismissed nothing."""
+    return replace(model, dismissed_indptr=np.array([0, 1, 1], np.int64), dismissed_indices=np.array([1], np.int32))
+
+
+def test_dismissed_titles_are_excluded_like_the_history():
+    """As in the test above, but user 1 dismissed item 1: LightFM's best unseen are now 2 (rank 0) and 3 (rank 1),
+    the most popular not excluded is 3, and the co-occurring 1 is dropped; user 2's candidates do not change.
+    Asked not to exclude what they saw, user 1 gets item 1 back (and item 0)."""
+    model = with_dismissed(small_model())
+    batch = model.generate(np.array([0, 1]), Mix(2, 1, 1))
+    assert_array_equal(batch.owner, [0, 0, 1, 1])
+    assert_array_equal(batch.items, [2, 3, 0, 3])
+    assert_array_equal(batch.column("lfm_rank"), [0, 1, 1, 0])
+    assert_array_equal(batch.column("from_popular"), [0, 1, 1, 0])
+    assert 1 in model.generate(np.array([0]), Mix(2, 1, 1), exclude_seen=False).items
+
+
+def test_a_model_saved_without_dismissed_titles_loads_and_excludes_its_history(tmp_path):
+    model = small_model()
+    with_dismissed(model).save(tmp_path)
+    for name in ("dismissed_indptr", "dismissed_indices"):  # as a training before they were kept saved it
+        (tmp_path / f"{name}.npy").unlink()
+    loaded = CandidateModel.load(tmp_path, mmap=True)
+    assert len(loaded.dismissed_indptr) == 0
+    assert_array_equal(loaded.generate(np.array([0, 1]), Mix(2, 1, 1)).items,
+                       model.generate(np.array([0, 1]), Mix(2, 1, 1)).items)
+
+
 def with_ease(model: CandidateModel) -> CandidateModel:
     """EASE weights (row: watched item, column: scored item): 0 -> 2 (1), 0 -> 3 (2), 1 -> 0 (0.5), 2 -> 0 (0.25),
     2 -> 3 (1). User 1 (watched 0) scores [0, 0, 1, 2]; user 2 (watched 1, 2) scores [0.75, 0, 0, 1]."""

@@ -127,3 +127,21 @@ def test_online_arrays_are_mapped_and_answer_like_the_parquet_tables(store_dir, 
                       (mapped.items.lookup(ids), read.items.lookup(ids))):
         np.testing.assert_array_equal(got.numeric, want.numeric)
         assert got.categorical.tolist() == want.categorical.tolist() and got.known.tolist() == want.known.tolist()
+
+
+def test_dismissed_shares_count_the_ratings_below_the_threshold_before_the_cutoff():
+    """Item 10: liked by users 1 and 2, dismissed by user 3 (and by user 1 after the cut-off, not counted): 1/3.
+    Item 20: liked once: 0. User 3 dismissed all they rated: 1; user 1 liked all before the cut-off: 0. A dataset
+    without dismissed titles gets neither column."""
+    day = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.array([0, 1, 2, 3, 9]), unit="D")
+    liked = pd.DataFrame({"user_id": [1, 2, 2], "item_id": [10, 10, 20], "last_watch_dt": day[:3],
+                          "total_dur": 0.0, "watched_pct": 80.0})
+    dismissed = pd.DataFrame({"user_id": [3, 1], "item_id": [10, 20], "last_watch_dt": day[3:]})
+    users = pd.DataFrame({"user_id": [1, 2, 3], "age": "unknown", "income": "unknown", "sex": "M", "kids_flg": 0})
+    items = pd.DataFrame({"item_id": [10, 20], "content_type": "film", "age_rating": "", "genres": "Drama",
+                          "release_year": 1995.0, "for_kids": 0})
+    tables = build_feature_tables(liked, users, items, day[3] + pd.Timedelta(days=1), dismissed)
+    assert tables.items["i_dismissed_share"].tolist() == pytest.approx([1 / 3, 0.0])
+    assert tables.users["u_dismissed_share"].tolist() == [0.0, 0.0, 1.0]
+    without = build_feature_tables(liked, users, items, day[3] + pd.Timedelta(days=1))
+    assert "i_dismissed_share" not in without.items and "u_dismissed_share" not in without.users

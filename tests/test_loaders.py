@@ -194,6 +194,15 @@ def test_movielens_100k(ml100k_dir: Path) -> None:
     assert (items["content_type"] == "film").all() and (items["age_rating"] == "").all()
 
 
+def test_movielens_100k_keeps_the_titles_rated_below_the_threshold_as_dismissed(ml100k_dir: Path) -> None:
+    """Not positives, but seen: the models never recommend them to that user."""
+    dismissed = load_movielens_100k(ml100k_dir).dismissed
+    assert list(zip(dismissed.user_id, dismissed.item_id, strict=True)) == [(196, 242), (186, 302)]
+    assert dismissed["last_watch_dt"].iloc[0] == pd.Timestamp("1997-12-04 15:55:49")
+    assert load_movielens_100k(ml100k_dir).summary()["dismissed"] == 2
+    assert len(load_movielens_100k(ml100k_dir, rating_threshold=3.0).dismissed) == 0
+
+
 def test_movielens_100k_threshold_is_configurable(ml100k_dir: Path) -> None:
     assert len(load_movielens_100k(ml100k_dir, rating_threshold=3.0).interactions) == 5
     assert len(load_movielens_100k(ml100k_dir, rating_threshold=5.0).interactions) == 1

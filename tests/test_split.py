@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.data.schema import before_window
 from recsys.settings import SplitSettings
 from recsys.training.split import MIN_WINDOW_USERS, SplitError, default_strategy, split_interactions
 
@@ -191,3 +192,11 @@ def test_per_user_split_with_empty_label_window_names_the_setting():
         split_interactions(inter, SplitSettings(strategy="per_user"), "synthetic")
     assert "labels window holds 0 interactions" in str(info.value)
     assert "RECSYS_SPLIT__MIN_HISTORY" in str(info.value)
+
+
+def test_before_window_keeps_each_users_rows_before_their_first_event_in_it():
+    """Per user: user 1's window starts on day 5, so their day-5 and day-7 rows go; user 2 has no window event."""
+    day = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.array([1, 5, 7, 9]), unit="D")
+    frame = pd.DataFrame({"user_id": [1, 1, 1, 2], "item_id": [10, 20, 30, 40], "last_watch_dt": day})
+    window = pd.DataFrame({"user_id": [1, 1], "item_id": [50, 60], "last_watch_dt": day[[2, 1]]})
+    assert before_window(frame, window)["item_id"].tolist() == [10, 40]

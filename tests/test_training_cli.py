@@ -7,9 +7,13 @@ import resource
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from tests.helpers import BIN, ROOT, project_env, train
+from recsys.core.candidates import Mix
+from recsys.data.movielens import load_movielens_100k
+from tests.helpers import BIN, ROOT, load_pair, project_env, train
 from tests.test_startup_faults import BAD_SETTINGS
 
 
@@ -27,6 +31,13 @@ def test_train_on_a_movielens_100k_folder(tmp_path):
     version = report["run_id"]
     for name in ("recsys_candidates", "recsys_ranker"):
         assert (tmp_path / "bentoml" / "models" / name / version / "model.yaml").exists()
+    # the titles rated below 4 stars are seen: no user is ever proposed one of them
+    dismissed = load_movielens_100k(tmp_path / "ml").dismissed
+    candidates, _ = load_pair(tmp_path, version)
+    assert len(dismissed) and len(candidates.dismissed_indptr)
+    batch = candidates.generate(np.arange(len(candidates.user_ids)), candidates.served_mix(Mix(100, 30, 30)))
+    proposed = pd.MultiIndex.from_arrays([candidates.user_ids[batch.owner], candidates.item_ids[batch.items]])
+    assert not proposed.isin(pd.MultiIndex.from_frame(dismissed[["user_id", "item_id"]])).any()
 
 
 def test_bad_data_dir_is_one_clear_line_and_no_model(tmp_path):

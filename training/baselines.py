@@ -22,6 +22,15 @@ def seen_matrix(model: CandidateModel) -> sp.csr_matrix:
                          shape=(len(model.user_ids), len(model.item_ids)))
 
 
+def excluded_matrix(model: CandidateModel) -> sp.csr_matrix:
+    """All users x items the model never recommends to a user: what they watched and what they dismissed."""
+    seen = seen_matrix(model)
+    if not len(model.dismissed_indptr):
+        return seen
+    return seen + sp.csr_matrix((np.ones(len(model.dismissed_indices), np.float32), model.dismissed_indices,
+                                 model.dismissed_indptr), shape=seen.shape)
+
+
 def ease_weights(matrix: sp.csr_matrix, l2: float, gram: np.ndarray | None = None) -> np.ndarray:
     """EASE (Steck, 2019): closed-form item-item weights B = I - P / diag(P), P = (X^T X + l2 I)^-1.
 
@@ -87,14 +96,16 @@ def choose_ease_l2(score: Callable[[float], float], grid: tuple[float, ...] = EA
 
 
 def ease_recommend(history: sp.csr_matrix, weights: np.ndarray, item_subset: np.ndarray, k: int,
-                   batch: int = 2048) -> np.ndarray:
-    """Top-k item indices per user of ``history`` (users x all items); EASE ranks only ``item_subset``."""
+                   batch: int = 2048, excluded: sp.csr_matrix | None = None) -> np.ndarray:
+    """Top-k item indices per user of ``history`` (users x all items); EASE ranks only ``item_subset``, without
+    the user's history or ``excluded`` (the same users x all items: what else they must not be shown)."""
     out = np.full((history.shape[0], k), -1, dtype=np.int64)
     sub = history[:, item_subset]
+    hidden = sub if excluded is None else excluded[:, item_subset]
     for lo in range(0, history.shape[0], batch):
         rows = sub[lo:lo + batch]
         scores = np.asarray(rows @ weights)
-        scores[rows.toarray() > 0] = -np.inf
+        scores[hidden[lo:lo + batch].toarray() > 0] = -np.inf
         top = top_k(scores, min(k, len(item_subset)))
         # A heavy user may have seen nearly all of the subset: pad with -1 rather than recommend seen items.
         found = np.isfinite(np.take_along_axis(scores, top, axis=1))

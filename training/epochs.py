@@ -200,10 +200,11 @@ def fit_lightfm(interactions: sp.coo_matrix, user_features: sp.csr_matrix | None
     ``lfm.early_stopping``, for the epoch count (at most :func:`epoch_cap`) that scored best on the scorer's
     window."""
     model = _new_model(lfm, seed) if start is None else start
+    threads = lfm.threads_for(interactions.nnz)
 
     def fit(epochs: int) -> None:
         model.fit_partial(interactions, user_features=user_features, item_features=item_features, epochs=epochs,
-                          num_threads=lfm.threads)
+                          num_threads=threads)
 
     if scorer is None or not lfm.early_stopping:
         for _ in tqdm(range(lfm.epochs), desc=f"LightFM {lfm.loss} ({interactions.shape[0]} users x "

@@ -17,6 +17,7 @@ from recsys.training.baselines import (
     ease_gram,
     ease_recommend,
     ease_weights,
+    excluded_matrix,
     popular_recommend,
     seen_matrix,
 )
@@ -52,10 +53,11 @@ def choose_ease_lambda(model: CandidateModel, window: pd.DataFrame, settings: Ev
     known_matrix = seen_matrix(model)
     subset = model.popular[: min(settings.ease_tuning_items, settings.ease_max_items, len(model.item_ids))]
     gram = ease_gram(known_matrix[:, subset])
+    excluded = excluded_matrix(model)[rows]
 
     def ndcg(l2: float) -> float:
         recommended = ease_recommend(known_matrix[rows], ease_weights(known_matrix[:, subset], l2, gram), subset,
-                                     settings.k)
+                                     settings.k, excluded=excluded)
         return ranking_metrics(recommended, truth, len(model.item_ids))[f"ndcg@{settings.k}"]
 
     best, scores = choose_ease_l2(ndcg)
@@ -79,16 +81,17 @@ def evaluate(model: CandidateModel, reranker: Reranker, holdout: pd.DataFrame, c
     batch = generate_candidates(model, users, cands)
     lfm = batch.take(batch.from_source("lightfm"))
     known_matrix = seen_matrix(model)
-    seen = known_matrix[rows]
+    seen, excluded = known_matrix[rows], excluded_matrix(model)[rows]  # every model excludes the same titles
     recommendations = {
-        "popular": popular_recommend(model.popular, seen, k),
+        "popular": popular_recommend(model.popular, excluded, k),
         "lightfm": top_k_per_user(lfm.owner, lfm.items, lfm.column("lfm_score"), len(users), k)[0],
     }
     if ease_lambda is not None and model.has_ease and n_items <= settings.ease_max_items:
-        recommendations["ease"] = ease_recommend(seen, model.ease_weights, np.arange(n_items), k)
+        recommendations["ease"] = ease_recommend(seen, model.ease_weights, np.arange(n_items), k, excluded=excluded)
     elif ease_lambda is not None:
         subset = model.popular[: min(settings.ease_max_items, n_items)]
-        recommendations["ease"] = ease_recommend(seen, ease_weights(known_matrix[:, subset], ease_lambda), subset, k)
+        recommendations["ease"] = ease_recommend(seen, ease_weights(known_matrix[:, subset], ease_lambda), subset, k,
+                                                 excluded=excluded)
     scores = reranker.score(users, batch, threads=threads)
     recommendations["two_stage"] = top_k_per_user(batch.owner, batch.items, scores, len(users), k)[0]
 

@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from recsys.columns import Columns
 from recsys.core.ann import build_index
 from recsys.core.candidates import CandidateModel, kids_segment_key, segment_key
-from recsys.data.schema import split_genres
+from recsys.data.schema import no_dismissed, split_genres
 from recsys.features.store import UNKNOWN_CATEGORY
+from recsys.lookup import find_sorted
 from recsys.settings import CandidateSettings, LightFMSettings
 from recsys.training.baselines import ease_weights, seen_matrix
 from recsys.training.epochs import EpochSearch, LightFMState, ValidationScorer, fit_lightfm, warm_started
@@ -144,10 +145,11 @@ def _profiles(users: pd.DataFrame, with_history: np.ndarray) -> dict[str, np.nda
 
 def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp,
                         lfm: LightFMSettings, cands: CandidateSettings, seed: int = 42,
-                        validation: pd.DataFrame | None = None, k: int = 10,
-                        warm: LightFMState | None = None) -> tuple[CandidateModel, EpochSearch | None, LightFMState]:
+                        validation: pd.DataFrame | None = None, k: int = 10, warm: LightFMState | None = None,
+                        dismissed: pd.DataFrame | None = None) -> tuple[CandidateModel, EpochSearch | None, LightFMState]:
     """Fit LightFM on ``known`` (interactions before ``as_of``) and package every candidate source; also returns
-    the fitted LightFM, for a later fit to start from.
+    the fitted LightFM, for a later fit to start from. ``dismissed`` (titles rated below the positive threshold,
+    already cut to what was known then) are kept to be excluded, as the history is, and learnt from by nothing.
 
     With a ``validation`` window (and ``lfm.early_stopping``), the epoch count is the one that scored best on it
     (see :mod:`training.epochs`), returned with the scores; without, LightFM trains ``lfm.epochs`` epochs, from
@@ -173,9 +175,10 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         item_features, item_names = _item_features(items)
     else:  # LightFM's own identity features
         user_features, user_names, item_features, item_names = None, _id_names(user_ids), None, _id_names(item_ids)
+    excluded = _dismissed_matrix(dismissed, as_of, user_ids, pd.Index(item_ids))
     scorer = None if validation is None else ValidationScorer.for_window(
-        validation, user_ids, pd.Index(item_ids), matrix, user_features, item_features, cands.n_lightfm, k,
-        lfm.early_stopping_users, seed)
+        validation, user_ids, pd.Index(item_ids), matrix + excluded if excluded.nnz else matrix, user_features,
+        item_features, cands.n_lightfm, k, lfm.early_stopping_users, seed)
     start = None if warm is None else warm_started(warm, user_names, item_names, lfm, seed)
     model, epochs = fit_lightfm(matrix.tocoo(), user_features, item_features, lfm, seed, scorer, start)
     user_bias, user_emb = model.get_user_representations(user_features)
@@ -208,9 +211,26 @@ def fit_candidate_model(known: pd.DataFrame, users: pd.DataFrame, items: pd.Data
         cooc_scores=cooc_scores,
         **_profiles(users, user_ids),
         mix=np.array(cands.mix, np.int64),
+        dismissed_indptr=excluded.indptr.astype(np.int64) if excluded.nnz else np.zeros(0, np.int64),
+        dismissed_indices=excluded.indices.astype(np.int32),
         index=index,
     )
     return candidates, epochs, LightFMState(model, user_names, item_names)
+
+
+def _dismissed_matrix(dismissed: pd.DataFrame | None, as_of: pd.Timestamp, user_ids: np.ndarray,
+                      items: pd.Index) -> sp.csr_matrix:
+    """users x items, 1 where the user dismissed the title before ``as_of`` (users and titles the fit knows)."""
+    dismissed = no_dismissed() if dismissed is None else dismissed[dismissed[Columns.Datetime] < as_of]
+    rows, known = find_sorted(user_ids, dismissed[Columns.User].to_numpy(np.int64))
+    cols = items.get_indexer(pd.Index(dismissed[Columns.Item].to_numpy()))
+    keep = known & (cols >= 0)
+    matrix = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+                           shape=(len(user_ids), len(items)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
 
 
 def ease_fits(model: CandidateModel, cands: CandidateSettings) -> bool:

@@ -30,7 +30,7 @@ from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
 from recsys.data import synthetic
 from recsys.data.registry import load_dataset
-from recsys.data.schema import Dataset
+from recsys.data.schema import Dataset, before_window
 from recsys.features.build import FeatureTables, build_feature_tables
 from recsys.features.store import OnlineFeatureTable, write_feature_store
 from recsys.progress import Timings
@@ -94,17 +94,19 @@ class FirstStage:
 
 def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp, settings: Settings, seed: int,
                      validation: pd.DataFrame | None = None, warm: LightFMState | None = None,
-                     cache: StageCache | None = None, fingerprint: str = "",
-                     ease_l2: float | None = None) -> FirstStage:
+                     cache: StageCache | None = None, fingerprint: str = "", ease_l2: float | None = None,
+                     window: pd.DataFrame | None = None) -> FirstStage:
     """Features and the first level as of ``as_of``; from ``cache`` when an earlier run fitted the same on the
     data with this ``fingerprint``. EASE's weights (L2 weight ``ease_l2``) join the model after the cache: they
-    are a closed form of the model's own history, cheap up to ``candidates.ease_max_items``."""
+    are a closed form of the model's own history, cheap up to ``candidates.ease_max_items``. The titles each user
+    dismissed are those before ``as_of`` and before their first event in ``window`` (the one the fit predicts)."""
 
     def fit() -> FirstStage:
-        tables = build_feature_tables(known, dataset.users, dataset.items, as_of)
+        dismissed = dataset.dismissed if window is None else before_window(dataset.dismissed, window)
+        tables = build_feature_tables(known, dataset.users, dataset.items, as_of, dismissed)
         model, epochs, state = fit_candidate_model(known, dataset.users, dataset.items, as_of, settings.lightfm,
                                                    settings.candidates, seed=seed, validation=validation,
-                                                   k=settings.eval.k, warm=warm)
+                                                   k=settings.eval.k, warm=warm, dismissed=dismissed)
         return FirstStage(tables, model, epochs, state)
 
     if cache is None:
@@ -128,7 +130,9 @@ NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items"}
 def _first_stage_key(fingerprint: str, as_of: pd.Timestamp, known: int, settings: Settings, seed: int,
                      validated: bool, warm: LightFMState | None) -> str:
     """The cache key of a first-level fit: everything it is computed from."""
-    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), settings.lightfm.model_dump(),
+    # without `reproducible_up_to`, so the fits cached before it existed (two threads, at Kion's size still) stay found
+    lightfm = settings.lightfm.model_dump(exclude={"reproducible_up_to"})
+    return cache_key(fingerprint, str(as_of), known, settings.split.model_dump(), lightfm,
                      settings.candidates.model_dump(exclude=NOT_IN_FIT), settings.eval.k, seed, validated,
                      warm.key if warm is not None else None)
 
@@ -249,7 +253,7 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         tag = f" [seed {seed}, {i + 1}/{len(seeds)}]" if len(seeds) > 1 else ""
         with timings.step(f"A. LightFM + features on history (reranker training data){tag}", f"A{i}"):
             a = _fit_first_stage(dataset, split.history, split.label_as_of, settings, seed, validation=split.labels,
-                                 cache=cache, fingerprint=fingerprint)
+                                 cache=cache, fingerprint=fingerprint, window=split.labels)
         if after_first_stage is not None:
             after_first_stage(a.epochs)
         if ease_lambda is None and (baselines or ease_fits(a.model, settings.candidates)):
@@ -273,7 +277,8 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         del a  # stage A's tables and model are done with: free them before B's
         with timings.step(f"B. LightFM ({later.label}) + features on history + labels (evaluation){tag}", f"B{i}"):
             b = _fit_first_stage(dataset, split.known_before_holdout, split.holdout_as_of, later.settings, seed,
-                                 warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=ease_lambda)
+                                 warm=later.warm, cache=cache, fingerprint=fingerprint, ease_l2=ease_lambda,
+                                 window=split.holdout)
         del later
         reranker = Reranker(fit.model, _assembler(b.tables, b.model))
         with timings.step(f"B. the reranker's popularity penalty, on the label window's users{tag}", f"penalty{i}"):

@@ -47,7 +47,7 @@ from typing import Any
 import optuna
 
 from recsys.columns import Columns
-from recsys.data.schema import Dataset
+from recsys.data.schema import Dataset, before_window
 from recsys.settings import Settings
 from recsys.training.epochs import EpochSearch
 from recsys.training.params import apply_params
@@ -145,7 +145,8 @@ class TuneResult:
 def validation_data(dataset: Dataset, settings: Settings) -> tuple[Dataset, dict[str, Any]]:
     """The data before the holdout window (what a trial may see) and its own split's windows, for the record."""
     outer = split_interactions(dataset.interactions, settings.split, dataset.name)
-    before = replace(dataset, interactions=outer.known_before_holdout.sort_values(Columns.Datetime, kind="stable"))
+    before = replace(dataset, interactions=outer.known_before_holdout.sort_values(Columns.Datetime, kind="stable"),
+                     dismissed=before_window(dataset.dismissed, outer.holdout))
     inner = split_interactions(before.interactions, settings.split, dataset.name)
     return before, {"holdout_untouched": outer.report()["holdout"], "trials_split": inner.report()}
 

@@ -59,6 +59,8 @@ PROFILE_FIELDS = ("profile_user_ids", "profile_age", "profile_sex", "profile_kid
 EASE_FIELDS = ("ease_weights", "mix")
 # Optional on load too: a pair trained before they were kept checks `user_features` against its segments' labels.
 LABEL_FIELDS = {"age": "label_age", "sex": "label_sex"}
+# And these: a pair trained before dismissed titles were kept excludes only the positives it learnt from.
+DISMISSED_FIELDS = ("dismissed_indptr", "dismissed_indices")
 
 
 def segment_key(age: str, sex: str, kids_flg: int) -> str:
@@ -159,6 +161,10 @@ class CandidateModel:
     ease_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # float32 (I, I)
     # The candidate mix the reranker was trained on, as a Mix: what serving generates. Empty: the settings'.
     mix: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))               # int64 (4,)
+    # Titles each user rated below the positive threshold (MovieLens): seen, so never proposed, and no positive.
+    # CSR like seen_*; empty (no indptr) for logs of watches and for pairs trained before they were kept.
+    dismissed_indptr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 (U+1,) or (0,)
+    dismissed_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # int32
     # The LightFM top-n's nearest-neighbour index; None: exact search over every item (small catalogues).
     index: ItemIndex | None = field(default=None, compare=False)
 
@@ -188,7 +194,8 @@ class CandidateModel:
         paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
         index_file = Path(directory) / INDEX_FILE
         arrays = {name: load_array(path, mmap) for name, path in paths.items()
-                  if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS) or path.exists()}
+                  if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS, *DISMISSED_FIELDS)
+                  or path.exists()}
         if "ease_weights" in arrays and not arrays["ease_weights"].flags.c_contiguous:
             # saved column-major by an older training: its rows, which every request gathers, were 12x slower to
             # read; a row-major copy in this process (at most ease_max_items² float32), not shared
@@ -248,11 +255,16 @@ class CandidateModel:
     # ---- generation ---------------------------------------------------------------------------------------
     def _history_pairs(self, rows: np.ndarray, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(batch position, item index) of each watched item of the users ``rows``; only the ``last`` few if given."""
-        ends = self.seen_indptr[rows + 1]
-        starts = self.seen_indptr[rows] if last is None else np.maximum(self.seen_indptr[rows], ends - last)
-        lengths = ends - starts
-        owner = np.repeat(np.arange(len(rows)), lengths)
-        return owner, self.seen_indices[np.repeat(starts, lengths) + _ranges(lengths)].astype(np.int64)
+        return _csr_pairs(self.seen_indptr, self.seen_indices, rows, last)
+
+    def _excluded_keys(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Sorted ``position * n + item`` keys of what the users ``rows`` must not be proposed: their history
+        (``owner``, ``items``) and the titles they dismissed."""
+        n = len(self.item_ids)
+        if len(self.dismissed_indptr):
+            d_owner, d_items = _csr_pairs(self.dismissed_indptr, self.dismissed_indices, rows)
+            owner, items = np.concatenate([owner, d_owner]), np.concatenate([items, d_items])
+        return np.unique(owner * n + items)
 
     def lightfm_scores(self, rows: np.ndarray) -> np.ndarray:
         return self.user_vectors[rows] @ self.item_vectors.T
@@ -306,8 +318,7 @@ class CandidateModel:
         b, n = len(rows), len(self.item_ids)
         empty = np.zeros(0, np.int64)
         history_owner, history_items = self._history_pairs(rows) if exclude_seen or self.has_ease else (empty, empty)
-        seen_owner, seen_items = (history_owner, history_items) if exclude_seen else (empty, empty)
-        seen_keys = np.unique(seen_owner * n + seen_items)
+        seen_keys = self._excluded_keys(rows, history_owner, history_items) if exclude_seen else empty
         position = np.arange(b)[:, None]
 
         ease_all = self.ease_scores(history_owner, history_items, b) if self.has_ease else None
@@ -326,7 +337,7 @@ class CandidateModel:
 
         pop_keys = np.zeros(0, np.int64)
         if n_popular:
-            longest = int(np.bincount(seen_owner, minlength=b).max(initial=0))
+            longest = int(np.bincount(seen_keys // n, minlength=b).max(initial=0))
             pool = position * n + self.popular[: n_popular + longest].astype(np.int64)
             free = ~np.isin(pool, seen_keys)
             pop_keys = pool[free & (np.cumsum(free, axis=1) <= n_popular)]
@@ -358,6 +369,16 @@ class CandidateModel:
         scores = np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
         features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
+
+
+def _csr_pairs(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray,
+               last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(batch position, column) of each entry of the CSR rows ``rows``; only each row's ``last`` few if given."""
+    ends = indptr[rows + 1]
+    starts = indptr[rows] if last is None else np.maximum(indptr[rows], ends - last)
+    lengths = ends - starts
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    return owner, indices[np.repeat(starts, lengths) + _ranges(lengths)].astype(np.int64)
 
 
 def _ranges(lengths: np.ndarray) -> np.ndarray:

@@ -45,8 +45,9 @@ def age_band(age: pd.Series) -> pd.Series:
     return bands.astype(object).where(bands.notna(), "unknown").astype(str)
 
 
-def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) -> pd.DataFrame:
-    """Validate every rating row (even ones the threshold drops), then keep the positives in Kion shape."""
+def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate every rating row, then return the positives in Kion shape and the titles rated below the threshold
+    (seen and not liked: never recommended to that user, see ``Dataset.dismissed``)."""
     user_id = to_number(ratings, Columns.User, path, integer=True)
     item_id = to_number(ratings, Columns.Item, path, integer=True)
     rating = to_number(ratings, "rating", path)
@@ -58,6 +59,8 @@ def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) ->
             f"(highest is {rating.max():g}); lower it with --rating-threshold or RECSYS_DATA__RATING_THRESHOLD"
         )
     kept = rating[keep].astype(np.float32)
+    dismissed = pd.DataFrame({Columns.User: user_id[~keep].astype(np.int64), Columns.Item: item_id[~keep].astype(np.int64),
+                              Columns.Datetime: pd.to_datetime(timestamp[~keep].astype(np.int64), unit="s")})
     return pd.DataFrame({
         Columns.User: user_id[keep].astype(np.int64),
         Columns.Item: item_id[keep].astype(np.int64),
@@ -65,7 +68,7 @@ def _interactions(ratings: pd.DataFrame, path: Path, rating_threshold: float) ->
         Columns.Duration: 0.0,
         Columns.WatchedPct: kept * 20,
         "rating": kept,
-    }).reset_index(drop=True)
+    }).reset_index(drop=True), dismissed
 
 
 def _users(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -116,9 +119,10 @@ def load_movielens_100k(data_dir: Path, rating_threshold: float = 4.0) -> Datase
     # release_date looks like '01-Jan-1995'; a few are blank, then the "(1995)" in the title is the fallback.
     year = _year_from(items["release_date"], re.compile(r"(\d{4})\s*$"))
     year = year.fillna(_year_from(items[Columns.Title], _YEAR_AT_END))
+    positives, dismissed = _interactions(ratings, paths[0], rating_threshold)
     return make_dataset(
-        "movielens-100k", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
-        _items(items, genres, year), sources=(str(paths[0]), str(paths[1]), str(paths[2])),
+        "movielens-100k", positives, _users(users, paths[1]),
+        _items(items, genres, year), sources=(str(paths[0]), str(paths[1]), str(paths[2])), dismissed=dismissed,
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )
 
@@ -135,9 +139,10 @@ def load_movielens_1m(data_dir: Path, rating_threshold: float = 4.0) -> Dataset:
 
     genres = [GENRE_SEPARATOR.join(g.strip() for g in s.split("|") if g.strip())
               for s in items[Columns.Genres].fillna("").astype(str)]
+    positives, dismissed = _interactions(ratings, paths[0], rating_threshold)
     return make_dataset(
-        "movielens-1m", _interactions(ratings, paths[0], rating_threshold), _users(users, paths[1]),
+        "movielens-1m", positives, _users(users, paths[1]),
         _items(items, genres, _year_from(items[Columns.Title], _YEAR_AT_END)),
-        sources=(str(paths[0]), str(paths[1]), str(paths[2])),
+        sources=(str(paths[0]), str(paths[1]), str(paths[2])), dismissed=dismissed,
         data_dir=str(data_dir), rating_threshold=rating_threshold,
     )

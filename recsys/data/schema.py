@@ -38,18 +38,22 @@ class Dataset:
     users: pd.DataFrame
     items: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    # Titles a user rated below the positive threshold (MovieLens): seen, so never recommended to them, but not
+    # positives, so no model learns from them. Empty for logs of watches.
+    dismissed: pd.DataFrame = field(default_factory=lambda: no_dismissed())
 
     def fingerprint(self) -> str:
-        """Content hash of the three tables: ties trained models and feature stores to the data they came from."""
+        """Content hash of the tables: ties trained models and feature stores to the data they came from."""
         h = hashlib.sha256()
-        for frame in (self.interactions, self.users, self.items):
+        # without dismissed titles, the three tables' hash as before they existed (the training cache's keys)
+        for frame in (self.interactions, self.users, self.items, *([self.dismissed] if len(self.dismissed) else [])):
             h.update(",".join(frame.columns).encode())
             h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return h.hexdigest()[:16]
 
     def save(self, directory: Path) -> None:
-        """The three tables as Parquet files and the rest as JSON (the training cache's copy of a dataset)."""
-        for name in TABLES:
+        """The tables as Parquet files and the rest as JSON (the training cache's copy of a dataset)."""
+        for name in (*TABLES, "dismissed"):
             getattr(self, name).to_parquet(directory / f"{name}.parquet", index=False)
         (directory / "dataset.json").write_text(json.dumps({"name": self.name, "meta": self.meta}))
 
@@ -57,7 +61,9 @@ class Dataset:
     def load(cls, directory: Path) -> Dataset:
         info = json.loads((directory / "dataset.json").read_text())
         tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
-        return cls(name=info["name"], meta=info["meta"], **tables)
+        dismissed = directory / "dismissed.parquet"  # absent from copies saved before it existed
+        return cls(name=info["name"], meta=info["meta"], **tables,
+                   dismissed=pd.read_parquet(dismissed) if dismissed.exists() else no_dismissed())
 
     def summary(self) -> dict[str, Any]:
         inter = self.interactions
@@ -70,6 +76,7 @@ class Dataset:
             "items_table": len(self.items),
             "start": str(inter[Columns.Datetime].min().date()) if len(inter) else None,
             "end": str(inter[Columns.Datetime].max().date()) if len(inter) else None,
+            **({"dismissed": len(self.dismissed)} if len(self.dismissed) else {}),
         }
 
 
@@ -182,16 +189,32 @@ def normalize_items(frame: pd.DataFrame, source: str = "items") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def no_dismissed() -> pd.DataFrame:
+    return pd.DataFrame({Columns.User: np.zeros(0, np.int64), Columns.Item: np.zeros(0, np.int64),
+                         Columns.Datetime: pd.to_datetime(np.zeros(0, np.int64))})
+
+
 def make_dataset(name: str, interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
-                 sources: tuple[str, str, str] = ("interactions", "users", "items"), **meta: Any) -> Dataset:
-    """Validate the three tables and return them as a :class:`Dataset`; errors name ``sources``."""
+                 sources: tuple[str, str, str] = ("interactions", "users", "items"),
+                 dismissed: pd.DataFrame | None = None, **meta: Any) -> Dataset:
+    """Validate the three tables and return them as a :class:`Dataset`; errors name ``sources``. ``dismissed``:
+    (user, item, time) of titles seen and not liked, as the loader already checked them."""
     return Dataset(
         name=name,
         interactions=normalize_interactions(interactions, sources[0]),
         users=normalize_users(users, sources[1]),
         items=normalize_items(items, sources[2]),
         meta=meta,
+        dismissed=no_dismissed() if dismissed is None else dismissed.reset_index(drop=True),
     )
+
+
+def before_window(frame: pd.DataFrame, window: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` earlier than their user's first event in ``window`` (all rows of users without one):
+    what was known of each user when the window began, for the per-user split as for a global one."""
+    first = window.groupby(Columns.User)[Columns.Datetime].min()
+    cut = frame[Columns.User].map(first)
+    return frame[~(frame[Columns.Datetime] >= cut).to_numpy()]
 
 
 def split_genres(genres: pd.Series) -> list[list[str]]:

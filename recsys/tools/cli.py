@@ -116,7 +116,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     as_of = pd.Timestamp(args.as_of) if args.as_of else dataset.interactions[Columns.Datetime].max() + pd.Timedelta(days=1)
     out = args.out or settings.features_dir / dataset.name
     with timings.step(f"build features as of {as_of.date()}"):
-        tables = build_feature_tables(dataset.interactions, dataset.users, dataset.items, as_of)
+        tables = build_feature_tables(dataset.interactions, dataset.users, dataset.items, as_of, dataset.dismissed)
     with timings.step(f"write feature store to {out}"):
         manifest = write_feature_store(tables, out, dataset.fingerprint())
     log.info("feature store %s: %d users x %d columns, %d items x %d columns", manifest["version"],
