@@ -32,14 +32,18 @@ def ranking_metrics(recommended: np.ndarray, truth: sp.csr_matrix, n_catalogue: 
     ideal = np.minimum(n_relevant, k)
     discounts = 1.0 / np.log2(positions + 1)
     idcg = np.cumsum(discounts)[ideal - 1]
-    shown = recommended[recommended >= 0]
     return {
         f"map@{k}": float(np.mean((precision_at * hits).sum(axis=1) / ideal)),
         f"ndcg@{k}": float(np.mean((hits * discounts).sum(axis=1) / idcg)),
         f"recall@{k}": float(np.mean(hits.sum(axis=1) / n_relevant)),
         f"hitrate@{k}": float(np.mean(hits.any(axis=1))),
-        f"coverage@{k}": float(len(np.unique(shown)) / n_catalogue),
+        f"coverage@{k}": catalogue_coverage(recommended, n_catalogue),
     }
+
+
+def catalogue_coverage(recommended: np.ndarray, n_catalogue: int) -> float:
+    """The share of the catalogue shown in any of the lists (item indices, -1 pads short lists)."""
+    return float(len(np.unique(recommended[recommended >= 0])) / n_catalogue)
 
 
 def candidate_recall(owner: np.ndarray, items: np.ndarray, truth: sp.csr_matrix) -> float:

@@ -25,6 +25,7 @@ from recsys.columns import Columns
 from recsys.core.candidates import CandidateModel
 from recsys.core.reranker import Reranker, set_popularity_penalty, top_k_per_user
 from recsys.settings import Settings
+from recsys.training.metrics import catalogue_coverage
 from recsys.training.second_stage import generate_candidates
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,7 @@ def _smallest_reaching(coverage: Callable[[float], float], target: float, start:
 
 
 def _coverage(owner: np.ndarray, items: np.ndarray, scores: np.ndarray, n_users: int, k: int, n_items: int) -> float:
-    top = top_k_per_user(owner, items, scores, n_users, k)[0]
-    return len(np.unique(top[top >= 0])) / n_items
+    return catalogue_coverage(top_k_per_user(owner, items, scores, n_users, k)[0], n_items)
 
 
 def apply_penalty(reranker: Reranker, model: CandidateModel, window: pd.DataFrame, settings: Settings,
