@@ -19,10 +19,10 @@ from recsys.settings import Settings, SettingsError
 from recsys.training import spread
 from recsys.training.epochs import fit_with_early_stopping
 from recsys.training.params import apply_params
-from recsys.training.tune import SPACE, best_trial, current_values, objective_value, tune
+from recsys.training.tune import ANCHORS, SPACE, anchor_values, best_trial, current_values, objective_value, tune
 from tests.helpers import BIN, ROOT, project_env, train
 
-TRIALS = 2
+TRIALS = len(ANCHORS) + 1  # the anchors, then one sampled trial
 SEED = 42
 
 
@@ -127,6 +127,17 @@ def test_a_claim_needs_three_seeds_and_a_gap_above_its_spread(two_stage, claimed
     assert summary["ease"]["ndcg@10"]["sd"] == 0.0
 
 
+def test_the_anchors_are_whole_trials_inside_the_searched_ranges():
+    """Each anchor names searched settings only, with values inside their ranges (a value outside would be clipped
+    into another configuration than the one that won elsewhere), and the anchors differ from each other."""
+    space = {p.key: p for p in SPACE}
+    for anchor in ANCHORS:
+        assert set(anchor) <= set(space)
+        assert {key: space[key].clip(value) for key, value in anchor.items()} == anchor
+    values = anchor_values(Settings())
+    assert values[0] == current_values(Settings()) and len({json.dumps(v, sort_keys=True) for v in values}) == len(ANCHORS)
+
+
 def test_a_parameters_file_is_checked_like_any_setting():
     settings = Settings()
     assert apply_params(settings, {"ranker": {"depth": 4}}).ranker.depth == 4
@@ -141,7 +152,8 @@ def test_a_parameters_file_is_checked_like_any_setting():
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """`recsys tune` on tiny data with two trials and no training: the parameters file and the log."""
+    """`recsys tune` on tiny data with the anchors and one sampled trial, no training: the parameters file and the
+    log."""
     home = tmp_path_factory.mktemp("tune")
     out = home / "params.json"
     command = [str(BIN / "recsys"), "tune", "--size", "tiny", "--trials", str(TRIALS), "--no-train", "--out", str(out)]
@@ -162,8 +174,9 @@ def test_tune_writes_the_parameters_and_the_search_history(tuned):
     assert tuning["coverage_floor"] == Settings().ranker.coverage_floor
     trials = tuning["trials"]
     assert [t["number"] for t in trials] == list(range(TRIALS))
-    # trial 0 is the settings as they were, so the search cannot end worse than them on validation
+    # trial 0 is the settings as they were, so the search cannot end worse than them on validation; then the anchors
     assert trials[0]["params"] == current_values(Settings())
+    assert [t["params"] for t in trials[:len(ANCHORS)]] == anchor_values(Settings())
     assert tuning["best_params"] == trials[tuning["best_trial"]]["params"]
     for trial in trials:
         assert trial["state"] == "complete" and trial["value"] == pytest.approx(
@@ -173,7 +186,7 @@ def test_tune_writes_the_parameters_and_the_search_history(tuned):
     windows = tuning["windows"]
     assert windows["trials_split"]["holdout"]["end"] < windows["holdout_untouched"]["start"]
     assert set(tuning["importance"]) <= {p.key for p in SPACE}
-    assert f"trial 1 ({TRIALS}/{TRIALS}) complete" in tuned["log"] and "budget used" in tuned["log"]
+    assert f"trial {TRIALS - 1} ({TRIALS}/{TRIALS}) complete" in tuned["log"] and "budget used" in tuned["log"]
 
 
 def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, tmp_path):
@@ -186,12 +199,16 @@ def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tuned, tmp_
 
     from_cli = outcome(tuned["content"]["tuning"]["trials"])
     assert outcome(trials(SEED)) == from_cli  # in another process, too
-    assert outcome(trials(7))[1][0] != from_cli[1][0]  # trial 0 is the settings for any seed; trial 1 is sampled
+    other = outcome(trials(7))
+    # the anchors are the same for any seed; the trial after them is sampled
+    assert [o[0] for o in other[:len(ANCHORS)]] == [o[0] for o in from_cli[:len(ANCHORS)]]
+    assert other[-1][0] != from_cli[-1][0]
 
 
 def test_two_trials_at_once_score_what_they_score_one_at_a_time(tuned, tmp_path):
     """A batch of two runs in two threads: whichever finishes first, each trial scores exactly what it scores alone
-    (the first trials are TPE's random start-up ones, so their parameters do not depend on the results before)."""
+    (the first trials are the anchors and TPE's random start-up ones, so their parameters do not depend on the
+    results before)."""
     settings = Settings(home=tmp_path, data={"dataset": "synthetic", "size": "tiny", "seed": SEED})
     result = tune(generate("tiny", seed=SEED), settings, budget_s=3600, max_trials=TRIALS, jobs=2)
     assert result.tuning["jobs"] == 2
