@@ -19,14 +19,16 @@ from recsys.training.pipeline import fit_and_evaluate
 
 SIZE = "medium"
 SEED = 42
-# (better, worse, metric): the smallest gap accepted
+# (better, worse, metric): the smallest gap accepted. Measured here on the current defaults (ranker.popularity_debias
+# 0, the popularity penalty of training.penalty; model seeds 42 and 1), then the smallest of three other datasets
+# (data seeds, measured when EASE joined: docs/quality-tests.md)
 MARGINS = {
-    ("two_stage", "lightfm", "ndcg@10"): 0.010,  # measured 0.0355 here; 0.0218 the smallest of three other datasets
-    ("two_stage", "lightfm", "map@10"): 0.006,   # 0.0257; 0.0141
-    ("two_stage", "ease", "ndcg@10"): 0.005,     # 0.0125; 0.0134 (EASE with its weight tuned on the label window)
-    ("two_stage", "ease", "map@10"): 0.003,      # 0.0077; 0.0079
-    ("lightfm", "popular", "ndcg@10"): 0.015,    # 0.0342; 0.0402
-    ("lightfm", "popular", "map@10"): 0.008,     # 0.0230; 0.0272
+    ("two_stage", "lightfm", "ndcg@10"): 0.010,  # 0.0348 and 0.0284 here; 0.0218 the smallest of three other datasets
+    ("two_stage", "lightfm", "map@10"): 0.006,   # 0.0246, 0.0199; 0.0141
+    ("two_stage", "ease", "ndcg@10"): 0.005,     # 0.0184, 0.0142; 0.0134 (EASE with its weight tuned on the label window)
+    ("two_stage", "ease", "map@10"): 0.003,      # 0.0122, 0.0088; 0.0079
+    ("lightfm", "popular", "ndcg@10"): 0.015,    # 0.0406, 0.0428; 0.0402
+    ("lightfm", "popular", "map@10"): 0.008,     # 0.0269, 0.0282; 0.0272
 }
 
 
