@@ -19,16 +19,7 @@ from recsys.settings import Settings, SettingsError
 from recsys.training import spread
 from recsys.training.epochs import fit_with_early_stopping
 from recsys.training.params import apply_params
-from recsys.training.tune import (
-    ANCHORS,
-    SPACE,
-    _Objective,
-    anchor_values,
-    best_trial,
-    current_values,
-    objective_value,
-    tune,
-)
+from recsys.training.tune import ANCHORS, SPACE, anchor_values, best_trial, current_values, objective_value, tune
 from tests.helpers import BIN, ROOT, project_env, train
 
 TRIALS = len(ANCHORS) + 1  # the anchors, then one sampled trial
@@ -134,23 +125,6 @@ def test_a_claim_needs_three_seeds_and_a_gap_above_its_spread(two_stage, claimed
     summary = spread.summarise([_evaluation(v, 0.15) for v in two_stage])
     assert summary["two_stage"]["ndcg@10"]["mean"] == pytest.approx(np.mean(two_stage))
     assert summary["ease"]["ndcg@10"]["sd"] == 0.0
-
-
-class _AlwaysPruned(optuna.trial.FixedTrial):
-    """A trial whose pruner would abandon it at the first chance."""
-
-    def should_prune(self) -> bool:
-        return True
-
-
-def test_a_trial_runs_to_the_end_whatever_its_lightfm_alone_scores(tmp_path):
-    """No pruning on LightFM alone: on MovieLens-shaped data the best two-stage trials had the weakest LightFM alone
-    (they build on EASE), and a pruner reading it abandoned 7 of the 8 trials TPE proposed. A trial that any pruner
-    would stop still completes with its two-stage score."""
-    settings = Settings(home=tmp_path, data={"dataset": "synthetic", "size": "tiny", "seed": SEED}).single_threaded()
-    trial = _AlwaysPruned(current_values(settings))
-    value = _Objective(generate("tiny", seed=SEED), settings, SEED)(trial)
-    assert value > 0 and trial.user_attrs["ndcg"] > 0
 
 
 def test_the_anchors_are_whole_trials_inside_the_searched_ranges():

@@ -3,9 +3,10 @@
 
 With a fixed count, too few epochs underfit and too many overfit (on MovieLens-100k, 60 epochs gave back half of
 what 40 had gained over 20). Here the count is whatever scored best on a window the fit never saw; training runs it
-on the label window (`training/pipeline.py`) and then refits the later models for that many epochs. The score is
-LightFM alone: ``recall@n`` over its ``n`` candidates (what the first stage is for, the one stopping decides on) and
-``ndcg@k`` of its top ``k`` (comparable across candidate counts).
+on the label window (`training/pipeline.py`) and then refits the later models for that many epochs, and the tuner
+reports every score to its pruner. The score is LightFM alone: ``recall@n`` over its ``n`` candidates (what the first
+stage is for, the one stopping decides on) and ``ndcg@k`` of its top ``k`` (comparable across candidate counts, the
+one the tuner's pruner reads).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
@@ -214,6 +215,7 @@ class OfflineRun:
 
 def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | None = None,
                      seeds: list[int] | None = None,
+                     after_first_stage: Callable[[EpochSearch | None], None] | None = None,
                      baselines: bool = True, cache: StageCache | None = None, evaluate_holdout: bool = True,
                      serve: bool = False) -> OfflineRun:
     """Stages A and B, once per model seed (default: the settings' one): the reranker and the offline metrics,
@@ -221,7 +223,8 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
 
     `train` runs it first; the tuner runs it on the data before the holdout window (its validation window is then
     the last one of that), and the quality tests and `scripts/quality_variance.py` run it alone, so they measure
-    exactly what a training run reports. Without ``baselines``
+    exactly what a training run reports. ``after_first_stage`` sees how stage A's LightFM scored on the label
+    window (the tuner's pruner may stop there, before the reranker); without ``baselines``
     the EASE baseline is left out (the tuner only compares the two-stage model with LightFM alone). With a
     ``cache``, the first-level fits come from it when an earlier run made the same ones (`train` passes one).
     Without ``evaluate_holdout`` (a production retrain) stage B is left out: each run has no evaluation and keeps
@@ -251,6 +254,8 @@ def fit_and_evaluate(dataset: Dataset, settings: Settings, timings: Timings | No
         with timings.step(f"A. LightFM + features on history (reranker training data){tag}", f"A{i}"):
             a = _fit_first_stage(dataset, split.history, split.label_as_of, settings, seed, validation=split.labels,
                                  cache=cache, fingerprint=fingerprint, window=split.labels)
+        if after_first_stage is not None:
+            after_first_stage(a.epochs)
         if ease_lambda is None and (baselines or ease_fits(a.model, settings.candidates)):
             with timings.step("A. EASE's L2 weight on the label window", "ease"):  # the same for every seed
                 ease_lambda, ease_scores = choose_ease_lambda(a.model, split.labels, settings.eval, seed)
