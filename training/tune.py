@@ -131,8 +131,9 @@ SPACE = (
 # as they are (the search cannot end worse than them on validation); the others are configurations that won earlier
 # searches on other data, so a short search starts from several good points instead of one and random ones: on
 # MovieLens-shaped data (943 users, a label window of ~4,000 items) a shallow pointwise reranker over many EASE
-# candidates (`recsys tune` there, three times: Logloss, depth 3-4, 70-150 EASE candidates, LightFM without
-# features), and the built-in `small` data's (warp with features, 77 components, a depth-3 YetiRank).
+# candidates (`recsys tune` there, twice: Logloss, depth 3-4, 71-151 EASE candidates, LightFM without features;
+# a third search chose Logloss too), and the built-in `small` data's (warp with features, 77 components, a depth-3
+# YetiRank).
 ANCHORS: tuple[dict[str, object], ...] = (
     {},
     {"lightfm.use_features": False, "lightfm.no_components": 60, "candidates.n_lightfm": 230,
