@@ -50,6 +50,7 @@ from recsys.serving import (
     connections,
     flask_compat,
     gc_watch,
+    hops,
     page_cache,
     request_timer,
     reuseport,
@@ -76,6 +77,7 @@ use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
+hops.apply()  # a pickled call between the services in one chunk, not one per numpy array
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
 shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
