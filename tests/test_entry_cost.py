@@ -6,6 +6,8 @@ is one chunk, not one per numpy array (recsys/serving/hops.py). What is counted 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ from uvicorn.server import ServerState
 
 from recsys.serving import hops
 from recsys.serving.connections import GuardedHttpToolsProtocol
+from tests.helpers import BIN, ROOT, project_env
 
 
 class RecordingTransport(asyncio.Transport):
@@ -106,3 +109,41 @@ def test_a_pickled_hop_is_one_chunk_and_unpickles_to_the_same_arrays():
     assert [b["user_id"] for b in back] == list(range(20))
     for sent, got in zip(batch, back, strict=True):
         assert np.array_equal(sent["items"], got["items"]) and np.array_equal(sent["features"], got["features"])
+
+
+# The ASGI middlewares `bentoml serve` puts in front of each service's routes, outermost first (its configuration
+# injected as the server does), in a process of its own: importing the service applies process-wide patches.
+STACKS = """
+import json
+from _bentoml_impl.server.app import ServiceAppFactory
+import service
+stacks = {}
+for svc in (service.Recommender, service.Ranker, service.Candidates):
+    svc.inject_config()
+    stacks[svc.name] = [m.cls.__name__ for m in ServiceAppFactory(svc).middlewares]
+print(json.dumps(stacks))
+"""
+
+
+def test_the_entry_runs_one_asgi_layer_of_its_own_and_no_redundant_timer(tmp_path):
+    """Regression: the entry ran nine middlewares per request: BentoML's metrics, request id and request timer,
+    then six of the project's (safe headers, error log, traffic, clean errors, timer gauge, public spec), each a
+    call and most a wrapper around every message sent. Its own concerns are now one layer, and BentoML's request
+    timer, which could never fire before the traffic layer's own 504, is not installed in front of it. The model
+    services keep theirs (their only deadline)."""
+    out = subprocess.run([str(BIN / "python"), "-c", STACKS], env=project_env(tmp_path), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stacks = json.loads(out.stdout.splitlines()[-1])
+    assert stacks["recommender"] == ["RunnerTrafficMetricsMiddleware", "RequestIdMiddleware", "EntryEdge",
+                                     "ContextMiddleware"]
+    for model_service in ("ranker", "candidates"):
+        assert "CancellingTimeoutMiddleware" in stacks[model_service], stacks
+
+
+def test_the_services_metrics_use_prometheus_client_without_bentomls_deprecated_wrapper(tmp_path):
+    """Regression: `bentoml.metrics` warned at every import of the service (deprecated in BentoML 1.4.40: it only
+    forwards to prometheus_client, which the services now use directly)."""
+    out = subprocess.run([str(BIN / "python"), "-W", "error:bentoml.metrics module is deprecated", "-c", "import service"],
+                         env=project_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
