@@ -80,7 +80,7 @@ async def _streamed_app(scope: Any, receive: Any, send: Any) -> None:
 
 def test_an_answer_goes_to_the_socket_in_one_write():
     """Regression: uvicorn wrote the head and the body in two `send` calls (two TCP segments on loopback, each
-    waking the client): ~19% of the split entry's samples under load."""
+    waking the client)."""
     transport = asyncio.run(_answer(_json_app, b"POST /recommend HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"))
     assert len(transport.calls) == 1, transport.calls
     head, body = transport.calls[0].split(b"\r\n\r\n")

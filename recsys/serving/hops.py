@@ -3,11 +3,11 @@
 BentoML 1.4.40 pickles a hop (``PickleSerde.serialize_value``) with protocol 5 and keeps each array's buffer out of
 band, as a chunk of its own: a batch of N users' candidates is 2N+1 chunks, and their ranking 3N+1. The calling
 side's aiohttp then writes every chunk to the socket with a system call of its own, and the answering side sends
-each as an ASGI message of its own, through every middleware and uvicorn, one more system call each. With batches
-of 10-30 users that was ~10% of the entry's samples in py-spy (aiohttp's writes) and more per call in the model
-services. The chunks are now joined into one before they are sent (a copy of a few hundred kB at most, far cheaper
-than the calls), with the same ``buffer-lengths`` header: the receiving side splits and unpickles them exactly as
-before, the arrays still not copied out of the one buffer.
+each as an ASGI message of its own, through every middleware and uvicorn, one more system call each: ~3 writes per
+user in the ranker and 2 in the candidates service (py-spy put ~10% of the entry's samples in aiohttp's writes).
+The chunks are now joined into one before they are sent (a copy of a few hundred kB at most), with the same
+``buffer-lengths`` header: the receiving side splits and unpickles them exactly as before, the arrays still not
+copied out of the one buffer.
 
 :func:`apply` patches ``PickleSerde.serialize_value``, pinned to the BentoML version it was written against like
 recsys/serving/request_timer.py.
