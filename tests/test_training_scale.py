@@ -253,6 +253,20 @@ def test_kion_size_keeps_ease_in_the_two_stage_model_and_plans_its_inverses(tiny
     assert "B0" not in _expected_seconds(tiny, settings, 1, evaluated=False)
 
 
+def test_time_estimate_charges_single_threaded_fits_their_threads(tiny):
+    """A fit small enough to be reproducible runs on one thread (`LightFMSettings.threads_for`): its estimate is
+    `threads` times that of the same fit on all of them (it was charged as if it ran on two)."""
+    from recsys.training.pipeline import INVERSE_S, _expected_seconds
+
+    settings = Settings()
+    parallel = settings.model_copy(update={"lightfm": settings.lightfm.model_copy(update={"reproducible_up_to": 0})})
+    inverse = INVERSE_S * len(tiny.items) ** 3 if len(tiny.items) <= settings.candidates.ease_max_items else 0.0
+    one, two = _expected_seconds(tiny, settings, 1), _expected_seconds(tiny, parallel, 1)
+    for step in ("A0", "B0", "C"):
+        assert one[step] - inverse == pytest.approx(settings.lightfm.threads * (two[step] - inverse))
+    assert one["ranker0"] == two["ranker0"]
+
+
 def test_early_stopping_scores_a_bounded_block_of_users_at_a_time():
     """Regression: the validation scorer ranked 2,048 users x all titles at once, 18 GB for a million titles (the
     catalogue size was OOM-killed). Its peak memory now follows its block size, with the same top lists, and

@@ -316,7 +316,7 @@ def _with_epochs(settings: Settings, epochs: EpochSearch | None) -> Settings:
 
 # Seconds per unit of work on the 2-core machine, measured at a fifth of Kion's size: only for the log's estimate of
 # the time left (which then follows the run's own pace), so rough is fine.
-LIGHTFM_S = 1.2e-5    # per interaction and epoch, the features and validation steps included
+LIGHTFM_S = 1.2e-5    # per interaction and epoch on `lightfm.threads` (2) threads, features and validation included
 RANKER_ROW_S = 5e-4   # per reranker training row
 INVERSE_S = 3e-11     # per title cubed, one EASE inverse
 EVAL_USER_S = 3e-3    # per evaluated user (candidates, four models, metrics)
@@ -327,6 +327,8 @@ SAVE_USER_S = 2e-5    # per user of the served model
 def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluated: bool = True) -> dict[str, float]:
     """Each remaining step's expected cost (keys as `fit_and_evaluate` and `train` give them to their steps)."""
     lfm, n = settings.lightfm, len(dataset.interactions)
+    # a fit small enough to be reproducible runs on one thread (`LightFMSettings.threads_for`): slower per interaction
+    lightfm_s = LIGHTFM_S * lfm.threads / lfm.threads_for(int(0.8 * n))
     # early stopping: a typical stop (best step, then `patience` more) within the cap
     first = min(epoch_cap(lfm, int(0.8 * n)), lfm.eval_every * (lfm.patience + 4)) if lfm.early_stopping else lfm.epochs
     later = lfm.warm_epochs or first
@@ -339,15 +341,15 @@ def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluate
     baseline = 0.0 if in_model else INVERSE_S * items ** 3
     plan: dict[str, float] = {}
     for i in range(seeds):
-        plan |= {f"A{i}": LIGHTFM_S * first * n + in_model, f"ranker{i}": RANKER_ROW_S * rows}
+        plan |= {f"A{i}": lightfm_s * first * n + in_model, f"ranker{i}": RANKER_ROW_S * rows}
         if i == 0 and settings.eval.ease_lambda is None:
             plan["ease"] = INVERSE_S * len(EASE_GRID) * tuning ** 3
         if evaluated:
-            plan |= {f"B{i}": LIGHTFM_S * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline,
+            plan |= {f"B{i}": lightfm_s * later * n + in_model, f"eval{i}": EVAL_USER_S * users + baseline,
                      f"penalty{i}": PENALTY_USER_S * users}
             if i == 0 and settings.ranker.served_windows == 2:
                 plan["ranker-served"] = 2 * RANKER_ROW_S * rows
-    return plan | {"C": LIGHTFM_S * later * n + in_model, "penalty-served": PENALTY_USER_S * users,
+    return plan | {"C": lightfm_s * later * n + in_model, "penalty-served": PENALTY_USER_S * users,
                    "save": SAVE_USER_S * len(dataset.users)}
 
 
