@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import aiohttp
 import bentoml
+import prometheus_client
 from bentoml.exceptions import BentoMLException, InvalidArgument
 from starlette.responses import Response
 from threadpoolctl import threadpool_limits
@@ -50,6 +51,7 @@ from recsys.serving import (
     connections,
     flask_compat,
     gc_watch,
+    hops,
     page_cache,
     request_timer,
     reuseport,
@@ -57,17 +59,15 @@ from recsys.serving import (
     tracing,
     wire,
 )
-from recsys.serving.access_log import ErrorLogMiddleware
 from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
-from recsys.serving.errors import CleanErrorsMiddleware, ModelServiceDown, unavailable
+from recsys.serving.edge import EntryEdge
+from recsys.serving.errors import ModelServiceDown, unavailable
 from recsys.serving.handlers import candidate_answers, rank_answers
-from recsys.serving.headers import SafeHeadersMiddleware
-from recsys.serving.openapi import PublicSpecMiddleware, api_info
+from recsys.serving.openapi import api_info
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
 from recsys.serving.server_process import pin_model_version, use_own_prometheus_dir
-from recsys.serving.traffic import TrafficMiddleware
 from recsys.serving.web import create_app as web_page
 
 logging.getLogger("recsys").setLevel(SETTINGS.log_level)  # BentoML's root logger passes WARNING and above only
@@ -76,6 +76,7 @@ use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
+hops.apply()  # a pickled call between the services in one chunk, not one per numpy array
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
 shutdown.apply("recommender", SETTINGS.serving.drain_timeout_s)  # the entry drains before the models stop
@@ -176,7 +177,7 @@ JSON = "application/json"
 # a `remote` stage answers over JSON: arrays encoded (wire.py)
 RAW_ARRAYS = wire.TAKES_RAW if SETTINGS.serving.topology != "remote" else None
 Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
-BATCH_SIZE = bentoml.metrics.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
+BATCH_SIZE = prometheus_client.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
@@ -191,8 +192,8 @@ async def _recommend_one(request: RecommendRequest) -> Answer | Response:
     return await bentoml.get_current_service().recommend_one(request)
 
 
-# The traffic layer (recsys/serving/traffic.py) replaces BentoML's: no max_concurrency, and BentoML's timer is only
-# a backstop that never fires before the layer's own 408 or 504.
+# The traffic layer (recsys/serving/traffic.py) replaces BentoML's: no max_concurrency, and no BentoML timer at all
+# (recsys/serving/request_timer.py); this timeout only remains for BentoML's "before" baseline (cancel_request_timers off).
 TRAFFIC_BACKSTOP_S = SETTINGS.serving.body_timeout_s + SETTINGS.serving.request_timeout_s + 5
 
 
@@ -296,10 +297,7 @@ class Recommender:
 
 # @bentoml.service made the class a bentoml.Service; mypy cannot see that through BentoML's untyped decorator
 ENTRY: bentoml.Service[Recommender] = Recommender
-ENTRY.add_asgi_middleware(SafeHeadersMiddleware)  # first: outside the others, so their own answers get it too
-if SETTINGS.serving.access_log == "errors":  # outside the others too: it sees the status of their refusals
-    ENTRY.add_asgi_middleware(ErrorLogMiddleware)
-ENTRY.add_asgi_middleware(TrafficMiddleware, limits=SETTINGS.serving)
-ENTRY.add_asgi_middleware(CleanErrorsMiddleware, inputs={api.route: api.input_spec for api in ENTRY.apis.values()})
-ENTRY.add_asgi_middleware(gc_watch.LoopTimersOnScrape)
-ENTRY.add_asgi_middleware(PublicSpecMiddleware, info=api_info(VERSION), labels=demographic_labels)
+# the entry's one layer of its own (recsys/serving/edge.py): safe headers, error log, traffic limits, clean errors,
+# the public spec and the timer gauge on /metrics
+ENTRY.add_asgi_middleware(EntryEdge, limits=SETTINGS.serving, inputs={api.route: api.input_spec for api in ENTRY.apis.values()},
+                          info=api_info(VERSION), labels=demographic_labels, log_errors=SETTINGS.serving.access_log == "errors")

@@ -7,7 +7,9 @@ that moved.
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import replace
+from functools import reduce
 
 import numpy as np
 from numpy.testing import assert_allclose, assert_array_equal
@@ -132,6 +134,46 @@ def test_ease_never_proposes_a_seen_item_and_scores_seen_ones_when_they_are_kept
     filtered = model.generate(np.array([1]), Mix(1, 0, 0, 4))
     assert_array_equal(filtered.items, [0, 3])
     assert_array_equal(filtered.column("ease_rank"), [1, 0])
+
+
+def long_history_model(n_items: int, history: int) -> CandidateModel:
+    """Random arrays, EASE included: user 1 watched one title, user 2 ``history`` titles."""
+    rng = np.random.default_rng(0)
+    return CandidateModel(
+        user_ids=np.array([1, 2], np.int64), item_ids=np.arange(n_items, dtype=np.int64),
+        user_vectors=rng.normal(size=(2, 9)).astype(np.float32),
+        item_vectors=rng.normal(size=(n_items, 9)).astype(np.float32),
+        seen_indptr=np.array([0, 1, 1 + history], np.int64),
+        seen_indices=rng.choice(n_items, 1 + history, replace=False).astype(np.int32),
+        popular=np.arange(n_items, dtype=np.int32), segment_keys=np.array(["*|*|0"]),
+        segment_popular=np.zeros((1, 5), np.int32), cooc_indices=rng.integers(0, n_items, (n_items, 5)).astype(np.int32),
+        cooc_scores=rng.random((n_items, 5)).astype(np.float32),
+        ease_weights=rng.normal(size=(n_items, n_items)).astype(np.float32))
+
+
+def test_ease_scores_are_the_sum_of_the_history_rows_in_history_order():
+    """Bit for bit the float32 sum a reference adds row by row: the served candidates did not move when the sum
+    stopped going through a sparse product."""
+    model = long_history_model(500, 40)
+    owner, items = np.repeat([0, 1], [1, 40]), model.seen_indices.astype(np.int64)
+    expected = [model.ease_weights[items[0]],
+                reduce(np.add, model.ease_weights[items[1:]], np.zeros(500, np.float32))]
+    assert_array_equal(model.ease_scores(owner, items, 2), expected)
+
+
+def test_a_users_candidates_take_a_few_catalogue_wide_rows_of_memory_whatever_their_history():
+    """Regression: EASE gathered a copy of every history row (60 kB each on Kion's catalogue) before summing them,
+    so a request's memory and work grew with the user's history; the rows are now added in place."""
+    n_items = 3000
+    model, mix = long_history_model(n_items, 200), Mix(100, 30, 30, 50)
+    peaks = []
+    for row in (0, 1):  # one title of history, then 200
+        model.generate(np.array([row]), mix)
+        tracemalloc.start()
+        model.generate(np.array([row]), mix)
+        peaks.append(tracemalloc.get_traced_memory()[1] / (4 * n_items))  # in float32 catalogue rows
+        tracemalloc.stop()
+    assert max(peaks) < 10, peaks  # ~6 either way; 200 rows more with the copy
 
 
 def test_ease_weights_saved_column_major_load_row_major_with_the_same_values(tmp_path):

@@ -6,7 +6,7 @@ quadratic: one 1 MB body held the loop for 177 s. So a body is first measured wi
 (``bytes.count``/``replace``/``split``, memchr speed, at most a few thousand small objects). A body with more
 keys, values and strings than any valid request to its route can have is refused before any parser sees it. What
 passes is small, so validating it and looking for a repeated key take a few milliseconds at most. Bodies over
-``INLINE_BYTES`` are checked in a worker thread anyway (see :class:`serving.errors.CleanErrorsMiddleware`).
+``INLINE_BYTES`` are checked in a worker thread anyway (see :class:`serving.errors.CleanErrors`).
 """
 
 from __future__ import annotations

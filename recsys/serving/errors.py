@@ -1,14 +1,15 @@
 """One clean error body for the public API, whatever BentoML raised underneath.
 
 BentoML answers a bad request with a JSON array (``[{"error": "..."}]``) and double-wraps errors raised in a
-dependency. This ASGI middleware turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
+dependency. :class:`CleanErrors` turns every 4xx/5xx of the public routes (``/recommend``, ``/recommend/batch``,
 ``/get_recommendation``) into ``{"status": "error", "msg": "...", "recommendations": []}`` with the same status
-code, and a 429 or 503 always says when to retry (``Retry-After``). It runs inside :mod:`serving.traffic`, which
-has already read the whole body within its time and size limits. Before BentoML sees a request it refuses anything
-but JSON with 415 and an invalid body with 400 (:mod:`serving.admission`: bounded, linear checks, off the event
-loop for big bodies). BentoML therefore only ever parses valid, small requests: it never logs a 4xx as an ERROR
-with a traceback quoting the sender's input (the access log's one line, when it is on, is the record of a refused
-request), and its parser never silently keeps the last of repeated keys.
+code, and a 429 or 503 always says when to retry (``Retry-After``). It runs in the entry's edge layer
+(:mod:`serving.edge`) once :mod:`serving.traffic` has read the whole body within its time and size limits.
+Before BentoML sees a request it refuses anything but JSON with 415 and an invalid body with 400
+(:mod:`serving.admission`: bounded, linear checks, off the event loop for big bodies). BentoML therefore only
+ever parses valid, small requests: it never logs a 4xx as an ERROR with a traceback quoting the sender's input
+(the access log's one line, when it is on, is the record of a refused request), and its parser never silently
+keeps the last of repeated keys.
 """
 
 from __future__ import annotations
@@ -70,22 +71,17 @@ def error_json(msg: str) -> bytes:
     return json.dumps({"status": "error", "msg": msg, "recommendations": []}).encode()
 
 
-class CleanErrorsMiddleware:
-    """``inputs`` maps each POST route to its input model (``Service.apis``' routes and input specs)."""
+class CleanErrors:
+    """The public routes' stage of the entry's edge layer (recsys/serving/edge.py), once the body has arrived:
+    415 and 400 before the app runs, then the app with its 4xx/5xx rewritten. ``inputs`` maps each POST route to
+    its input model (``Service.apis``' routes and input specs)."""
 
-    def __init__(self, app: Any, inputs: dict[str, type[BaseModel]]) -> None:
-        self.app = app
+    def __init__(self, inputs: dict[str, type[BaseModel]]) -> None:
         self.admissions = {route: Admission.of(model) for route, model in inputs.items()}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PUBLIC_PATHS):
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, app: Any, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away
         if scope.get("method") == "POST" and content_type != b"application/json":
             await send_json(send, 415, error_json(f"unsupported Content-Type '{content_type.decode('latin-1')}'; "
                                                    "send JSON with 'Content-Type: application/json'"))
@@ -97,17 +93,5 @@ class CleanErrorsMiddleware:
             if refusal is not None:
                 await send_json(send, 400, error_json(refusal))
                 return
-        await rewrite_responses(self.app, scope, replay(body, receive), send, lambda status: status >= 400, error_body,
+        await rewrite_responses(app, scope, replay(body, receive), send, lambda status: status >= 400, error_body,
                                 RETRY_AFTER)
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    """The request body (already bounded in size and time by serving/traffic.py), or None if the client left."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)

@@ -3,7 +3,7 @@
 BentoML 1.4 serves every ``@bentoml.api`` as POST only, so this route is a small Starlette app mounted on the
 Recommender (BentoML's PassiveMount hands it only the paths its routes match). The query is checked with the same
 pydantic types as the body of POST /recommend and answered by the same call, so it shares the micro-batcher. An
-invalid query is a 400 ``{"detail": "<pydantic's errors in one line>"}``, which :class:`serving.errors.CleanErrorsMiddleware`
+invalid query is a 400 ``{"detail": "<pydantic's errors in one line>"}``, which :class:`serving.errors.CleanErrors`
 words like every other error. BentoML documents only mounted FastAPI apps in /docs.json; :mod:`serving.openapi`
 adds this route from :func:`openapi_path`.
 """

@@ -21,22 +21,21 @@ import time
 from collections import deque
 from typing import Any
 
-import bentoml
+import prometheus_client
 import uvloop
 from bentoml._internal.context import server_context
-from starlette.types import Receive, Scope, Send
 from uvloop.loop import TimerHandle as UvloopTimer  # type: ignore[attr-defined]  # not in its stubs
 
 PROCESS = ("service", "worker")
 PUBLISH_EVERY_S = 0.25  # collector pauses reach /metrics this late at most
-GC_PAUSE = bentoml.metrics.Histogram(
+GC_PAUSE = prometheus_client.Histogram(
     name="recsys_gc_pause_seconds", documentation="garbage-collector pauses of this process, by generation",
     labelnames=[*PROCESS, "generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
-FROZEN = bentoml.metrics.Gauge(
+FROZEN = prometheus_client.Gauge(
     name="recsys_gc_frozen_objects", documentation="start-up objects moved out of the collector's reach (gc.freeze)",
     labelnames=list(PROCESS), multiprocess_mode="livemax")
-LOOP_TIMERS = bentoml.metrics.Gauge(
+LOOP_TIMERS = prometheus_client.Gauge(
     name="recsys_event_loop_timers", documentation="timers scheduled in the event loop, read when /metrics is scraped",
     labelnames=list(PROCESS), multiprocess_mode="livemax")
 
@@ -93,16 +92,9 @@ def settle(freeze: bool, threshold: int) -> None:
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
-class LoopTimersOnScrape:
-    """ASGI middleware that refreshes ``recsys_event_loop_timers`` just before /metrics is read (free otherwise)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/metrics":
-            LOOP_TIMERS.labels(**_process_labels()).set(scheduled_timers(asyncio.get_running_loop()))
-        await self.app(scope, receive, send)
+def refresh_loop_timers() -> None:
+    """Set ``recsys_event_loop_timers`` from the running loop: called just before /metrics is read (free otherwise)."""
+    LOOP_TIMERS.labels(**_process_labels()).set(scheduled_timers(asyncio.get_running_loop()))
 
 
 def scheduled_timers(loop: asyncio.AbstractEventLoop) -> int:

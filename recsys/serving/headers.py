@@ -9,10 +9,9 @@ not to hand their URL to other sites as a referrer.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message
 
 SAFE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -32,22 +31,9 @@ def relative(location: bytes) -> bytes:
     return ("/" + parts.path.lstrip("/") + query).encode("latin-1")
 
 
-class SafeHeadersMiddleware:
-    """Adds ``SAFE_HEADERS`` to every response that does not set them itself, and makes redirects relative."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_safely(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
-                present = {k.lower() for k, _ in headers}
-                message = {**message, "headers": headers + [h for h in SAFE_HEADERS if h[0] not in present]}
-            await send(message)
-
-        await self.app(scope, receive, send_safely)
+def with_safe_headers(start: Message) -> Message:
+    """An ``http.response.start`` message with ``SAFE_HEADERS`` added where the answer does not set them itself,
+    and a redirect's location made relative."""
+    headers = [(k, relative(v) if k.lower() == b"location" else v) for k, v in start.get("headers", [])]
+    present = {k.lower() for k, _ in headers}
+    return {**start, "headers": headers + [h for h in SAFE_HEADERS if h[0] not in present]}

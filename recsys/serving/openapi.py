@@ -1,11 +1,11 @@
 """/docs.json as the public routes really answer, not as BentoML's generic template describes them.
 
 BentoML documents every API's errors as ``{"error": ..., "detail": ...}`` with 400, 404 and 500. Behind
-:class:`recsys.serving.errors.CleanErrorsMiddleware` and :mod:`recsys.serving.traffic` the public routes answer ``{"status":
+:class:`recsys.serving.errors.CleanErrors` and :mod:`recsys.serving.traffic` the public routes answer ``{"status":
 "error", "msg": ..., "recommendations": []}`` instead, and also 408 (body too slow), 413 (body too large), 415 (not
 JSON), 429 (over capacity), 503 (a model service down) and 504 (answer too slow); 429 and 503 with Retry-After.
 BentoML also leaves out GET /get_recommendation (a mounted Starlette route) and titles the document with the
-service's name and version ``None``. This middleware rewrites the document so clients, Swagger UI and schema-based
+service's name and version ``None``. :class:`PublicSpec` rewrites the document so clients, Swagger UI and schema-based
 tests (schemathesis) see the real contract.
 """
 
@@ -97,18 +97,15 @@ def public_spec(spec: dict[str, Any], info: dict[str, str], labels: dict[str, fr
     return spec
 
 
-class PublicSpecMiddleware:
-    """/docs.json as :func:`public_spec` rewrites it; ``labels`` is called when the spec is asked for, so the
-    service module can add this middleware before any model is read."""
+class PublicSpec:
+    """/docs.json as :func:`public_spec` rewrites it, served by the entry's edge layer (recsys/serving/edge.py);
+    ``labels`` is called when the spec is asked for, so the service module can build the layer before any model
+    is read."""
 
-    def __init__(self, app: Any, info: dict[str, str], labels: Callable[[], dict[str, frozenset[str]]]) -> None:
-        self.app = app
+    def __init__(self, info: dict[str, str], labels: Callable[[], dict[str, frozenset[str]]]) -> None:
         self.info = info
         self.labels = labels
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != SPEC_PATH:
-            await self.app(scope, receive, send)
-            return
-        await rewrite_responses(self.app, scope, receive, send, lambda status: status == 200,
+    async def __call__(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        await rewrite_responses(app, scope, receive, send, lambda status: status == 200,
                                 lambda status, body: json.dumps(public_spec(json.loads(body), self.info, self.labels())).encode())

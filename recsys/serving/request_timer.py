@@ -10,6 +10,10 @@ upstream, with the same patch, is docs/bentoml-timeout-middleware-retention.md.
 ``traffic`` each time it builds an app, so replacing it when the service module loads covers every service
 process. The patch is pinned to the BentoML version it was written against; on any other version it is skipped
 with a warning, so an upgrade cannot silently run a stale copy of BentoML's code.
+
+A service whose own middleware answers in time (the entry: recsys/serving/traffic.py answers 504 itself, marked
+``ANSWERS_IN_TIME``) does not get BentoML's timer at all: it was a backstop that could never fire first, and cost a
+task, a future and a timer per request.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import asyncio
 import contextvars
 import logging
 
+from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.server.http import traffic
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
@@ -66,3 +72,21 @@ def apply(enabled: bool) -> None:
                        check="whether this BentoML still leaks the timer (docs/bentoml-timeout-middleware-retention.md)"):
         return
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc]  # the patch itself
+    stack = ServiceAppFactory.middlewares.fget
+    assert stack is not None
+    if getattr(stack, "backstop_dropped", False):
+        return
+
+    def middlewares(self: ServiceAppFactory) -> list[Middleware]:
+        return without_backstop(stack(self), [cls for cls, _ in self.service.middlewares])
+
+    middlewares.backstop_dropped = True  # type: ignore[attr-defined]  # applied once per process
+    ServiceAppFactory.middlewares = property(middlewares)
+
+
+def without_backstop(middlewares: list[Middleware], own: list[type]) -> list[Middleware]:
+    """BentoML's middleware stack without its request timer if one of the service's ``own`` middlewares answers
+    in time itself (``ANSWERS_IN_TIME``)."""
+    if not any(getattr(cls, "ANSWERS_IN_TIME", False) for cls in own):
+        return middlewares
+    return [m for m in middlewares if not (isinstance(m.cls, type) and issubclass(m.cls, CancellingTimeoutMiddleware))]

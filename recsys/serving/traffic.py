@@ -58,6 +58,8 @@ class Lane:
 
 
 class TrafficMiddleware:
+    ANSWERS_IN_TIME = True  # BentoML's request timer is not installed in front of it (recsys/serving/request_timer.py)
+
     def __init__(self, app: Any, limits: ServingSettings) -> None:
         self.app = app
         self.limits = limits
@@ -69,7 +71,11 @@ class TrafficMiddleware:
         if scope["type"] != "http" or scope["path"] in BYPASS_PATHS:
             await self.app(scope, receive, send)
             return
-        send = _closing_when_draining(send)
+        await self.admit(scope, receive, _closing_when_draining(send))
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request through arrival, its lane and processing; ``send`` is the final one (answers are not
+        marked for draining here)."""
         body = await self._arrival(receive, send)
         if body is None:
             return  # answered already, or the client went away
@@ -79,9 +85,14 @@ class TrafficMiddleware:
                           [(b"retry-after", RETRY_AFTER[429])])
             return
         try:
-            await self._processing(scope, replay(body, receive), send)
+            await self._processing(scope, body, receive, send)
         finally:
             lane.give_back()
+
+    async def handle(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """Run the app on a request whose ``body`` has arrived (the entry's edge layer, recsys/serving/edge.py,
+        adds its own stages here)."""
+        await self.app(scope, replay(body, receive), send)
 
     async def _arrival(self, receive: Any, send: Send) -> bytes | None:
         """The whole body, or None once a 408 or 413 has been sent (or the client disconnected)."""
@@ -111,7 +122,7 @@ class TrafficMiddleware:
             return None
         return b"".join(chunks)
 
-    async def _processing(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _processing(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         """Run the app; if its answer has not started within the request timeout, cancel it and answer 504."""
         deadline = asyncio.timeout(self.limits.request_timeout_s)
         started = False
@@ -125,7 +136,7 @@ class TrafficMiddleware:
 
         try:
             async with deadline:
-                await self.app(scope, receive, watched)
+                await self.handle(scope, body, receive, watched)
         except TimeoutError:
             if not deadline.expired():
                 raise  # the app's own, not ours
@@ -142,9 +153,15 @@ def _closing_when_draining(send: Send) -> Send:
     gets its answer and opens its next connection elsewhere, rather than losing a request on a closing socket."""
 
     async def closing(message: Message) -> None:
-        if message["type"] == "http.response.start" and DRAINING.is_set():
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-            message = {**message, "headers": [*headers, CLOSE]}
-        await send(message)
+        await send(closing_when_draining(message))
 
     return closing
+
+
+def closing_when_draining(message: Message) -> Message:
+    """An ``http.response.start`` message marked ``Connection: close`` while this worker is shutting down; any
+    other message as it is."""
+    if message["type"] == "http.response.start" and DRAINING.is_set():
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+        message = {**message, "headers": [*headers, CLOSE]}
+    return message
