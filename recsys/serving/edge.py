@@ -24,7 +24,7 @@ from recsys.serving.errors import PUBLIC_PATHS, CleanErrors
 from recsys.serving.gc_watch import refresh_loop_timers
 from recsys.serving.headers import with_safe_headers
 from recsys.serving.openapi import SPEC_PATH, PublicSpec
-from recsys.serving.traffic import BYPASS_PATHS, TrafficMiddleware, closing_when_draining
+from recsys.serving.traffic import TrafficMiddleware, closing_when_draining
 from recsys.settings import ServingSettings
 
 
@@ -40,10 +40,13 @@ class EntryEdge(TrafficMiddleware):
         self.log_errors = log_errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        bypass = scope["path"] in BYPASS_PATHS  # health and metrics: no limits, no draining mark
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            refresh_loop_timers()
+        await super().__call__(scope, receive, send)
+
+    def answering(self, scope: Scope, send: Send, bypass: bool) -> Send:
+        """One ``send`` wrapper for what every answer gets: safe headers, ``Connection: close`` while draining
+        (not health and metrics), the error log line."""
         started = perf_counter()
         status = 0
 
@@ -57,12 +60,7 @@ class EntryEdge(TrafficMiddleware):
                     and not message.get("more_body")):
                 log_error(scope, status, started)
 
-        if not bypass:
-            await self.admit(scope, receive, answer)
-            return
-        if scope["path"] == "/metrics":
-            refresh_loop_timers()
-        await self.app(scope, receive, answer)
+        return answer
 
     async def handle(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         if scope["path"].startswith(PUBLIC_PATHS):

@@ -68,10 +68,28 @@ class TrafficMiddleware:
         self.default_lane = Lane("requests", limits.max_concurrency)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in BYPASS_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await self.admit(scope, receive, _closing_when_draining(send))
+        bypass = scope["path"] in BYPASS_PATHS  # health and metrics: no limits
+        answer = self.answering(scope, send, bypass)
+        if bypass:
+            await self.app(scope, receive, answer)
+        else:
+            await self.admit(scope, receive, answer)
+
+    def answering(self, scope: Scope, send: Send, bypass: bool) -> Send:
+        """The ``send`` every answer goes through: marked ``Connection: close`` if this worker is shutting down by
+        then (health and metrics are not), so the client gets its answer and opens its next connection elsewhere,
+        rather than losing a request on a closing socket. The entry's edge layer (recsys/serving/edge.py) adds its
+        own marks here."""
+        if bypass:
+            return send
+
+        async def closing(message: Message) -> None:
+            await send(closing_when_draining(message))
+
+        return closing
 
     async def admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One request through arrival, its lane and processing; ``send`` is the final one (answers are not
@@ -146,16 +164,6 @@ class TrafficMiddleware:
 
 async def _refuse(send: Send, status: int, msg: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send_json(send, status, error_json(msg), headers)
-
-
-def _closing_when_draining(send: Send) -> Send:
-    """``send`` that marks the answer ``Connection: close`` if this worker is shutting down by then: the client
-    gets its answer and opens its next connection elsewhere, rather than losing a request on a closing socket."""
-
-    async def closing(message: Message) -> None:
-        await send(closing_when_draining(message))
-
-    return closing
 
 
 def closing_when_draining(message: Message) -> Message:
