@@ -119,7 +119,8 @@ class Candidates:
     def __init__(self) -> None:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
-        self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads)
+        self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads,
+                                                 stored_lists=SETTINGS.candidates.stored_lists)
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
     @bentoml.api(**BATCHING)

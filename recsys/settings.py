@@ -110,6 +110,10 @@ class CandidateSettings(BaseModel):
                                                   "closer to exact)")
     ann_recall_users: int = Field(1_000, ge=1, description="users on whom training measures the index's recall@100 "
                                                            "(stored in the model's metadata)")
+    stored_lists: bool = Field(True, description="training stores every known user's LightFM and EASE top-n "
+                               "(int16 item indices, ~300 bytes a user, memory-mapped) so that a request with the seen "
+                               "filter reads them instead of scoring every item; false: neither built nor read, every "
+                               "request computes them (catalogues with an item index never store them)")
 
     @property
     def mix(self) -> tuple[int, int, int, int]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from recsys.columns import Columns
 from recsys.core import model_store
-from recsys.core.candidates import CandidateModel
+from recsys.core.candidates import CandidateModel, Mix
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import write_showcase
 from recsys.data import synthetic
@@ -322,6 +322,7 @@ INVERSE_S = 3e-11     # per title cubed, one EASE inverse
 EVAL_USER_S = 3e-3    # per evaluated user (candidates, four models, metrics)
 PENALTY_USER_S = 1e-3  # per user the popularity penalty is chosen on (candidates, CatBoost, a dozen top-k)
 SAVE_USER_S = 2e-5    # per user of the served model
+STORED_USER_S = 1.5e-4  # per user of the served model, their stored LightFM and EASE lists
 
 
 def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluated: bool = True) -> dict[str, float]:
@@ -349,6 +350,8 @@ def _expected_seconds(dataset: Dataset, settings: Settings, seeds: int, evaluate
                      f"penalty{i}": PENALTY_USER_S * users}
             if i == 0 and settings.ranker.served_windows == 2:
                 plan["ranker-served"] = 2 * RANKER_ROW_S * rows
+    if settings.candidates.stored_lists and len(dataset.items) < settings.candidates.ann_min_items:
+        plan["stored"] = STORED_USER_S * len(dataset.users)
     return plan | {"C": lightfm_s * later * n + in_model, "penalty-served": PENALTY_USER_S * users,
                    "save": SAVE_USER_S * len(dataset.users)}
 
@@ -400,6 +403,9 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                                        settings, settings.data.seed)
     served_epochs = _served_epochs(settings, offline.epochs, warm_steps=2 if evaluate_holdout else 1)
     item_index = item_index_report(model_c, settings.candidates)
+    if settings.candidates.stored_lists and model_c.index is None:
+        with timings.step("C. every known user's LightFM and EASE lists, stored for serving", "stored"):
+            model_c = model_c.with_stored_lists(model_c.served_mix(Mix(*settings.candidates.mix)))
 
     with timings.step("save both models to the BentoML model store", "save"), tempfile.TemporaryDirectory() as tmp:
         # the run's own snapshot, copied into its ranker: a shared folder let concurrent runs swap snapshots

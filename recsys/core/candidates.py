@@ -16,8 +16,11 @@ from the index.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, NamedTuple, TypedDict
 
@@ -25,6 +28,8 @@ import numpy as np
 
 from recsys.core.ann import INDEX_FILE, ItemIndex
 from recsys.lookup import find_sorted
+
+log = logging.getLogger("recsys")
 
 SOURCES = ("lightfm", "popular", "cooc", "ease")  # the first-level candidate sources, each flagged in from_<source>
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "ease_score", "ease_rank",
@@ -60,6 +65,9 @@ EASE_FIELDS = ("ease_weights", "mix")
 LABEL_FIELDS = {"age": "label_age", "sex": "label_sex"}
 # And these: a pair trained before dismissed titles were kept excludes only the positives it learnt from.
 DISMISSED_FIELDS = ("dismissed_indptr", "dismissed_indices")
+# And these: a pair trained without the known users' stored lists (or before them) computes every list per request.
+STORED_FIELDS = ("stored_lightfm", "stored_ease", "stored_for")
+STORED_BLOCK_BYTES = 64 * 2**20  # the scores of one block of users while the stored lists are built
 
 
 def segment_key(age: str, sex: str, kids_flg: int) -> str:
@@ -164,6 +172,13 @@ class CandidateModel:
     # CSR like seen_*; empty (no indptr) for logs of watches and for pairs trained before they were kept.
     dismissed_indptr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 (U+1,) or (0,)
     dismissed_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # int32
+    # Each known user's LightFM and EASE top-n without the seen and dismissed titles, as `first_lists` finds them
+    # (item indices, best first, -1 padded; int16 below 32,768 items), and the (n_lightfm, n_ease) they were found
+    # for: built at training time (`with_stored_lists`), so a request with those counts and the seen filter reads
+    # two short rows instead of scoring every item. Empty: every request computes them.
+    stored_lightfm: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int16))  # (U, n_lightfm)
+    stored_ease: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int16))     # (U, n_ease)
+    stored_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))           # int64 (2,) or (0,)
     # The LightFM top-n's nearest-neighbour index; None: exact search over every item (small catalogues).
     index: ItemIndex | None = field(default=None, compare=False)
 
@@ -185,16 +200,21 @@ class CandidateModel:
             self.index.save(directory / INDEX_FILE)
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = False, threads: int = 1, map_index: bool = False) -> CandidateModel:
+    def load(cls, directory: Path, mmap: bool = False, threads: int = 1, map_index: bool = False,
+             stored_lists: bool = True) -> CandidateModel:
         """The model in ``directory``. ``mmap`` maps the arrays instead of reading them: serving does, so the
-        per-user arrays (vectors, histories, profiles) are one copy in the page cache for every process on the
-        host. ``map_index`` maps the item index too, for the start-up check only (a mapped index searches 4x
-        slower). ``threads``: faiss' threads per search (one batch at a time in serving)."""
+        per-user arrays (vectors, histories, profiles, stored lists) are one copy in the page cache for every
+        process on the host. ``map_index`` maps the item index too, for the start-up check only (a mapped index
+        searches 4x slower). ``threads``: faiss' threads per search (one batch at a time in serving).
+        ``stored_lists=False`` leaves the known users' stored lists out: every request computes its lists."""
         paths = {name: Path(directory) / f"{name}.npy" for name in cls.array_fields()}
         index_file = Path(directory) / INDEX_FILE
+        optional = (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS, *DISMISSED_FIELDS, *STORED_FIELDS)
         arrays = {name: load_array(path, mmap) for name, path in paths.items()
-                  if name not in (*PROFILE_FIELDS, *LABEL_FIELDS.values(), *EASE_FIELDS, *DISMISSED_FIELDS)
-                  or path.exists()}
+                  if (name not in optional or path.exists()) and (stored_lists or name not in STORED_FIELDS)}
+        if len(arrays.get("stored_for", ())) and len(arrays["stored_lightfm"]) != len(arrays["user_ids"]):
+            raise ValueError(f"stored_lightfm.npy has {len(arrays['stored_lightfm'])} users' lists for "
+                             f"{len(arrays['user_ids'])} users")
         if "ease_weights" in arrays and not arrays["ease_weights"].flags.c_contiguous:
             # saved column-major by an older training: its rows, which every request gathers, were 12x slower to
             # read; a row-major copy in this process (at most ease_max_items² float32), not shared
@@ -268,17 +288,52 @@ class CandidateModel:
     def lightfm_scores(self, rows: np.ndarray) -> np.ndarray:
         return self.user_vectors[rows] @ self.item_vectors.T
 
+    @cached_property
+    def _item_norm(self) -> float:
+        """The largest item vector's length (float64): bounds the rounding of every LightFM score."""
+        norms = np.einsum("ij,ij->i", self.item_vectors, self.item_vectors, dtype=np.float64)
+        return float(np.sqrt(norms.max(initial=0.0)))
+
+    def pair_scores(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """LightFM's score of each (user ``rows[owner]``, item) pair: one dot product per pair in numpy's own loop,
+        so a pair's score does not depend on the other pairs of the call (a BLAS product's rounding depends on the
+        batch's shape, tests/test_stored_lists.py)."""
+        return np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
+
+    def _exact_top(self, rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Each user's ``k`` best items by :meth:`pair_scores`, ties by item index, -1 padded, given the BLAS
+        ``scores`` of every item (-inf: excluded). The BLAS product is only a filter: each of its scores is within
+        ``bound`` of the pair's own (both round at most gamma_d * |u| * |v| away from the exact dot product), so
+        every item of the true top k scores at least the k-th best BLAS score less twice the bound; only those few
+        are rescored. A user's list is then the same whatever batch it was computed in."""
+        b, n = scores.shape
+        out = np.full((b, k), -1, np.int64)
+        if k == 0:
+            return out
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        # BLAS and the pair's own sum each round within gamma_d = d*u/(1-d*u) x |u| |v| of the exact dot product
+        # (u = 2^-24, float32), so they differ by at most 2 gamma_d |u| |v|: taken as 4 d u, for the norms' rounding
+        d = self.user_vectors.shape[1]
+        err = 4 * d * 2.0**-24 * np.linalg.norm(self.user_vectors[rows].astype(np.float64), axis=1) * self._item_norm
+        owner, items = np.nonzero(np.isfinite(scores) & (scores >= (kth - 2 * err)[:, None]))
+        exact = self.pair_scores(rows, owner, items)
+        order = np.lexsort((items, -exact, owner))
+        owner, items = owner[order], items[order]
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        keep = rank < k
+        out[owner[keep], rank[keep]] = items[keep]
+        return out
+
     def lightfm_top(self, rows: np.ndarray, k: int, seen_keys: np.ndarray) -> np.ndarray:
         """Each user's ``k`` best items by LightFM score that are not in ``seen_keys`` (sorted ``position * n +
-        item`` keys), best first, padded with -1: from every item's score below the index threshold, from the
-        index above it, which is asked for ``k`` plus the longest history of the batch so that ``k`` unseen items
-        remain after the seen ones are dropped."""
+        item`` keys), best first, padded with -1: from every item's score below the index threshold (exactly, see
+        :meth:`_exact_top`), from the index above it, which is asked for ``k`` plus the longest history of the
+        batch so that ``k`` unseen items remain after the seen ones are dropped."""
         b, n = len(rows), len(self.item_ids)
         if self.index is None:
             scores = self.lightfm_scores(rows)
             scores[seen_keys // n, seen_keys % n] = -np.inf
-            top = top_k(scores, min(k, n))
-            return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+            return self._exact_top(rows, scores, min(k, n))
         longest = int(np.bincount(seen_keys // n, minlength=b).max(initial=0))
         found = self.index.search(self.user_vectors[rows], k + longest)
         keys = np.arange(b)[:, None] * n + found
@@ -310,30 +365,87 @@ class CandidateModel:
             np.add(scores[user], self.ease_weights[item], out=scores[user])
         return scores
 
-    def generate(self, rows: np.ndarray, mix: Mix, exclude_seen: bool = True) -> CandidateBatch:
-        """Union of the sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
-        Rows come out ordered by user, then item index. EASE proposes and scores only if the model has it."""
-        n_lightfm, n_popular, n_cooc, n_ease = mix
-        rows = np.asarray(rows, dtype=np.int64)
-        b, n = len(rows), len(self.item_ids)
+    def ease_pair_scores(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """EASE's score of each (user ``rows[owner]``, item) pair, bit for bit :meth:`ease_scores`' entry: the
+        weights of the user's titles in that item's column, added one title at a time in history order, for the
+        pairs only (a request with stored lists never sums whole rows), in memory that does not grow with the
+        history: the pairs go longest history first, so the k-th titles are added to a prefix of them."""
+        starts = self.seen_indptr[rows][owner]
+        lengths = self.seen_indptr[rows + 1][owner] - starts
+        order = np.argsort(-lengths, kind="stable")
+        starts, lengths, columns = starts[order], lengths[order], items[order]
+        sums = np.zeros(len(items), np.float32)
+        for k in range(int(lengths.max(initial=0))):
+            m = int(np.searchsorted(-lengths, -k))  # the pairs whose user has more than k titles
+            sums[:m] += self.ease_weights[self.seen_indices[starts[:m] + k], columns[:m]]
+        scores = np.empty_like(sums)
+        scores[order] = sums
+        return scores
+
+    def first_lists(self, rows: np.ndarray, mix: Mix, history_owner: np.ndarray, history_items: np.ndarray,
+                    seen_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The users' LightFM top ``n_lightfm`` and EASE top ``n_ease`` without ``seen_keys`` (item indices, best
+        first, -1 padded): the part of :meth:`generate` that scores every item, and what :meth:`with_stored_lists`
+        keeps. A user's lists do not depend on the other users of the batch."""
+        n = len(self.item_ids)
+        lfm_top = self.lightfm_top(rows, mix.n_lightfm, seen_keys)
+        if not (self.has_ease and mix.n_ease):
+            return lfm_top, np.zeros((len(rows), 0), np.int64)
+        scores = self.ease_scores(history_owner, history_items, len(rows))
+        scores[seen_keys // n, seen_keys % n] = -np.inf  # an excluded title is no candidate
+        top = top_k(scores, min(mix.n_ease, n))
+        return lfm_top, np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+
+    def _exclusions(self, rows: np.ndarray, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The users' history pairs (when needed) and the sorted keys of what they must not be proposed."""
         empty = np.zeros(0, np.int64)
         history_owner, history_items = self._history_pairs(rows) if exclude_seen or self.has_ease else (empty, empty)
         seen_keys = self._excluded_keys(rows, history_owner, history_items) if exclude_seen else empty
+        return history_owner, history_items, seen_keys
+
+    def with_stored_lists(self, mix: Mix, block_bytes: int = STORED_BLOCK_BYTES) -> CandidateModel:
+        """This model with every known user's LightFM and EASE lists for ``mix`` and the seen filter stored, found
+        by :meth:`first_lists` (what a request would run) for blocks of users whose scores take ``block_bytes``,
+        with a progress line every 30 s. A model with an item index is returned as it is: the index's search
+        depends on the batch, so its lists are found per request."""
+        if self.index is not None:
+            return self
+        users, n = len(self.user_ids), len(self.item_ids)
+        dtype = np.int16 if n <= np.iinfo(np.int16).max else np.int32
+        lightfm = np.empty((users, min(mix.n_lightfm, n)), dtype)
+        ease = np.empty((users, min(mix.n_ease, n) if self.has_ease and mix.n_ease else 0), dtype)
+        block = max(1, block_bytes // (8 * n))  # two float32 rows of scores per user
+        started = last = time.monotonic()
+        for start in range(0, users, block):
+            rows = np.arange(start, min(start + block, users))
+            lightfm[rows], ease[rows] = self.first_lists(rows, mix, *self._exclusions(rows, exclude_seen=True))
+            if time.monotonic() - last > 30:
+                last, done = time.monotonic(), rows[-1] + 1
+                log.info("stored lists: %d of %d users, about %.0f s left", done, users,
+                         (last - started) * (users - done) / done)
+        return replace(self, stored_lightfm=lightfm, stored_ease=ease,
+                       stored_for=np.array([mix.n_lightfm, mix.n_ease], np.int64))
+
+    def stored_lists_fit(self, mix: Mix) -> bool:
+        """Whether the stored lists are the ones ``mix`` asks for (with the seen filter)."""
+        return len(self.stored_for) == 2 and (mix.n_lightfm, mix.n_ease) == tuple(self.stored_for.tolist())
+
+    def generate(self, rows: np.ndarray, mix: Mix, exclude_seen: bool = True) -> CandidateBatch:
+        """Union of the sources for known users ``rows``, as flat (user, item) pairs, vectorised over the batch.
+        Rows come out ordered by user, then item index. EASE proposes and scores only if the model has it. The
+        LightFM and EASE lists are the stored ones when they fit ``mix`` and the seen filter (the same lists)."""
+        n_lightfm, n_popular, n_cooc, n_ease = mix
+        rows = np.asarray(rows, dtype=np.int64)
+        b, n = len(rows), len(self.item_ids)
+        history_owner, history_items, seen_keys = self._exclusions(rows, exclude_seen)
         position = np.arange(b)[:, None]
 
-        ease_all = self.ease_scores(history_owner, history_items, b) if self.has_ease else None
-        ease_keys, ease_ranks = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if ease_all is not None and n_ease:
-            # masked in place: an excluded title is no candidate, so its score is never read again
-            ease_all[seen_keys // n, seen_keys % n] = -np.inf
-            top = top_k(ease_all, min(n_ease, n))
-            usable = np.isfinite(np.take_along_axis(ease_all, top, axis=1))
-            ease_keys = (position * n + top)[usable]
-            ease_ranks = np.broadcast_to(np.arange(top.shape[1], dtype=np.float32), top.shape)[usable]
-
-        lfm_top = self.lightfm_top(rows, n_lightfm, seen_keys)
-        lfm_keys = (position * n + lfm_top)[lfm_top >= 0]
-        lfm_ranks = np.broadcast_to(np.arange(lfm_top.shape[1], dtype=np.float32), lfm_top.shape)[lfm_top >= 0]
+        if exclude_seen and self.stored_lists_fit(mix):
+            lfm_top, ease_top = self.stored_lightfm[rows].astype(np.int64), self.stored_ease[rows].astype(np.int64)
+        else:
+            lfm_top, ease_top = self.first_lists(rows, mix, history_owner, history_items, seen_keys)
+        lfm_keys, lfm_ranks = _ranked_keys(lfm_top, n)
+        ease_keys, ease_ranks = _ranked_keys(ease_top, n)
 
         pop_keys = np.zeros(0, np.int64)
         if n_popular:
@@ -362,13 +474,20 @@ class CandidateModel:
             cooc = np.where(cooc_keys[found] == keys, cooc_scores[found], 0.0).astype(np.float32)
         ease_rank = np.full(len(keys), n_ease, dtype=np.float32)
         ease_rank[ease_at] = ease_ranks
-        ease = ease_all[owner, items] if ease_all is not None else np.zeros(len(keys), np.float32)
+        ease = self.ease_pair_scores(rows, owner, items) if self.has_ease else np.zeros(len(keys), np.float32)
         flags = np.zeros((len(keys), len(SOURCES)), dtype=np.float32)
         for column, at in enumerate((lfm_at, pop_at, cooc_at, ease_at)):
             flags[at, column] = 1.0
-        scores = np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
+        scores = self.pair_scores(rows, owner, items)
         features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
+
+
+def _ranked_keys(top: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted-by-user ``position * n + item`` keys of a (b, k) list of item indices (-1: none) and their ranks."""
+    usable = top >= 0
+    keys = (np.arange(len(top))[:, None] * n + top)[usable]
+    return keys, np.broadcast_to(np.arange(top.shape[1], dtype=np.float32), top.shape)[usable]
 
 
 def _csr_pairs(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray,

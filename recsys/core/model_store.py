@@ -192,10 +192,12 @@ def _reading(model: bentoml.Model) -> Iterator[None]:
         raise ModelStoreError(f"model {model.tag} is damaged: {exc}; {_retrain_hint()}") from exc
 
 
-def load_candidates(model: bentoml.Model, threads: int = 1) -> CandidateModel:
-    """``threads``: the item index's search threads (serving runs one batch at a time per process)."""
+def load_candidates(model: bentoml.Model, threads: int = 1, stored_lists: bool = True) -> CandidateModel:
+    """``threads``: the item index's search threads (serving runs one batch at a time per process);
+    ``stored_lists=False``: every request computes its lists (the stored ones are not mapped)."""
     with _reading(model):
-        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), mmap=True, threads=threads)
+        return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), mmap=True, threads=threads,
+                                   stored_lists=stored_lists)
 
 
 def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:
