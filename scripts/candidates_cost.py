@@ -48,11 +48,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--users", type=int, default=1000, help="random known users compared and timed per batch size")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--without-stored-lists", action="store_true",
+                        help="this checkout computes every user's lists per request, as a pair without stored lists")
     args = parser.parse_args()
     threadpool_limits(1)
     path = Path(model_store.get_model(model_store.CANDIDATES, model_store.resolve_version()).path_of(
         model_store.CANDIDATES_DIR))
-    models = {"this": candidates.CandidateModel.load(path, mmap=True),
+    models = {"this": candidates.CandidateModel.load(path, mmap=True, stored_lists=not args.without_stored_lists),
               "against": load_module(args.against).CandidateModel.load(path, mmap=True)}
     mix = models["this"].served_mix(candidates.Mix(100, 30, 30, 0))
     rng = np.random.default_rng(0)

@@ -18,14 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.core import model_store
-from recsys.core.candidates import CandidateModel
+from recsys.core.candidates import CandidateModel, Mix
 from recsys.core.reranker import FeatureAssembler, Reranker
 from recsys.core.showcase import HISTORY_FILE, USERS_FILE, load_showcase
 from recsys.features.store import TABLES, OnlineFeatureTable
+from recsys.settings import get_settings
 from recsys.tools.footprint import processes
 from tests.helpers import expected, load_pair, post, warm_user
 
-PER_USER_CANDIDATES = ("user_ids", "user_vectors", "seen_indptr", "seen_indices", "profile_user_ids")
+PER_USER_CANDIDATES = ("user_ids", "user_vectors", "seen_indptr", "seen_indices", "profile_user_ids", "stored_lightfm",
+                       "stored_ease")
 PER_USER_FEATURES = ("ids", "numeric", "codes")
 
 
@@ -78,9 +80,12 @@ def test_every_service_process_maps_its_per_user_files(server, trained_home, ver
 
 def test_answers_are_those_of_the_pair_read_into_memory(server, trained_home, version):
     """Served from the mapped files, over HTTP, the answers are the ones computed from the same pair read the
-    way it was before the files were mapped: arrays read whole, features built from the Parquet tables."""
+    way it was before the files were mapped: arrays read whole, features built from the Parquet tables, and
+    every user's LightFM and EASE lists computed per request where serving reads the stored ones."""
     ranker_dir = _entry(trained_home, model_store.RANKER, version)
-    read = CandidateModel.load(_entry(trained_home, model_store.CANDIDATES, version) / model_store.CANDIDATES_DIR)
+    read = CandidateModel.load(_entry(trained_home, model_store.CANDIDATES, version) / model_store.CANDIDATES_DIR,
+                               stored_lists=False)
+    assert load_pair(trained_home, version)[0].stored_lists_fit(read.served_mix(Mix(*get_settings().candidates.mix)))
     tables = {name: OnlineFeatureTable.from_frame(pq.read_table(ranker_dir / "features" / f"{name}.parquet").to_pandas(),
                                                   id_column) for name, id_column in TABLES.items()}
     reference = (read, Reranker.load(ranker_dir / model_store.RANKER_FILE,

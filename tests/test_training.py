@@ -126,6 +126,10 @@ def test_pair_tags_labels_and_metadata(trained, pair):
     assert meta["candidate_recall"]["ease"] > 0
     # the tiny catalogue is below the index threshold: LightFM's top-n scores every item
     assert meta["item_index"] == {"kind": "exact", "items": 300, "ann_min_items": 50_000}
+    # ... so every known user's LightFM and EASE lists are stored, for the mix it serves
+    mix = meta["params"]["candidates"]
+    assert meta["stored_lists"] == {"users": meta["stored_lists"]["users"], "n_lightfm": mix["n_lightfm"],
+                                    "n_ease": mix["n_ease"]} and meta["stored_lists"]["users"] > 0
     assert {"catboost", "bentoml", "rectools-lightfm", "numpy"} <= set(meta["libraries"])
     import bentoml
     import catboost
