@@ -118,7 +118,7 @@ def test_the_stored_lists_are_the_users_own(model, stored):
     """Row j of the stored lists is user j's lists, item indices best first (int16 for this catalogue)."""
     assert stored.stored_lightfm.dtype == np.int16 and stored.stored_lightfm.shape == (USERS, MIX.n_lightfm)
     assert stored.stored_ease.shape == (USERS, MIX.n_ease)
-    lightfm, ease = model.first_lists(np.array([5]), MIX, *model._exclusions(np.array([5]), exclude_seen=True))
+    lightfm, ease, _ = model.first_lists(np.array([5]), MIX, *model._exclusions(np.array([5]), exclude_seen=True))
     assert_array_equal(stored.stored_lightfm[5], lightfm[0])
     assert_array_equal(stored.stored_ease[5], ease[0])
 

@@ -310,12 +310,13 @@ class CandidateModel:
         out = np.full((b, k), -1, np.int64)
         if k == 0:
             return out
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        kth = np.partition(scores, n - k, axis=1)[:, n - k]
         # BLAS and the pair's own sum each round within gamma_d = d*u/(1-d*u) x |u| |v| of the exact dot product
         # (u = 2^-24, float32), so they differ by at most 2 gamma_d |u| |v|: taken as 4 d u, for the norms' rounding
         d = self.user_vectors.shape[1]
         err = 4 * d * 2.0**-24 * np.linalg.norm(self.user_vectors[rows].astype(np.float64), axis=1) * self._item_norm
-        owner, items = np.nonzero(np.isfinite(scores) & (scores >= (kth - 2 * err)[:, None]))
+        floor = np.maximum(kth - 2 * err, np.finfo(np.float32).min)  # fewer than k finite scores: all of them
+        owner, items = np.nonzero(scores >= floor[:, None])
         exact = self.pair_scores(rows, owner, items)
         order = np.lexsort((items, -exact, owner))
         owner, items = owner[order], items[order]
@@ -367,34 +368,36 @@ class CandidateModel:
 
     def ease_pair_scores(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray) -> np.ndarray:
         """EASE's score of each (user ``rows[owner]``, item) pair, bit for bit :meth:`ease_scores`' entry: the
-        weights of the user's titles in that item's column, added one title at a time in history order, for the
-        pairs only (a request with stored lists never sums whole rows), in memory that does not grow with the
-        history: the pairs go longest history first, so the k-th titles are added to a prefix of them."""
+        weights of the user's titles in that item's column, added one title at a time in history order
+        (``np.add.at`` adds in index order), for the pairs only, so a request with stored lists never sums whole
+        rows. The (pair, title) terms go in chunks of a quarter of a catalogue row's count, so memory does not grow
+        with the histories."""
         starts = self.seen_indptr[rows][owner]
         lengths = self.seen_indptr[rows + 1][owner] - starts
-        order = np.argsort(-lengths, kind="stable")
-        starts, lengths, columns = starts[order], lengths[order], items[order]
-        sums = np.zeros(len(items), np.float32)
-        for k in range(int(lengths.max(initial=0))):
-            m = int(np.searchsorted(-lengths, -k))  # the pairs whose user has more than k titles
-            sums[:m] += self.ease_weights[self.seen_indices[starts[:m] + k], columns[:m]]
-        scores = np.empty_like(sums)
-        scores[order] = sums
+        ends = np.cumsum(lengths)
+        chunk = max(1024, len(self.item_ids) // 4)
+        cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]) if len(ends) else 0, chunk))
+        scores = np.zeros(len(items), np.float32)
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(items)], strict=True):
+            pair = np.repeat(np.arange(lo, hi), lengths[lo:hi])
+            titles = self.seen_indices[np.repeat(starts[lo:hi], lengths[lo:hi]) + _ranges(lengths[lo:hi])]
+            np.add.at(scores, pair, self.ease_weights[titles, items[pair]])
         return scores
 
     def first_lists(self, rows: np.ndarray, mix: Mix, history_owner: np.ndarray, history_items: np.ndarray,
-                    seen_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    seen_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The users' LightFM top ``n_lightfm`` and EASE top ``n_ease`` without ``seen_keys`` (item indices, best
         first, -1 padded): the part of :meth:`generate` that scores every item, and what :meth:`with_stored_lists`
-        keeps. A user's lists do not depend on the other users of the batch."""
+        keeps. A user's lists do not depend on the other users of the batch. Third, EASE's scores of every item
+        when they were summed for the list (excluded titles -inf), else None."""
         n = len(self.item_ids)
         lfm_top = self.lightfm_top(rows, mix.n_lightfm, seen_keys)
         if not (self.has_ease and mix.n_ease):
-            return lfm_top, np.zeros((len(rows), 0), np.int64)
+            return lfm_top, np.zeros((len(rows), 0), np.int64), None
         scores = self.ease_scores(history_owner, history_items, len(rows))
         scores[seen_keys // n, seen_keys % n] = -np.inf  # an excluded title is no candidate
         top = top_k(scores, min(mix.n_ease, n))
-        return lfm_top, np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+        return lfm_top, np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1), scores
 
     def _exclusions(self, rows: np.ndarray, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The users' history pairs (when needed) and the sorted keys of what they must not be proposed."""
@@ -418,7 +421,7 @@ class CandidateModel:
         started = last = time.monotonic()
         for start in range(0, users, block):
             rows = np.arange(start, min(start + block, users))
-            lightfm[rows], ease[rows] = self.first_lists(rows, mix, *self._exclusions(rows, exclude_seen=True))
+            lightfm[rows], ease[rows], _ = self.first_lists(rows, mix, *self._exclusions(rows, exclude_seen=True))
             if time.monotonic() - last > 30:
                 last, done = time.monotonic(), rows[-1] + 1
                 log.info("stored lists: %d of %d users, about %.0f s left", done, users,
@@ -440,10 +443,11 @@ class CandidateModel:
         history_owner, history_items, seen_keys = self._exclusions(rows, exclude_seen)
         position = np.arange(b)[:, None]
 
+        ease_all = None
         if exclude_seen and self.stored_lists_fit(mix):
             lfm_top, ease_top = self.stored_lightfm[rows].astype(np.int64), self.stored_ease[rows].astype(np.int64)
         else:
-            lfm_top, ease_top = self.first_lists(rows, mix, history_owner, history_items, seen_keys)
+            lfm_top, ease_top, ease_all = self.first_lists(rows, mix, history_owner, history_items, seen_keys)
         lfm_keys, lfm_ranks = _ranked_keys(lfm_top, n)
         ease_keys, ease_ranks = _ranked_keys(ease_top, n)
 
@@ -474,7 +478,11 @@ class CandidateModel:
             cooc = np.where(cooc_keys[found] == keys, cooc_scores[found], 0.0).astype(np.float32)
         ease_rank = np.full(len(keys), n_ease, dtype=np.float32)
         ease_rank[ease_at] = ease_ranks
-        ease = self.ease_pair_scores(rows, owner, items) if self.has_ease else np.zeros(len(keys), np.float32)
+        ease = np.zeros(len(keys), np.float32)
+        if ease_all is not None:  # summed for the list already: the same numbers (tests/test_stored_lists.py)
+            ease = ease_all[owner, items]
+        elif self.has_ease:
+            ease = self.ease_pair_scores(rows, owner, items)
         flags = np.zeros((len(keys), len(SOURCES)), dtype=np.float32)
         for column, at in enumerate((lfm_at, pop_at, cooc_at, ease_at)):
             flags[at, column] = 1.0
