@@ -156,3 +156,16 @@ def test_lists_of_another_users_table_are_refused(stored, tmp_path):
 
 def test_a_model_with_an_item_index_stores_no_lists(model):
     assert replace(model, index=object()).with_stored_lists(MIX).stored_for.size == 0  # type: ignore[arg-type]
+
+
+def test_storing_lists_or_not_is_no_part_of_a_first_level_fits_cache_key():
+    """The lists are found after the fit, from the fitted model: a cached fit serves either way."""
+    import pandas as pd
+
+    from recsys.settings import Settings
+    from recsys.training.pipeline import _first_stage_key
+
+    settings = Settings()
+    off = settings.model_copy(update={"candidates": settings.candidates.model_copy(update={"stored_lists": False})})
+    key = [("f" * 16, pd.Timestamp("2021-01-01"), 10), {"seed": 1, "validated": True, "warm": None}]
+    assert _first_stage_key(*key[0], settings, **key[1]) == _first_stage_key(*key[0], off, **key[1])

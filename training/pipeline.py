@@ -124,7 +124,7 @@ def _fit_first_stage(dataset: Dataset, known: pd.DataFrame, as_of: pd.Timestamp,
 
 # Candidate settings a first-level fit does not depend on: the mix (how many of each source) is drawn from the
 # fitted model later, and EASE joins it after the cache (`with_ease`).
-NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items"}
+NOT_IN_FIT = {"n_popular", "n_cooc", "n_ease", "ease_max_items", "stored_lists"}  # used after the fit
 
 
 def _first_stage_key(fingerprint: str, as_of: pd.Timestamp, known: int, settings: Settings, seed: int,
