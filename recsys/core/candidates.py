@@ -6,8 +6,10 @@ user and item representations (biases folded into the vectors), each user's watc
 recent popularity (global and per demographic segment), an item-to-item co-occurrence table, for catalogues up to
 ``candidates.ease_max_items`` EASE's item-item weights, the candidate mix the reranker was trained on, and the
 demographics of the users table's users who have no history yet (so they get their own segment's list without
-sending their profile). Everything is stored as ``.npy`` files, plus, for a large catalogue, the LightFM stage's
-nearest-neighbour index (:mod:`recsys.core.ann`); loading never unpickles anything.
+sending their profile), and, found at training time, each known user's LightFM and EASE lists (a request with the
+seen filter reads them instead of scoring every item; :meth:`CandidateModel.with_stored_lists`). Everything is
+stored as ``.npy`` files, plus, for a large catalogue, the LightFM stage's nearest-neighbour index
+(:mod:`recsys.core.ann`); loading never unpickles anything.
 
 Candidates are built from each user's few hundred (user, item) pairs, never from users x catalogue matrices, so a
 request costs the same for a catalogue of a million items as for one of a thousand once the LightFM top-n comes
@@ -303,9 +305,9 @@ class CandidateModel:
     def _exact_top(self, rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
         """Each user's ``k`` best items by :meth:`pair_scores`, ties by item index, -1 padded, given the BLAS
         ``scores`` of every item (-inf: excluded). The BLAS product is only a filter: each of its scores is within
-        ``bound`` of the pair's own (both round at most gamma_d * |u| * |v| away from the exact dot product), so
-        every item of the true top k scores at least the k-th best BLAS score less twice the bound; only those few
-        are rescored. A user's list is then the same whatever batch it was computed in."""
+        ``err`` of the pair's own (both round at most gamma_d * |u| * |v| away from the exact dot product), so
+        every item of the true top k has a BLAS score of at least the k-th best BLAS score less twice ``err``; only
+        those few are rescored. A user's list is then the same whatever batch it was computed in."""
         b, n = scores.shape
         out = np.full((b, k), -1, np.int64)
         if k == 0:
