@@ -147,3 +147,23 @@ def test_the_services_metrics_use_prometheus_client_without_bentomls_deprecated_
     out = subprocess.run([str(BIN / "python"), "-W", "error:bentoml.metrics module is deprecated", "-c", "import service"],
                          env=project_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+# What BentoML's batch endpoint checks to decide between awaiting an API method on the event loop and running it in
+# a worker thread (`ServiceAppFactory.batch_infer`), for each model service's batch method.
+ON_THE_LOOP = """
+import json
+from bentoml._internal.utils import is_async_callable
+import service
+print(json.dumps({f"{svc.name}.{name}": is_async_callable(svc.apis[name].func)
+                  for svc, name in ((service.Candidates, "generate"), (service.Ranker, "rank"))}))
+"""
+
+
+def test_the_model_services_compute_each_batch_on_their_event_loop_without_a_thread_hand_off(tmp_path):
+    """Regression: both batch methods were sync, so BentoML ran every batch in a worker thread: two thread
+    hand-offs per call, each a wake-up waiting for a core on a busy machine, on every request's critical path."""
+    out = subprocess.run([str(BIN / "python"), "-c", ON_THE_LOOP], env=project_env(tmp_path), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == {"candidates.generate": True, "ranker.rank": True}
