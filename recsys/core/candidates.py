@@ -29,6 +29,10 @@ from recsys.lookup import find_sorted
 SOURCES = ("lightfm", "popular", "cooc", "ease")  # the first-level candidate sources, each flagged in from_<source>
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "ease_score", "ease_rank",
                       *(f"from_{source}" for source in SOURCES)]
+# Computed after those, and read by a reranker only if it was trained on them (see reranker.CROSS_FEATURES): EASE's
+# score of the candidate from the titles the user dismissed (rated low: picked, so still a sign of taste).
+LATER_FEATURES = ["ease_dismissed"]
+BATCH_FEATURES = CANDIDATE_FEATURES + LATER_FEATURES
 
 
 class Mix(NamedTuple):
@@ -89,14 +93,14 @@ class CandidateBatch:
 
     owner: np.ndarray     # int64 (m,): position of the user in the batch
     items: np.ndarray     # int64 (m,): item index into CandidateModel.item_ids
-    features: np.ndarray  # float32 (m, len(CANDIDATE_FEATURES))
+    features: np.ndarray  # float32 (m, len(BATCH_FEATURES))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def column(self, name: str) -> np.ndarray:
-        """One candidate feature by its name in :data:`CANDIDATE_FEATURES`, so no caller depends on its position."""
-        return self.features[:, CANDIDATE_FEATURES.index(name)]
+        """One candidate feature by its name in :data:`BATCH_FEATURES`, so no caller depends on its position."""
+        return self.features[:, BATCH_FEATURES.index(name)]
 
     def from_source(self, source: str) -> np.ndarray:
         """Whether each row was proposed by ``source`` (one of :data:`SOURCES`)."""
@@ -363,11 +367,15 @@ class CandidateModel:
         ease_rank = np.full(len(keys), n_ease, dtype=np.float32)
         ease_rank[ease_at] = ease_ranks
         ease = ease_all[owner, items] if ease_all is not None else np.zeros(len(keys), np.float32)
+        ease_dismissed = np.zeros(len(keys), np.float32)
+        if self.has_ease and len(self.dismissed_indptr):
+            d_owner, d_items = _csr_pairs(self.dismissed_indptr, self.dismissed_indices, rows)
+            ease_dismissed = self.ease_scores(d_owner, d_items, b)[owner, items]
         flags = np.zeros((len(keys), len(SOURCES)), dtype=np.float32)
         for column, at in enumerate((lfm_at, pop_at, cooc_at, ease_at)):
             flags[at, column] = 1.0
         scores = np.einsum("ij,ij->i", self.user_vectors[rows[owner]], self.item_vectors[items])
-        features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags]).astype(np.float32)
+        features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags, ease_dismissed]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
 
 
