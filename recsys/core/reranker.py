@@ -22,6 +22,7 @@ by CatBoost's score alone.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class FeatureAssembler:
         user_rows, _ = self.users.rows(user_ids)
         owner, items = batch.owner, batch.items
         user_numeric = self.users.numeric[user_rows][owner]
-        cross = {
+        cross: dict[str, Callable[[], np.ndarray]] = {
             "genre_affinity": lambda: np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols],
                                                 self._item_genres[items]),
             "year_gap": lambda: self._item_year[items] - user_numeric[:, self._user_year_col],
