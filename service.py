@@ -111,6 +111,12 @@ def settle_model_pair() -> None:
                               for name in (model_store.CANDIDATES, model_store.RANKER))
 
 
+# ON_THE_LOOP: a model service computes each batch on its event loop. BentoML runs a sync API method in a worker
+# thread: per call two thread hand-offs, each a wake-up that waits for a core on a busy machine, on the request's
+# critical path; and a model service computes one batch at a time anyway (BentoML's `threads`: 1). The fused
+# entry still computes in a worker thread (Recommender.__init__), where its event loop has requests to serve meanwhile.
+
+
 @bentoml.service(name="candidates", **INTERNAL)
 class Candidates:
     model_ref = bentoml.models.BentoModel(f"{model_store.CANDIDATES}:{VERSION}")
@@ -122,10 +128,13 @@ class Candidates:
         self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads)
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
-    @bentoml.api(**BATCHING)
-    def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
+    def answer(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
         answers = candidate_answers(self.model, cast(list[Query], queries), SETTINGS.candidates, SETTINGS.serving.max_top_k)
         return wire.pack(queries, cast(list[dict[str, Any]], answers), model_version=VERSION)
+
+    @bentoml.api(**BATCHING)
+    async def generate(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.answer(queries)  # on the event loop (ON_THE_LOOP)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -143,10 +152,13 @@ class Ranker:
         self.reranker = bundle.reranker
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
-    @bentoml.api(**BATCHING)
-    def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
+    def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed
         answers = rank_answers(self.reranker, self.reranker.assembler.item_ids, cast(list[RankRequest], wire.unpack(requests)))
         return wire.pack(requests, cast(list[dict[str, Any]], answers), model_version=VERSION)
+
+    @bentoml.api(**BATCHING)
+    async def rank(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.answer(requests)  # on the event loop (ON_THE_LOOP)
 
     @bentoml.api
     def model_version(self) -> str:
@@ -177,6 +189,7 @@ JSON = "application/json"
 # a `remote` stage answers over JSON: arrays encoded (wire.py)
 RAW_ARRAYS = wire.TAKES_RAW if SETTINGS.serving.topology != "remote" else None
 Recommend = Callable[[list[RecommendRequest]], Awaitable[list[Answer]]]  # the entry's two micro-batchers
+Stage = Callable[[list[Any]], Awaitable[list[dict[str, Any]]]]  # a batch's call to a model service
 BATCH_SIZE = prometheus_client.Histogram(name="recsys_entry_batch_size", documentation="users per call to the model services",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 
@@ -215,8 +228,15 @@ class Recommender:
     def __init__(self) -> None:
         serving = SETTINGS.serving
         self.labels = demographic_labels()
+        self.generate: Stage
+        self.rank: Stage
         if serving.topology == "fused":  # both models in this process: no hops, compute in a worker thread
-            self.candidates, self.ranker = Candidates(), Ranker()
+            candidates, ranker = Candidates(), Ranker()
+            self.generate = lambda queries: asyncio.to_thread(candidates.answer, queries)
+            self.rank = lambda requests: asyncio.to_thread(ranker.answer, requests)
+        else:  # BentoML's clients of the model services (their methods exist once the server has started them)
+            self.generate = lambda queries: self.candidates.to_async.generate(queries)
+            self.rank = lambda requests: self.ranker.to_async.rank(requests)
         # single requests and /recommend/batch calls are coalesced apart, each with its own calls in flight:
         # a single never waits in a queue behind big batches
         self.run: Recommend
@@ -245,10 +265,10 @@ class Recommender:
         queries: list[Query] = [{"user_id": r.user_id, "exclude_seen": r.exclude_seen,
                                  "user_features": cast(Profile, r.user_features.model_dump()) if r.user_features else None,
                                  "raw_arrays": RAW_ARRAYS} for r in requests]
-        packed = await _call("candidates", self.candidates.to_async.generate(queries))
+        packed = await _call("candidates", self.generate(queries))
         candidates = cast(list[CandidateAnswer], wire.unpack(packed))
         warm = [j for j, c in enumerate(candidates) if is_warm(c)]
-        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.ranker.to_async.rank([
+        ranked = cast(list[Ranked], wire.unpack(await _call("ranker", self.rank([
             {**packed[j], "user_id": requests[j].user_id, "top_k": requests[j].top_k, wire.RAW: RAW_ARRAYS}
             for j in warm  # the candidates as they came
         ])))) if warm else []

@@ -10,8 +10,10 @@ import json
 import subprocess
 from typing import Any
 
+import bentoml
 import numpy as np
 from _bentoml_impl.serde import Payload, PickleSerde
+from pydantic import BaseModel
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -111,6 +113,40 @@ def test_a_pickled_hop_is_one_chunk_and_unpickles_to_the_same_arrays():
         assert np.array_equal(sent["items"], got["items"]) and np.array_equal(sent["features"], got["features"])
 
 
+def test_a_batch_between_the_services_is_pickled_as_it_is_not_a_pydantic_copy():
+    """Regression: BentoML dumped each batch (``list[dict[str, Any]]``, each service's input and answer) through
+    pydantic twice per hop on each side, copying every dict, before pickling it. The batch now goes as it is: the
+    same content pickled; a model of any other shape, or a dump with options, is dumped as BentoML does."""
+    hops.apply()
+
+    @bentoml.service(name="stage")
+    class Stage:
+        @bentoml.api(batchable=True)
+        def answer(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # as the model services declare
+            return queries
+
+        @bentoml.api
+        def other(self, user_id: int, scores: list[float]) -> dict[str, float]:
+            return {"user_id": user_id}
+
+    rng = np.random.default_rng(0)
+    batch = [{"items": rng.integers(0, 3000, 200), "user_id": u, "user_features": {"age": "a"}} for u in range(5)]
+    api = Stage.apis["answer"]
+    request, answer = api.input_spec.from_inputs(batch), api.output_spec(batch)
+    for ours, field, theirs in ((request.model_dump()["queries"], request.queries, BaseModel.model_dump(request)["queries"]),
+                                (answer.model_dump(), answer.root, BaseModel.model_dump(answer)["root"])):
+        assert ours is field  # no copy
+        back = PickleSerde().deserialize_value(PickleSerde().serialize_value(ours))
+        assert len(back) == len(theirs) == 5
+        for got, want in zip(back, theirs, strict=True):
+            assert got.keys() == want.keys() and np.array_equal(got["items"], want["items"])
+            assert (got["user_id"], got["user_features"]) == (want["user_id"], want["user_features"])
+    plain = api.output_spec([{"user_id": 1}])
+    assert plain.model_dump(mode="json") == [{"user_id": 1}] and plain.model_dump(exclude_none=True) == [{"user_id": 1}]
+    other = Stage.apis["other"].input_spec(user_id=3, scores=[0.5])
+    assert other.model_dump() == BaseModel.model_dump(other) == {"user_id": 3, "scores": [0.5]}
+
+
 # The ASGI middlewares `bentoml serve` puts in front of each service's routes, outermost first (its configuration
 # injected as the server does), in a process of its own: importing the service applies process-wide patches.
 STACKS = """
@@ -147,3 +183,23 @@ def test_the_services_metrics_use_prometheus_client_without_bentomls_deprecated_
     out = subprocess.run([str(BIN / "python"), "-W", "error:bentoml.metrics module is deprecated", "-c", "import service"],
                          env=project_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+# What BentoML's batch endpoint checks to decide between awaiting an API method on the event loop and running it in
+# a worker thread (`ServiceAppFactory.batch_infer`), for each model service's batch method.
+ON_THE_LOOP = """
+import json
+from bentoml._internal.utils import is_async_callable
+import service
+print(json.dumps({f"{svc.name}.{name}": is_async_callable(svc.apis[name].func)
+                  for svc, name in ((service.Candidates, "generate"), (service.Ranker, "rank"))}))
+"""
+
+
+def test_the_model_services_compute_each_batch_on_their_event_loop_without_a_thread_hand_off(tmp_path):
+    """Regression: both batch methods were sync, so BentoML ran every batch in a worker thread: two thread
+    hand-offs per call, each a wake-up waiting for a core on a busy machine, on every request's critical path."""
+    out = subprocess.run([str(BIN / "python"), "-c", ON_THE_LOOP], env=project_env(tmp_path), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == {"candidates.generate": True, "ranker.rank": True}

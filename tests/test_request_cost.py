@@ -1,18 +1,25 @@
 """BentoML's per-request work that serves nothing here is not done: no OpenTelemetry spans unless tracing is
 configured (recsys/serving/tracing.py; the request id BentoML derived from them is still there), API methods
-bound once per service instance and their answers' media type worked out once (recsys/serving/api_methods.py).
+bound once per service instance, their answers' media type worked out once and their headers set without
+BentoML's dependency injector (recsys/serving/api_methods.py).
 Cheaper work must not change an answer: CatBoost scores categories given as codes exactly as it scores their
 strings."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import urllib.request
+from types import SimpleNamespace
 from typing import Any
 
 import bentoml
 import numpy as np
+import simple_di
+from _bentoml_impl.server.app import ServiceAppFactory
+from bentoml._internal.context import trace_context
+from starlette.responses import Response
 
 from recsys.core.candidates import Mix
 from recsys.core.reranker import FRAME_FROM_ROWS
@@ -100,6 +107,30 @@ def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
     monkeypatch.setattr(output, "model_json_schema", lambda *a, **k: schemas.append(1) or schema(*a, **k))
     assert [output.mime_type() for _ in range(3)] == ["application/json"] * 3
     assert len(schemas) == 1  # BentoML builds a TypeAdapter and a JSON schema for every answer
+
+
+def test_an_answers_headers_are_bentomls_without_its_dependency_injector(monkeypatch):
+    """Regression: BentoML's ``@inject`` bound the arguments of ``_add_response_headers`` with
+    ``inspect.Signature.bind_partial`` on every answer, to pass it the same logging format each time. The headers
+    are what BentoML's own injected function sets."""
+    api_methods.apply()
+    factory = SimpleNamespace(service=SimpleNamespace(name="stage"))
+    bentomls = simple_di.inject(ServiceAppFactory._add_response_headers.__wrapped__)
+    ServiceAppFactory._add_response_headers(factory, Response(b"{}"))  # the first answer reads the configuration
+    binds = []
+    bind_partial = inspect.Signature.bind_partial
+    monkeypatch.setattr(inspect.Signature, "bind_partial", lambda *a, **k: binds.append(1) or bind_partial(*a, **k))
+    token = trace_context._request_id_var.set(0xABCDEF)
+    try:
+        ours, theirs = Response(b"{}"), Response(b"{}")
+        ServiceAppFactory._add_response_headers(factory, ours)
+        assert binds == []
+        bentomls(factory, theirs)
+        assert binds  # BentoML's injection runs once per answer
+    finally:
+        trace_context._request_id_var.reset(token)
+    assert ours.headers.items() == theirs.headers.items()
+    assert ours.headers["server"] == "BentoML Service/stage" and ours.headers["x-bentoml-request-id"] == "0000000000abcdef"
 
 
 def test_the_reranker_scores_category_codes_exactly_as_catboost_scores_their_strings(models):
