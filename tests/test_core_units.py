@@ -14,7 +14,7 @@ from functools import reduce
 import numpy as np
 from numpy.testing import assert_allclose, assert_array_equal
 
-from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch, CandidateModel, Mix
+from recsys.core.candidates import BATCH_FEATURES, CANDIDATE_FEATURES, CandidateBatch, CandidateModel, Mix
 from recsys.core.reranker import CROSS_FEATURES, FeatureAssembler, top_k_per_user
 from recsys.features.store import OnlineFeatureTable
 from recsys.lookup import find_sorted
@@ -66,11 +66,12 @@ def test_generate_unites_the_three_sources_without_seen_items():
     assert_array_equal(batch.items, [1, 2, 0, 3])
     assert batch.features.dtype == np.float32
     assert_array_equal(batch.features, [
-        # lfm_score, lfm_rank, cooc_score, ease_score, ease_rank, from_lightfm, from_popular, from_cooc, from_ease
-        [2.5, 0, 0.5, 0, 0, 1, 1, 1, 0],
-        [1.0, 1, 0.0, 0, 0, 1, 0, 0, 0],
-        [-3.0, 1, 0.5, 0, 0, 1, 1, 0, 0],
-        [0.0, 0, 2.0, 0, 0, 1, 0, 1, 0],
+        # lfm_score, lfm_rank, cooc_score, ease_score, ease_rank, from_lightfm, from_popular, from_cooc, from_ease,
+        # ease_dismissed
+        [2.5, 0, 0.5, 0, 0, 1, 1, 1, 0, 0],
+        [1.0, 1, 0.0, 0, 0, 1, 0, 0, 0, 0],
+        [-3.0, 1, 0.5, 0, 0, 1, 1, 0, 0, 0],
+        [0.0, 0, 2.0, 0, 0, 1, 0, 1, 0, 0],
     ])
 
 
@@ -117,12 +118,26 @@ def test_generate_adds_ease_candidates_and_scores_every_candidate_with_ease():
     assert_array_equal(batch.owner, [0, 0, 0, 1, 1])
     assert_array_equal(batch.items, [1, 2, 3, 0, 3])
     assert_array_equal(batch.features, [
-        [2.5, 0, 0.5, 0, 1, 1, 1, 1, 0],
-        [1.0, 1, 0.0, 1, 1, 1, 0, 0, 0],
-        [0.0, 2, 0.0, 2, 0, 0, 0, 0, 1],   # EASE's alone: LightFM's rank is n_lightfm
-        [-3.0, 1, 0.5, 0.75, 1, 1, 1, 0, 0],
-        [0.0, 0, 2.0, 1, 0, 1, 0, 1, 1],
+        [2.5, 0, 0.5, 0, 1, 1, 1, 1, 0, 0],
+        [1.0, 1, 0.0, 1, 1, 1, 0, 0, 0, 0],
+        [0.0, 2, 0.0, 2, 0, 0, 0, 0, 1, 0],   # EASE's alone: LightFM's rank is n_lightfm
+        [-3.0, 1, 0.5, 0.75, 1, 1, 1, 0, 0, 0],
+        [0.0, 0, 2.0, 1, 0, 1, 0, 1, 1, 0],
     ])
+
+
+def test_every_candidate_carries_the_ease_score_of_the_titles_its_user_dismissed():
+    """User 1 watched 0 and dismissed 1, whose EASE row is [0.5, 0, 0.25, 1]: its candidates 2 and 3 carry 0.25 and
+    1 (the dismissed title itself is no candidate); user 2 dismissed nothing: 0 everywhere. Without dismissed
+    titles, or without EASE, the column is 0."""
+    weights = np.array([[0, 0, 1, 2], [0.5, 0, 0.25, 1], [0.25, 0, 0, 1], [0, 0, 0, 0]], np.float32)
+    model = replace(with_dismissed(small_model()), ease_weights=weights)
+    batch = model.generate(np.array([0, 1]), Mix(2, 0, 0, 1))
+    assert_array_equal(batch.owner, [0, 0, 1, 1])
+    assert_array_equal(batch.items, [2, 3, 0, 3])
+    assert_array_equal(batch.column("ease_dismissed"), [0.25, 1, 0, 0])
+    for other in (replace(small_model(), ease_weights=weights), with_dismissed(small_model())):
+        assert not other.generate(np.array([0, 1]), Mix(2, 0, 0, 1)).column("ease_dismissed").any()
 
 
 def test_ease_never_proposes_a_seen_item_and_scores_seen_ones_when_they_are_kept():
@@ -211,14 +226,14 @@ def test_generate_keeps_seen_items_when_asked():
     batch = small_model().generate(np.array([0]), Mix(2, 1, 1), exclude_seen=False)
     assert_array_equal(batch.owner, [0, 0])
     assert_array_equal(batch.items, [0, 1])
-    assert_array_equal(batch.features, [[3.0, 0, 0.0, 0, 0, 1, 0, 0, 0], [2.5, 1, 0.5, 0, 0, 1, 1, 1, 0]])
+    assert_array_equal(batch.features, [[3.0, 0, 0.0, 0, 0, 1, 0, 0, 0, 0], [2.5, 1, 0.5, 0, 0, 1, 1, 1, 0, 0]])
 
 
 def test_generate_with_one_source_only():
     """No popularity and no co-occurrence candidates: only LightFM's top item of user 2 (item 3)."""
     batch = small_model().generate(np.array([1]), Mix(1, 0, 0))
     assert_array_equal(batch.items, [3])
-    assert_array_equal(batch.features, [[0.0, 0, 2.0, 0, 0, 1, 0, 0, 0]])
+    assert_array_equal(batch.features, [[0.0, 0, 2.0, 0, 0, 1, 0, 0, 0, 0]])
 
 
 def small_assembler() -> FeatureAssembler:
@@ -255,37 +270,38 @@ def test_assemble_joins_user_item_and_cross_features_per_candidate():
     100 - 10 = 90, 3 - 5 = -2 (it arrived after the visit), 30 - 5 = 25.
     The unknown user gets the defaults row: NaN numbers, 'unknown' categories."""
     width = len(CANDIDATE_FEATURES)
-    candidate = np.arange(3 * width, dtype=np.float32).reshape(3, width)
+    candidate = np.arange(3 * len(BATCH_FEATURES), dtype=np.float32).reshape(3, len(BATCH_FEATURES))
     batch = CandidateBatch(owner=np.array([0, 1, 1, 2]), items=np.array([0, 2, 1, 0]),
                            features=np.vstack([candidate, candidate[:1]]))
     data = small_assembler().assemble(np.array([2, 1, 99]), batch)
     numeric = data.num_feature_data
-    assert_array_equal(numeric[:, :width], batch.features)
+    assert_array_equal(numeric[:, :width], batch.features[:, :width])
     assert_array_equal(numeric[:, width:], [
         # u_mean_release_year, u_watches, u_days_since_last, release_year, i_pop, i_days_since_first,
-        # genre_affinity, year_gap, item_age_at_last_visit
-        [1990, 1, 10, 2000, 1, 100, 1.0, 10, 90],
-        [2000, 4, 5, 1980, 3, 3, 0.5, -20, -2],
-        [2000, 4, 5, 2010, 5, 30, 0.75, 10, 25],
-        [NAN, NAN, NAN, 2000, 1, 100, NAN, NAN, NAN],
+        # genre_affinity, year_gap, item_age_at_last_visit, ease_dismissed (the batch's own column)
+        [1990, 1, 10, 2000, 1, 100, 1.0, 10, 90, 9],
+        [2000, 4, 5, 1980, 3, 3, 0.5, -20, -2, 19],
+        [2000, 4, 5, 2010, 5, 30, 0.75, 10, 25, 29],
+        [NAN, NAN, NAN, 2000, 1, 100, NAN, NAN, NAN, 9],
     ])
     assert data.cat_feature_data.tolist() == [
         ["age_25_34", "film"], ["age_18_24", "series"], ["age_18_24", "film"], ["unknown", "film"]]
 
 
 def test_a_reranker_trained_without_a_later_cross_feature_is_served_without_it(tmp_path):
-    """A model saved before ``item_age_at_last_visit`` joined the cross features loads, and its features are
-    assembled without it (and in its order)."""
+    """A model saved before ``item_age_at_last_visit`` and ``ease_dismissed`` joined the cross features loads, and
+    its features are assembled without them (and in its order)."""
     from catboost import CatBoost, FeaturesData, Pool
 
     from recsys.core.reranker import Reranker
 
+    later = ("item_age_at_last_visit", "ease_dismissed")
     full = small_assembler()
-    older = [n for n in full.feature_names if n != "item_age_at_last_visit"]
+    older = [n for n in full.feature_names if n not in later]
     batch = CandidateBatch(owner=np.array([0, 0, 1, 1]), items=np.array([0, 1, 2, 0]),
-                           features=np.ones((4, len(CANDIDATE_FEATURES)), np.float32))
+                           features=np.ones((4, len(BATCH_FEATURES)), np.float32))
     data = full.assemble(np.array([1, 2]), batch)
-    keep = [i for i, n in enumerate(full.numeric_names) if n != "item_age_at_last_visit"]
+    keep = [i for i, n in enumerate(full.numeric_names) if n not in later]
     older_data = FeaturesData(num_feature_data=data.num_feature_data[:, keep], cat_feature_data=data.cat_feature_data,
                               num_feature_names=[full.numeric_names[i] for i in keep],
                               cat_feature_names=full.categorical_names)
@@ -342,7 +358,7 @@ def test_candidate_batch_columns_by_name_and_its_constructors():
     assert_array_equal(second.items, [0, 3])
     assert_array_equal(second.owner, [1, 1])
     per_user = CandidateBatch.of_users([batch.items[:2], np.zeros(0, np.int64), batch.items[2:]],
-                                       [batch.features[:2], np.zeros((0, len(CANDIDATE_FEATURES)), np.float32),
+                                       [batch.features[:2], np.zeros((0, len(BATCH_FEATURES)), np.float32),
                                         batch.features[2:]])
     assert_array_equal(per_user.owner, [0, 0, 2, 2])
     assert_array_equal(per_user.features, batch.features)
@@ -364,7 +380,7 @@ def test_a_reranker_ranks_by_its_stored_popularity_penalty_wherever_it_is_loaded
 
     assembler = small_assembler()
     batch = CandidateBatch(owner=np.zeros(3, np.int64), items=np.array([0, 1, 2]),
-                           features=np.ones((3, len(CANDIDATE_FEATURES)), np.float32))
+                           features=np.ones((3, len(BATCH_FEATURES)), np.float32))
     data = assembler.assemble(np.array([1]), batch)
     model = CatBoost({"iterations": 1, "depth": 1, "verbose": False, "allow_writing_files": False})
     model.fit(Pool(data, label=[0.0, 1.0, 0.0]))

@@ -38,6 +38,9 @@ def test_train_on_a_movielens_100k_folder(tmp_path):
     batch = candidates.generate(np.arange(len(candidates.user_ids)), candidates.served_mix(Mix(100, 30, 30)))
     proposed = pd.MultiIndex.from_arrays([candidates.user_ids[batch.owner], candidates.item_ids[batch.items]])
     assert not proposed.isin(pd.MultiIndex.from_frame(dismissed[["user_id", "item_id"]])).any()
+    # but they still say what the user picks: EASE's score from them is a feature of the reranker served
+    assert "ease_dismissed" in report["ranker_features"]
+    assert batch.column("ease_dismissed").any()
 
 
 def test_bad_data_dir_is_one_clear_line_and_no_model(tmp_path):

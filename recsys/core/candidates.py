@@ -36,6 +36,10 @@ log = logging.getLogger("recsys")
 SOURCES = ("lightfm", "popular", "cooc", "ease")  # the first-level candidate sources, each flagged in from_<source>
 CANDIDATE_FEATURES = ["lfm_score", "lfm_rank", "cooc_score", "ease_score", "ease_rank",
                       *(f"from_{source}" for source in SOURCES)]
+# Computed after those, and read by a reranker only if it was trained on them (see reranker.CROSS_FEATURES): EASE's
+# score of the candidate from the titles the user dismissed (rated low: picked, so still a sign of taste).
+LATER_FEATURES = ["ease_dismissed"]
+BATCH_FEATURES = CANDIDATE_FEATURES + LATER_FEATURES
 
 
 class Mix(NamedTuple):
@@ -99,14 +103,14 @@ class CandidateBatch:
 
     owner: np.ndarray     # int64 (m,): position of the user in the batch
     items: np.ndarray     # int64 (m,): item index into CandidateModel.item_ids
-    features: np.ndarray  # float32 (m, len(CANDIDATE_FEATURES))
+    features: np.ndarray  # float32 (m, len(BATCH_FEATURES))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def column(self, name: str) -> np.ndarray:
-        """One candidate feature by its name in :data:`CANDIDATE_FEATURES`, so no caller depends on its position."""
-        return self.features[:, CANDIDATE_FEATURES.index(name)]
+        """One candidate feature by its name in :data:`BATCH_FEATURES`, so no caller depends on its position."""
+        return self.features[:, BATCH_FEATURES.index(name)]
 
     def from_source(self, source: str) -> np.ndarray:
         """Whether each row was proposed by ``source`` (one of :data:`SOURCES`)."""
@@ -368,21 +372,25 @@ class CandidateModel:
             np.add(scores[user], self.ease_weights[item], out=scores[user])
         return scores
 
-    def ease_pair_scores(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def ease_pair_scores(self, rows: np.ndarray, owner: np.ndarray, items: np.ndarray,
+                         indptr: np.ndarray | None = None, indices: np.ndarray | None = None) -> np.ndarray:
         """EASE's score of each (user ``rows[owner]``, item) pair, bit for bit :meth:`ease_scores`' entry: the
         weights of the user's titles in that item's column, added one title at a time in history order
         (``np.add.at`` adds in index order), for the pairs only, so a request with stored lists never sums whole
         rows. The (pair, title) terms go in chunks of a quarter of a catalogue row's count, so memory does not grow
-        with the histories."""
-        starts = self.seen_indptr[rows][owner]
-        lengths = self.seen_indptr[rows + 1][owner] - starts
+        with the histories. The titles are each user's row of the CSR ``indptr``/``indices``: by default the
+        history (``seen_*``); the dismissed titles (``dismissed_*``) give the ``ease_dismissed`` feature."""
+        if indptr is None or indices is None:
+            indptr, indices = self.seen_indptr, self.seen_indices
+        starts = indptr[rows][owner]
+        lengths = indptr[rows + 1][owner] - starts
         ends = np.cumsum(lengths)
         chunk = max(1024, len(self.item_ids) // 4)
         cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]) if len(ends) else 0, chunk))
         scores = np.zeros(len(items), np.float32)
         for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(items)], strict=True):
             pair = np.repeat(np.arange(lo, hi), lengths[lo:hi])
-            titles = self.seen_indices[np.repeat(starts[lo:hi], lengths[lo:hi]) + _ranges(lengths[lo:hi])]
+            titles = indices[np.repeat(starts[lo:hi], lengths[lo:hi]) + _ranges(lengths[lo:hi])]
             np.add.at(scores, pair, self.ease_weights[titles, items[pair]])
         return scores
 
@@ -485,11 +493,14 @@ class CandidateModel:
             ease = ease_all[owner, items]
         elif self.has_ease:
             ease = self.ease_pair_scores(rows, owner, items)
+        ease_dismissed = np.zeros(len(keys), np.float32)
+        if self.has_ease and len(self.dismissed_indptr):
+            ease_dismissed = self.ease_pair_scores(rows, owner, items, self.dismissed_indptr, self.dismissed_indices)
         flags = np.zeros((len(keys), len(SOURCES)), dtype=np.float32)
         for column, at in enumerate((lfm_at, pop_at, cooc_at, ease_at)):
             flags[at, column] = 1.0
         scores = self.pair_scores(rows, owner, items)
-        features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags]).astype(np.float32)
+        features = np.column_stack([scores, lfm_rank, cooc, ease, ease_rank, flags, ease_dismissed]).astype(np.float32)
         return CandidateBatch(owner=owner, items=items, features=features)
 
 

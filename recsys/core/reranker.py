@@ -21,6 +21,8 @@ by CatBoost's score alone.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,13 +31,13 @@ import pandas as pd
 from catboost import CatBoost, CatBoostError, FeaturesData
 from scipy.stats import rankdata
 
-from recsys.core.candidates import CANDIDATE_FEATURES, CandidateBatch
+from recsys.core.candidates import CANDIDATE_FEATURES, LATER_FEATURES, CandidateBatch
 from recsys.features.store import OnlineFeatureTable
 
 # user x item features; "item_age_at_last_visit": days the title had been in the log when the user was last active
 # (negative: it arrived after), as the per-user split holds out each user's latest titles at their own time, not
 # at the log's end. A reranker trained before a feature joined the list is served without it.
-CROSS_FEATURES = ["genre_affinity", "year_gap", "item_age_at_last_visit"]
+CROSS_FEATURES = ["genre_affinity", "year_gap", "item_age_at_last_visit", *LATER_FEATURES]
 FRAME_FROM_ROWS = 1_500  # from this many candidates on, CatBoost scores a DataFrame of categoricals faster
 PENALTY_KEY = "popularity_penalty"  # in the CatBoost model's metadata (saved in its .cbm file)
 
@@ -87,14 +89,15 @@ class FeatureAssembler:
         user_rows, _ = self.users.rows(user_ids)
         owner, items = batch.owner, batch.items
         user_numeric = self.users.numeric[user_rows][owner]
-        cross = {
+        cross: dict[str, Callable[[], np.ndarray]] = {
             "genre_affinity": lambda: np.einsum("ij,ij->i", user_numeric[:, self._user_genre_cols],
                                                 self._item_genres[items]),
             "year_gap": lambda: self._item_year[items] - user_numeric[:, self._user_year_col],
             "item_age_at_last_visit": lambda: self._item_first[items] - user_numeric[:, self._user_last_col],
+            **{name: functools.partial(batch.column, name) for name in LATER_FEATURES},
         }
         numeric = np.hstack([
-            batch.features, user_numeric[:, self._user_num], self._item_numeric[items],
+            batch.features[:, :len(CANDIDATE_FEATURES)], user_numeric[:, self._user_num], self._item_numeric[items],
             *(cross[name]()[:, None] for name in self.cross),
         ]).astype(np.float32, copy=False)
         return numeric, self.users.codes[user_rows][owner], self._item_codes[items]

@@ -34,7 +34,7 @@ class Candidates(TypedDict):
 
     source: Literal["reranked"]
     items: np.ndarray     # int64 (n,): item indices into the candidate model's items
-    features: np.ndarray  # float32 (n, len(CANDIDATE_FEATURES))
+    features: np.ndarray  # float32 (n, len(BATCH_FEATURES))
 
 
 class PopularItems(TypedDict):
