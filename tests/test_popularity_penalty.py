@@ -26,7 +26,9 @@ def runs(tiny, tmp_path_factory):
 
 def test_a_floor_above_the_reranked_coverage_buys_it_with_the_smallest_penalty_that_reaches_it(runs):
     chosen = runs[1.5].evaluation["popularity_penalty"]
-    target = 1.5 * chosen["lightfm_coverage"]
+    # aimed above the floor on the users it is chosen on, so the floor holds on others
+    assert chosen["aimed"] == 1.5 * (1 + Settings().ranker.penalty_headroom) > 1.5
+    target = chosen["aimed"] * chosen["lightfm_coverage"]
     assert chosen["unpenalised_coverage"] < target <= chosen["coverage"]
     assert chosen["penalty"] > 0
     assert popularity_penalty(runs[1.5].fit.model) == chosen["penalty"]  # in the evaluated (and saved) model

@@ -4,7 +4,8 @@ A reranker learns from what users watched, and popular titles get watched: at Ki
 under half the titles LightFM's own lists did. A candidate is therefore ranked by CatBoost's score less ``penalty x
 the percentile of the title's views in the catalogue`` (1 for the most watched title, 0 for the least), with the
 smallest penalty at which the reranked top-k over a window's users show at least ``ranker.coverage_floor`` of the
-titles LightFM's top-k show over the same users. Coverage needs no labels, so it is measured on the model pair the
+titles LightFM's top-k show over the same users (once a penalty is needed, it aims ``ranker.penalty_headroom``
+above the floor on these users, so the floor holds on others). Coverage needs no labels, so it is measured on the model pair the
 penalty is for (the evaluated one, then the served one), over users of a window that pair has already learnt
 from: never the holdout window's users for the evaluated pair. On the label window's validation users NDCG@10 fell
 steadily as the penalty grew, and at equal coverage it fell less with the percentile than with log(1 + views), or
@@ -40,6 +41,7 @@ class PenaltyChoice:
     unpenalised_coverage: float  # without it
     lightfm_coverage: float      # of LightFM's own lists, over the same users
     floor: float                 # the share of LightFM's coverage asked for
+    aimed: float                 # the share aimed at on these users: the floor plus ``ranker.penalty_headroom``
     users: int
 
     def as_dict(self) -> dict[str, float]:
@@ -50,15 +52,16 @@ def choose_penalty(reranker: Reranker, model: CandidateModel, window: pd.DataFra
                    seed: int) -> PenaltyChoice:
     """The smallest penalty at which ``reranker``'s top k over ``window``'s users that ``model`` knows (a seeded
     sample of at most ``eval.max_users``, as many as the offline evaluation scores) cover ``ranker.coverage_floor``
-    x the titles LightFM's top k cover; 0 when they already do. Found by doubling, then halving the bracket
-    (coverage grows with the penalty)."""
+    x (1 + ``ranker.penalty_headroom``) x the titles LightFM's top k cover; 0 when they cover the floor without
+    one. Found by doubling, then halving the bracket (coverage grows with the penalty)."""
     k, floor, max_users = settings.eval.k, settings.ranker.coverage_floor, settings.eval.max_users
+    aimed = floor * (1 + settings.ranker.penalty_headroom)
     users = np.unique(window[Columns.User].to_numpy(np.int64))
     users = users[model.user_rows(users)[1]]
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     if floor == 0 or len(users) == 0:
-        return PenaltyChoice(0.0, 0.0, 0.0, 0.0, floor, len(users))
+        return PenaltyChoice(0.0, 0.0, 0.0, 0.0, floor, aimed, len(users))
     batch = generate_candidates(model, users, settings.candidates)
     raw = reranker.raw_score(users, batch, settings.ranker.threads)
     lfm = batch.take(batch.from_source("lightfm"))
@@ -68,13 +71,14 @@ def choose_penalty(reranker: Reranker, model: CandidateModel, window: pd.DataFra
         scores = reranker.penalised(raw, batch.items, penalty)
         return _coverage(batch.owner, batch.items, scores, len(users), k, len(model.item_ids))
 
-    target, unpenalised = floor * lightfm, coverage(0.0)
+    unpenalised = coverage(0.0)
     penalty, reached = 0.0, unpenalised
-    if unpenalised < target:
-        penalty, reached = _smallest_reaching(coverage, target, float(np.std(raw)) / 16 or 1.0)
-    choice = PenaltyChoice(penalty, reached, unpenalised, lightfm, floor, len(users))
-    log.info("popularity penalty %.4g: coverage@%d %.4f (%.4f without it) against LightFM's %.4f (floor %.0f%%) "
-             "over %d users", choice.penalty, k, choice.coverage, unpenalised, lightfm, 100 * floor, len(users))
+    if unpenalised < floor * lightfm:  # lists that meet the floor as they are keep their order
+        penalty, reached = _smallest_reaching(coverage, aimed * lightfm, float(np.std(raw)) / 16 or 1.0)
+    choice = PenaltyChoice(penalty, reached, unpenalised, lightfm, floor, aimed, len(users))
+    log.info("popularity penalty %.4g: coverage@%d %.4f (%.4f without it) against LightFM's %.4f (floor %.0f%%, "
+             "aimed at %.0f%%) over %d users", choice.penalty, k, choice.coverage, unpenalised, lightfm, 100 * floor,
+             100 * aimed, len(users))
     return choice
 
 
