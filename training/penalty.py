@@ -5,9 +5,9 @@ under half the titles LightFM's own lists did. A candidate is therefore ranked b
 the percentile of the title's views in the catalogue`` (1 for the most watched title, 0 for the least), with the
 smallest penalty at which the reranked top-k over a window's users show at least ``ranker.coverage_floor`` of the
 titles LightFM's top-k show over the same users (once a penalty is needed, it aims ``ranker.penalty_headroom``
-above the floor on these users, so the floor holds on others). Coverage needs no labels, so it is measured on the model pair the
-penalty is for (the evaluated one, then the served one), over users of a window that pair has already learnt
-from: never the holdout window's users for the evaluated pair. On the label window's validation users NDCG@10 fell
+above the floor on these users, so the floor holds on others). Coverage needs no labels, so it is measured on the
+model pair the penalty is for (the evaluated one, then the served one), over users of a window that pair has
+already learnt from: never the holdout window's users for the evaluated pair. On the label window's validation users NDCG@10 fell
 steadily as the penalty grew, and at equal coverage it fell less with the percentile than with log(1 + views), or
 with a popularity-discounted training target (README, "Training at Kion's size"); so the smallest penalty that
 meets the floor is also the most accurate one that does.
