@@ -19,7 +19,18 @@ from recsys.settings import Settings, SettingsError
 from recsys.training import spread
 from recsys.training.epochs import fit_with_early_stopping
 from recsys.training.params import apply_params
-from recsys.training.tune import ANCHORS, SPACE, anchor_values, best_trial, current_values, objective_value, tune
+from recsys.training.tune import (
+    ANCHORS,
+    SPACE,
+    TIE_MARGIN,
+    anchor_values,
+    best_trial,
+    current_values,
+    new_study,
+    objective_value,
+    should_prune,
+    tune,
+)
 from tests.helpers import BIN, ROOT, project_env, train
 
 TRIALS = len(ANCHORS) + 1  # the anchors, then one sampled trial
@@ -78,6 +89,39 @@ def test_coverage_below_the_floor_is_penalised_and_never_chosen_over_a_trial_abo
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"coverage": coverage,
                                                                            "coverage_floor": 0.1}))
     assert best_trial(study).number == 2
+
+
+def _completed(study: optuna.Study, value: float, lightfm: float) -> None:
+    study.add_trial(optuna.trial.create_trial(value=value, intermediate_values={0: lightfm},
+                                              user_attrs={"coverage": 0.3, "coverage_floor": 0.1}))
+
+
+def test_a_sampled_trial_must_beat_the_best_anchor_by_more_than_the_tie_margin():
+    def chosen(*values: float) -> int:
+        study = optuna.create_study(direction="maximize")
+        for value in values:
+            _completed(study, value, 0.1)
+        return best_trial(study).number
+
+    anchors = [0.100, 0.1200, 0.110][:len(ANCHORS)]
+    assert chosen(*anchors, 0.1200 * (1 + TIE_MARGIN / 2)) == 1  # a tie: the best anchor
+    assert chosen(*anchors, 0.1200 * (1 + 2 * TIE_MARGIN)) == len(ANCHORS)  # a clear lead: the sampled trial
+    assert chosen(0.1, 0.1, 0.1, 0.09) == 0  # the anchors are the best: the first of them
+
+
+def test_the_pruner_cuts_the_bottom_tenth_of_first_stages_and_not_where_the_best_trial_has_a_weak_one():
+    def pruned(best_first_stage: float, first_stage: float) -> bool:
+        study = new_study(0)
+        _completed(study, 0.2, best_first_stage)  # the best two-stage trial
+        for i in range(9):
+            _completed(study, 0.1, 0.05 + 0.01 * i)
+        trial = study.ask()
+        trial.report(first_stage, step=0)
+        return should_prune(trial)
+
+    assert not pruned(0.10, 0.10)  # in the middle: kept (Optuna's PercentilePruner(10) pruned all but the top tenth)
+    assert pruned(0.10, 0.01)      # below every completed one
+    assert not pruned(0.01, 0.01)  # the best trial's LightFM is the weakest: LightFM alone does not predict the objective
 
 
 def test_a_pruned_trial_keeps_no_objective_and_the_search_plot_draws_every_kind_of_trial(tmp_path):

@@ -31,7 +31,8 @@ from recsys.training.second_stage import RankerTrainingError
 from recsys.training.split import SplitError
 
 log = logging.getLogger("recsys")
-DEFAULT_BUDGET = 420.0  # seconds of search; with the final training (3 seeds), about 10 minutes on MovieLens-100k
+DEFAULT_BUDGET = 600.0  # seconds of search, the most: on MovieLens-100k about 12-15 trials on a quiet 2-core
+                        # machine; the first ones (the settings and the anchors) are the likeliest winners
 DEFAULT_TRIALS = 100
 
 
