@@ -96,17 +96,16 @@ def _completed(study: optuna.Study, value: float, lightfm: float) -> None:
                                               user_attrs={"coverage": 0.3, "coverage_floor": 0.1}))
 
 
-def test_a_sampled_trial_must_beat_the_best_anchor_by_more_than_the_tie_margin():
+def test_a_later_trial_is_chosen_only_when_it_beats_the_earlier_ones_by_more_than_the_tie_margin():
     def chosen(*values: float) -> int:
         study = optuna.create_study(direction="maximize")
         for value in values:
             _completed(study, value, 0.1)
         return best_trial(study).number
 
-    anchors = [0.100, 0.1200, 0.110][:len(ANCHORS)]
-    assert chosen(*anchors, 0.1200 * (1 + TIE_MARGIN / 2)) == 1  # a tie: the best anchor
-    assert chosen(*anchors, 0.1200 * (1 + 2 * TIE_MARGIN)) == len(ANCHORS)  # a clear lead: the sampled trial
-    assert chosen(0.1, 0.1, 0.1, 0.09) == 0  # the anchors are the best: the first of them
+    assert chosen(0.10, 0.120, 0.121, 0.120 * (1 + TIE_MARGIN / 2)) == 1  # ties with trial 1: the first of them
+    assert chosen(0.10, 0.120, 0.121, 0.120 * (1 + 2 * TIE_MARGIN)) == 3  # a clear lead
+    assert chosen(0.10, 0.08, 0.09) == 0
 
 
 def test_the_pruner_cuts_the_bottom_tenth_of_first_stages_and_not_where_the_best_trial_has_a_weak_one():

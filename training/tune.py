@@ -15,7 +15,7 @@ fraction of the catalogue; that trade is refused.
 
 The search. Trial 0 is the current settings (so the search cannot end worse than them on validation), trials 1-2
 configurations that won searches on other data (:data:`ANCHORS`), then a seeded TPE sampler (its random start-up
-trials count the anchors). A sampled trial is chosen over the best anchor only when it beats it by more than
+trials count the anchors). A trial is chosen over the earlier ones only when it beats them by more than
 ``TIE_MARGIN``: a smaller lead is within what a model seed moves one configuration, and the more trials a search
 runs, the likelier one of them wins such a tie by luck, so without the margin a search's choice would depend on how
 many trials the machine's load let it run. A percentile pruner reads LightFM alone's ndcg@k on the inner label
@@ -65,9 +65,10 @@ STARTUP_TRIALS = 8     # random trials before TPE models the results
 PRUNE_PERCENTILE = 10.0
 PRUNE_STARTUP_TRIALS = 8
 JOBS = 1               # trials at once (the trials depend on it, not on the machine); see "Parallel trials" above
-# A sampled trial must beat the best anchor by this share of its objective to be chosen over it. One configuration's
-# validation objective moves by about this much between model seeds (MovieLens-shaped data: see README, "The
-# search"), so a smaller lead is a tie, and a short search's lucky random trial would otherwise win it.
+# A trial must beat the earlier ones (the settings, the anchors, earlier samples) by this share of the objective to be
+# chosen over them. One configuration's validation objective moves by about this much between model seeds
+# (MovieLens-shaped data: see README, "The search"), so a smaller lead is a tie, which a longer search's extra trials
+# would otherwise win by luck.
 TIE_MARGIN = 0.02
 QUIET_LOGGERS = ("recsys",)  # the pipeline's step logs (recsys.training.*), per trial, would drown the search's own
 
@@ -245,17 +246,16 @@ def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The best completed trial above the coverage floor (or the best completed one if none is), except that the
-    best anchor is chosen over a sampled trial that beats it by less than ``TIE_MARGIN`` of its objective: a tie on
-    one validation window, where a model seed moves a trial's score as much (see ``TIE_MARGIN``)."""
+    """The first completed trial within ``TIE_MARGIN`` of the best objective, among those above the coverage floor
+    (or among all completed if none is). The trials come in the order of their prior: the current settings, the
+    anchors, then the sampler's; a lead smaller than the margin is a tie on one validation window (a model seed moves
+    one configuration's objective as much), and a later trial wins a tie by luck as often as on merit."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise RankerTrainingError("no tuning trial completed; see the errors above, or raise --budget / --trials")
     feasible = [t for t in complete if _feasible(t)] or complete
-    best = max(feasible, key=lambda t: (t.value, -t.number))
-    anchors = [t for t in feasible if t.number < len(ANCHORS)]
-    anchor = max(anchors, key=lambda t: (t.value, -t.number), default=best)
-    return anchor if float(anchor.value or 0) >= float(best.value or 0) * (1 - TIE_MARGIN) else best
+    best = max(float(t.value or 0) for t in feasible)
+    return min((t for t in feasible if float(t.value or 0) >= best * (1 - TIE_MARGIN)), key=lambda t: t.number)
 
 
 class _Progress:
