@@ -224,7 +224,8 @@ def test_tune_writes_the_parameters_and_the_search_history(tuned):
     for trial in trials:
         assert trial["state"] == "complete" and trial["value"] == pytest.approx(
             objective_value(trial["ndcg"], trial["coverage"], trial["coverage_floor"]))
-    assert tuning["best_value"] == max(t["value"] for t in trials)
+    top = max(t["value"] for t in trials if t["value"] is not None)
+    assert tuning["best_trial"] == min(t["number"] for t in trials if (t["value"] or 0) >= top * (1 - TIE_MARGIN))
     # the holdout window is not what the trials were scored on: their validation window ends before it
     windows = tuning["windows"]
     assert windows["trials_split"]["holdout"]["end"] < windows["holdout_untouched"]["start"]
