@@ -74,6 +74,7 @@ DISMISSED_FIELDS = ("dismissed_indptr", "dismissed_indices")
 # And these: a pair trained without the known users' stored lists (or before them) computes every list per request.
 STORED_FIELDS = ("stored_lightfm", "stored_ease", "stored_for")
 STORED_BLOCK_BYTES = 64 * 2**20  # the scores of one block of users while the stored lists are built
+EASE_TERMS_PER_CHUNK = 1 << 16  # (pair, title) terms summed at once for EASE pair scores: ~2 MB of temporaries
 
 
 def segment_key(age: str, sex: str, kids_flg: int) -> str:
@@ -377,15 +378,18 @@ class CandidateModel:
         """EASE's score of each (user ``rows[owner]``, item) pair, bit for bit :meth:`ease_scores`' entry: the
         weights of the user's titles in that item's column, added one title at a time in history order
         (``np.add.at`` adds in index order), for the pairs only, so a request with stored lists never sums whole
-        rows. The (pair, title) terms go in chunks of a quarter of a catalogue row's count, so memory does not grow
-        with the histories. The titles are each user's row of the CSR ``indptr``/``indices``: by default the
-        history (``seen_*``); the dismissed titles (``dismissed_*``) give the ``ease_dismissed`` feature."""
+        rows. The (pair, title) terms go in chunks of :data:`EASE_TERMS_PER_CHUNK` (or a quarter of a catalogue
+        row's count if more), cut between pairs, so memory does not grow with the histories and a pair's sum is the
+        same whatever the chunks (at 1,024 terms a chunk, a batch of 32 users took ~50 chunks of ten numpy calls
+        each: 1.1 -> 0.5 CPU ms on the default pair). The titles are each user's row of the CSR
+        ``indptr``/``indices``: by default the history (``seen_*``); the dismissed titles (``dismissed_*``) give the
+        ``ease_dismissed`` feature."""
         if indptr is None or indices is None:
             indptr, indices = self.seen_indptr, self.seen_indices
         starts = indptr[rows][owner]
         lengths = indptr[rows + 1][owner] - starts
         ends = np.cumsum(lengths)
-        chunk = max(1024, len(self.item_ids) // 4)
+        chunk = max(EASE_TERMS_PER_CHUNK, len(self.item_ids) // 4)
         cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]) if len(ends) else 0, chunk))
         scores = np.zeros(len(items), np.float32)
         for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(items)], strict=True):
