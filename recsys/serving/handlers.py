@@ -73,8 +73,8 @@ def warm_up_queries(model: CandidateModel) -> list[Query]:
     stored lists) and without (the computed lists), and an unknown user (a popularity list)."""
     known = model.user_ids[:WARM_UP_USERS].tolist()
     unknown = int(model.user_ids[-1]) + 1 if len(model.user_ids) else 0
-    return [{"user_id": int(user), "exclude_seen": j > 0, "user_features": None, "raw_arrays": wire.TAKES_RAW}
-            for j, user in enumerate([unknown, *known])]
+    return [{"user_id": int(user), "exclude_seen": j != 1, "user_features": None, "raw_arrays": wire.TAKES_RAW}
+            for j, user in enumerate([unknown, *known])]  # the first known user without the seen filter
 
 
 def warm_up_requests(reranker: Reranker) -> list[list[RankRequest]]:
