@@ -159,6 +159,23 @@ def test_step_logs_say_how_much_of_the_run_is_left(caplog):
     assert timings.eta() == pytest.approx(3 * timings["first"])  # b costs 3 a's, at a's pace
 
 
+def test_a_step_answered_from_the_cache_sets_no_pace(tmp_path, caplog):
+    """A cached fit takes a moment where computing it takes minutes: the estimate of what is left comes from the
+    steps that computed (a run resumed from its cache used to promise the rest in seconds)."""
+    timings = Timings()
+    timings.plan({"a": 1.0, "b": 1.0, "c": 2.0})
+    cache = StageCache(tmp_path / "cache", on_hit=timings.from_cache)
+    cache.cached("kind", "key", lambda: 1, lambda value, path: None, lambda path: 1)  # a miss: stored
+    with caplog.at_level(logging.INFO, logger="recsys"):
+        with timings.step("first", "a"):
+            assert cache.cached("kind", "key", lambda: 2, lambda value, path: None, lambda path: 1) == 1  # a hit
+        assert timings.eta() is None  # nothing computed yet: no pace to tell
+        assert "left" not in caplog.records[-1].getMessage()
+        with timings.step("second", "b"):
+            pass
+    assert timings.eta() == pytest.approx(2 * timings["second"])  # c costs two b's, at b's pace alone
+
+
 def test_ease_weights_in_float32_match_the_float64_formula():
     x = sp.random(2_000, 300, density=0.03, format="csr", random_state=0, dtype=np.float32)
     x.data[:] = 1.0

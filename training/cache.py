@@ -39,9 +39,11 @@ class StageCache:
     """Entries under ``root/<kind>/<key>/``, at most ``max_bytes`` of them in all (None: unbounded); with ``root``
     None every lookup misses and nothing is written."""
 
-    def __init__(self, root: Path | None, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path | None, max_bytes: int | None = None,
+                 on_hit: Callable[[], None] | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.on_hit = on_hit  # told of every hit: a run's progress estimate must not take a hit's pace for its own
 
     def cached(self, kind: str, key: str, compute: Callable[[], T], save: Callable[[T, Path], None],
                load: Callable[[Path], T]) -> T:
@@ -51,6 +53,8 @@ class StageCache:
         entry = self.root / kind / key
         if entry.is_dir():
             log.info("cache hit: %s %s (%s)", kind, key, entry)
+            if self.on_hit is not None:
+                self.on_hit()
             os.utime(entry)  # used now: the last to be evicted
             return load(entry)
         log.info("cache miss: %s %s", kind, key)

@@ -376,7 +376,8 @@ def train(settings: Settings, dataset: Dataset | None = None, seeds: int = 1,
                          "train with one")
     timings = Timings()
     started = time.time()
-    cache = StageCache(settings.cache_dir if settings.cache else None, int(settings.cache_max_gb * 1e9))
+    cache = StageCache(settings.cache_dir if settings.cache else None, int(settings.cache_max_gb * 1e9),
+                       on_hit=timings.from_cache)
     if dataset is None:
         with timings.step(f"load dataset '{settings.data.dataset}'"):
             dataset = _load_dataset(settings, cache)
