@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import bentoml
@@ -25,7 +26,7 @@ CALLS: list[dict[str, Any]] = []
 
 
 @pytest.fixture(scope="module")
-def echo() -> Any:
+def echo() -> Iterator[tuple[Any, Any]]:
     """A service with the entry's two public routes (their real input models) behind the entry's edge layer; each
     method records the arguments it got."""
     parse_once.apply()
@@ -49,9 +50,11 @@ def echo() -> Any:
                              inputs={api.route: api.input_spec for api in Echo.apis.values()}, info={},
                              labels=dict, log_errors=False)
     Echo.inject_config()
-    server_context.service_name = server_context.bento_name = "echo"
-    server_context.service_routes = [api.route for api in Echo.apis.values()]
-    return Echo, Echo.to_asgi(is_main=True)  # built once: its metrics are registered once per process
+    with pytest.MonkeyPatch.context() as patch:  # what `bentoml serve` sets in a worker, for this module only
+        for name, value in (("service_name", "echo"), ("bento_name", "echo"),
+                            ("service_routes", [api.route for api in Echo.apis.values()])):
+            patch.setattr(server_context, name, value)
+        yield Echo, Echo.to_asgi(is_main=True)  # built once: its metrics are registered once per process
 
 
 async def _post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
