@@ -53,6 +53,8 @@ from recsys.serving import (
     gc_watch,
     hops,
     page_cache,
+    parse_once,
+    request_metrics,
     request_timer,
     reuseport,
     shutdown,
@@ -76,6 +78,8 @@ use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
+parse_once.apply()  # the entry's API methods take the request its edge validated: the body is parsed once
+request_metrics.apply()  # BentoML's request metrics: each route's labelled series looked up once
 hops.apply()  # a pickled call between the services in one chunk, not one per numpy array
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
