@@ -53,6 +53,8 @@ from recsys.serving import (
     gc_watch,
     hops,
     page_cache,
+    parse_once,
+    request_metrics,
     request_timer,
     reuseport,
     shutdown,
@@ -63,7 +65,7 @@ from recsys.serving.answers import Answer, answer_json, batch_json
 from recsys.serving.batcher import MicroBatcher
 from recsys.serving.edge import EntryEdge
 from recsys.serving.errors import ModelServiceDown, unavailable
-from recsys.serving.handlers import candidate_answers, rank_answers
+from recsys.serving.handlers import candidate_answers, rank_answers, warm_up_queries, warm_up_requests
 from recsys.serving.openapi import api_info
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest, is_warm
 from recsys.serving.schemas import BatchRequest, BatchResponse, RecommendRequest, RecommendResponse, UserFeatures, unknown_label
@@ -76,6 +78,8 @@ use_own_prometheus_dir()
 request_timer.apply(SETTINGS.serving.cancel_request_timers)  # before BentoML builds any service's app
 tracing.apply()  # likewise: no spans unless tracing is configured
 api_methods.apply()  # API methods bound once per service instance, not per request
+parse_once.apply()  # the entry's API methods take the request its edge validated: the body is parsed once
+request_metrics.apply()  # BentoML's request metrics: each route's labelled series looked up once
 hops.apply()  # a pickled call between the services in one chunk, not one per numpy array
 connections.apply(SETTINGS.serving.idle_timeout_s)  # before a worker starts its HTTP server
 reuseport.apply(SETTINGS.serving.workers)  # likewise: each entry worker accepts on a socket of its own
@@ -126,7 +130,9 @@ class Candidates:
         # OpenBLAS threads busy-wait between the small per-batch matmuls: 5x the CPU per request for nothing
         threadpool_limits(SETTINGS.serving.blas_threads)
         self.model = model_store.load_candidates(self.model_ref, threads=SETTINGS.serving.blas_threads,
-                                                 stored_lists=SETTINGS.candidates.stored_lists)
+                                                 stored_lists=SETTINGS.candidates.stored_lists,
+                                                 score_dismissed=model_store.ranker_reads(VERSION, "ease_dismissed"))
+        self.answer(cast(list[dict[str, Any]], warm_up_queries(self.model)))  # first calls are dear (handlers.py)
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
     def answer(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[Query] -> list[CandidateAnswer], packed
@@ -151,6 +157,8 @@ class Ranker:
     def __init__(self) -> None:
         bundle = model_store.load_ranker(self.model_ref)
         self.reranker = bundle.reranker
+        for batch in warm_up_requests(self.reranker):  # likewise
+            self.answer(cast(list[dict[str, Any]], batch))
         gc_watch.settle(SETTINGS.serving.freeze_startup_heap, SETTINGS.serving.gc_threshold)
 
     def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:  # list[RankRequest] -> list[Ranked], packed

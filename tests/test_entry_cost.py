@@ -171,8 +171,7 @@ def test_the_entry_runs_one_asgi_layer_of_its_own_and_no_redundant_timer(tmp_pat
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     stacks = json.loads(out.stdout.splitlines()[-1])
-    assert stacks["recommender"] == ["RunnerTrafficMetricsMiddleware", "RequestIdMiddleware", "EntryEdge",
-                                     "ContextMiddleware"]
+    assert stacks["recommender"] == ["BoundRequestMetrics", "RequestIdMiddleware", "EntryEdge", "ContextMiddleware"]
     for model_service in ("ranker", "candidates"):
         assert "CancellingTimeoutMiddleware" in stacks[model_service], stacks
 

@@ -18,6 +18,7 @@ import bentoml
 import numpy as np
 import simple_di
 from _bentoml_impl.server.app import ServiceAppFactory
+from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.context import trace_context
 from starlette.responses import Response
 
@@ -111,20 +112,24 @@ def test_the_media_type_of_an_answer_is_worked_out_once_per_type(monkeypatch):
 
 def test_an_answers_headers_are_bentomls_without_its_dependency_injector(monkeypatch):
     """Regression: BentoML's ``@inject`` bound the arguments of ``_add_response_headers`` with
-    ``inspect.Signature.bind_partial`` on every answer, to pass it the same logging format each time. The headers
-    are what BentoML's own injected function sets."""
+    ``inspect.Signature.bind_partial`` on every answer, to pass it the same logging format each time, and the
+    function read its trace id setting through the configuration container each time. The headers are what
+    BentoML's own injected function sets."""
     api_methods.apply()
     factory = SimpleNamespace(service=SimpleNamespace(name="stage"))
     bentomls = simple_di.inject(ServiceAppFactory._add_response_headers.__wrapped__)
     ServiceAppFactory._add_response_headers(factory, Response(b"{}"))  # the first answer reads the configuration
-    binds = []
+    binds, settings_read = [], []
     bind_partial = inspect.Signature.bind_partial
     monkeypatch.setattr(inspect.Signature, "bind_partial", lambda *a, **k: binds.append(1) or bind_partial(*a, **k))
+    setting = type(BentoMLContainer.http.response.trace_id)
+    read_setting = setting.get
+    monkeypatch.setattr(setting, "get", lambda *a, **k: settings_read.append(1) or read_setting(*a, **k))
     token = trace_context._request_id_var.set(0xABCDEF)
     try:
         ours, theirs = Response(b"{}"), Response(b"{}")
         ServiceAppFactory._add_response_headers(factory, ours)
-        assert binds == []
+        assert binds == [] and settings_read == []  # before: its trace id setting was read on every answer
         bentomls(factory, theirs)
         assert binds  # BentoML's injection runs once per answer
     finally:

@@ -192,12 +192,25 @@ def _reading(model: bentoml.Model) -> Iterator[None]:
         raise ModelStoreError(f"model {model.tag} is damaged: {exc}; {_retrain_hint()}") from exc
 
 
-def load_candidates(model: bentoml.Model, threads: int = 1, stored_lists: bool = True) -> CandidateModel:
+def load_candidates(model: bentoml.Model, threads: int = 1, stored_lists: bool = True,
+                    score_dismissed: bool = True) -> CandidateModel:
     """``threads``: the item index's search threads (serving runs one batch at a time per process);
-    ``stored_lists=False``: every request computes its lists (the stored ones are not mapped)."""
+    ``stored_lists=False``: every request computes its lists (the stored ones are not mapped);
+    ``score_dismissed=False``: the ``ease_dismissed`` column is left 0 (see :func:`ranker_reads`)."""
     with _reading(model):
         return CandidateModel.load(Path(model.path_of(CANDIDATES_DIR)), mmap=True, threads=threads,
-                                   stored_lists=stored_lists)
+                                   stored_lists=stored_lists, score_dismissed=score_dismissed)
+
+
+def ranker_reads(version: str, feature: str) -> bool:
+    """Whether the ranker of pair ``version`` was trained on ``feature``, from its metadata (``ranker_features``,
+    checked against the CatBoost file at start-up: :func:`check_files`); True when that cannot be told (no such
+    model in this store, or metadata without the list), so a feature is only ever skipped when it is not read."""
+    try:
+        features = get_model(RANKER, version).info.metadata.get("ranker_features")
+    except ModelStoreError:
+        return True
+    return not isinstance(features, list) or feature in features
 
 
 def load_demographic_labels(model: bentoml.Model) -> dict[str, frozenset[str]]:

@@ -5,7 +5,8 @@ call that holds the GIL, so even in a worker thread it would freeze the event lo
 quadratic: one 1 MB body held the loop for 177 s. So a body is first measured with a few byte-level passes
 (``bytes.count``/``replace``/``split``, memchr speed, at most a few thousand small objects). A body with more
 keys, values and strings than any valid request to its route can have is refused before any parser sees it. What
-passes is small, so validating it and looking for a repeated key take a few milliseconds at most. Bodies over
+passes is small, so validating it and looking for a repeated key take a few milliseconds at most. A valid body is
+parsed once: the request it validates to is what the API method gets (recsys/serving/parse_once.py). Bodies over
 ``INLINE_BYTES`` are checked in a worker thread anyway (see :class:`serving.errors.CleanErrors`).
 """
 
@@ -45,16 +46,28 @@ def _most_values(schema: dict[str, Any], defs: dict[str, Any]) -> int:
     return 1
 
 
-def _tokens_over(body: bytes, limit: int) -> bool:
-    """Whether ``body`` holds more than ``limit`` strings, or more than ``limit`` commas, colons and opening
-    brackets outside strings. A valid document with N keys and values has at most 2N of each (a string is a key
-    or a value; a key brings a colon and at most one comma, a value at most one comma and one bracket).
+def _outside_strings(body: bytes, limit: int) -> bytes | None:
+    """What of ``body`` lies outside its strings, or None when it holds more than ``limit`` strings, or more
+    than ``limit`` commas, colons and opening brackets outside strings. A valid document with N keys and values
+    has at most 2N of each (a string is a key or a value; a key brings a colon and at most one comma, a value at
+    most one comma and one bracket).
     """
     text = body.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in body else body  # escaped quotes are content
     if text.count(b'"') > 2 * limit:
-        return True
+        return None
     outside = b"".join(text.split(b'"')[::2])  # at most 2 * limit + 1 pieces
-    return sum(outside.count(c) for c in (b",", b":", b"[", b"{")) > limit
+    return None if sum(outside.count(c) for c in (b",", b":", b"[", b"{")) > limit else outside
+
+
+def _keys_given(value: Any) -> int:
+    """How many JSON keys a validated request was given, nested models and lists of them included: its models'
+    ``model_fields_set``. Every object of a bounded request schema is a model that forbids unknown keys
+    (:func:`_most_values`), so each distinct key of each object is one field set."""
+    if isinstance(value, BaseModel):
+        return sum(1 + _keys_given(getattr(value, name)) for name in value.model_fields_set)
+    if isinstance(value, list):
+        return sum(_keys_given(item) for item in value)
+    return 0
 
 
 def _short(text: str) -> str:
@@ -117,21 +130,23 @@ class Admission:
         schema = model.model_json_schema()
         return cls(model, 2 * _most_values(schema, schema.get("$defs", {})) + ROOM)
 
-    def refusal(self, body: bytes) -> str | None:
-        """Why ``body`` is not a valid request (the 400 message), or None when it is one.
+    def admit(self, body: bytes) -> BaseModel | str:
+        """``body`` as a validated request (an instance of :attr:`model`), or why it is not one (the 400 message).
 
-        Checked as BentoML will parse it (an empty body is ``{}``). BentoML's parser silently keeps the last of
-        repeated keys, so a body that validates is also checked for them.
+        Checked as BentoML would parse it (an empty body is ``{}``). Pydantic's parser silently keeps the last of
+        repeated keys, so a body that validates is also checked for them: each key outside strings brings one
+        colon, so a body with more colons there than keys its request was given repeats one (no second parse;
+        only then is the body parsed again, to name the key).
         """
-        if _tokens_over(body, self.limit):
+        outside = _outside_strings(body, self.limit)
+        if outside is None:
             return (f"invalid request: body: more JSON keys and values than any valid request has (at most "
                     f"{(self.limit - ROOM) // 2}); send only the documented fields")
         try:
-            self.model.model_validate_json(body or b"{}")
+            request = self.model.model_validate_json(body or b"{}")
         except ValidationError as exc:
             return describe(exc.errors(include_url=False, include_context=False, include_input=False))
-        key = _repeated_key(body)
-        if key is not None:
+        if outside.count(b":") > _keys_given(request) and (key := _repeated_key(body)) is not None:
             return (f"invalid request: body: key '{_short(key)}' appears more than once in one JSON object; "
                     "send each field once")
-        return None
+        return request

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from recsys.serving import flask_compat
+from recsys.serving import flask_compat, parse_once
 from recsys.serving.admission import INLINE_BYTES, Admission
 from recsys.serving.asgi import replay, rewrite_responses, send_json
 
@@ -88,10 +88,11 @@ class CleanErrors:
             return
         admission = self.admissions.get(scope["path"]) if scope.get("method") == "POST" else None
         if admission is not None:
-            refusal = (admission.refusal(body) if len(body) <= INLINE_BYTES
-                       else await asyncio.to_thread(admission.refusal, body))
-            if refusal is not None:
-                await send_json(send, 400, error_json(refusal))
+            admitted = (admission.admit(body) if len(body) <= INLINE_BYTES
+                        else await asyncio.to_thread(admission.admit, body))
+            if isinstance(admitted, str):
+                await send_json(send, 400, error_json(admitted))
                 return
+            parse_once.hand_over(scope, admitted)  # BentoML's endpoint takes it as it is: the body is not parsed again
         await rewrite_responses(app, scope, replay(body, receive), send, lambda status: status >= 400, error_body,
                                 RETRY_AFTER)

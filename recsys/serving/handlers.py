@@ -2,14 +2,22 @@
 
 Payloads between services are dicts of numpy arrays (typed in recsys/serving/payloads.py); BentoML pickles them
 over its Unix sockets.
+
+Each model service runs a few made-up batches through its handler as it starts, before it is ready
+(:func:`warm_up_queries`, :func:`warm_up_requests`): the first batches of a fresh process otherwise paid for
+lazy imports (pyarrow's pandas bridge on the first batch CatBoost reads as a DataFrame), first calls into
+CatBoost and numpy and first touches of the mapped arrays, 2-6x a warm batch's time (first call of each kind in
+process: ranker 12 and 14 ms against 2 and 11, candidates 15 against 4 ms on the default pair; ~40 against ~20 ms
+each at Kion's size), in the first users' latency after every start or restart.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from recsys.core.candidates import CandidateBatch, CandidateModel, Mix, Profile
-from recsys.core.reranker import Reranker, top_k_per_user
+from recsys.core.candidates import BATCH_FEATURES, CandidateBatch, CandidateModel, Mix, Profile
+from recsys.core.reranker import FRAME_FROM_ROWS, Reranker, top_k_per_user
+from recsys.serving import wire
 from recsys.serving.payloads import WARM, CandidateAnswer, Query, Ranked, RankRequest
 from recsys.settings import CandidateSettings
 
@@ -55,3 +63,29 @@ def rank_answers(reranker: Reranker, item_ids: np.ndarray, requests: list[RankRe
         answers.append({"item_ids": item_ids[batch.items[rows]], "scores": top_scores[j, : len(rows)],
                         "retrieved_by": flags[rows]})
     return answers
+
+
+WARM_UP_USERS = 32  # a full burst of 32 connections
+
+
+def warm_up_queries(model: CandidateModel) -> list[Query]:
+    """Queries that take every path of :func:`candidate_answers` once: known users with the seen filter (the
+    stored lists) and without (the computed lists), and an unknown user (a popularity list)."""
+    known = model.user_ids[:WARM_UP_USERS].tolist()
+    unknown = int(model.user_ids[-1]) + 1 if len(model.user_ids) else 0
+    return [{"user_id": int(user), "exclude_seen": j != 1, "user_features": None, "raw_arrays": wire.TAKES_RAW}
+            for j, user in enumerate([unknown, *known])]  # the first known user without the seen filter
+
+
+def warm_up_requests(reranker: Reranker) -> list[list[RankRequest]]:
+    """Two batches for :func:`rank_answers`, made-up candidates of the feature store's first users: one below
+    :data:`FRAME_FROM_ROWS` candidates (CatBoost reads strings) and one above it (a DataFrame)."""
+    ids = reranker.assembler.users.ids
+    items = len(reranker.assembler.item_ids)
+    per_user = max(1, min(items, -(-FRAME_FROM_ROWS // WARM_UP_USERS)))
+    def batch(users: int) -> list[RankRequest]:
+        return [{"user_id": int(ids[j % len(ids)]) if len(ids) else j, "top_k": 10, "source": WARM,
+                 "items": np.arange(per_user, dtype=np.int64),
+                 "features": np.zeros((per_user, len(BATCH_FEATURES)), np.float32), "raw_arrays": wire.TAKES_RAW}
+                for j in range(users)]
+    return [batch(1), batch(max(WARM_UP_USERS, -(-FRAME_FROM_ROWS // per_user)))]
